@@ -19,7 +19,16 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 SummaryType = Literal["mean", "first", "last", "cls_index"]
-SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish", "tanh")
+SUPPORTED_ACTIVATIONS = (
+    "gelu",
+    "gelu_new",
+    "gelu_pytorch_tanh",
+    "gelu_fast",
+    "relu",
+    "silu",
+    "swish",
+    "tanh",
+)
 
 # Fields every HF `PretrainedConfig.to_dict()` carries. They do not change the model; we accept and keep them.
 HF_BOOKKEEPING_FIELDS = frozenset(
@@ -214,7 +223,13 @@ class ClvpEncoderConfig(_ConfigBase):
     hf_metadata: dict = dataclasses.field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "hidden_size", "intermediate_size", "projection_dim", "num_attention_heads"):
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "projection_dim",
+            "num_attention_heads",
+        ):
             _check(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)}")
         _check(self.num_hidden_layers >= 0, f"num_hidden_layers must be >= 0, got {self.num_hidden_layers}")
         _check(
@@ -303,7 +318,13 @@ class ClvpDecoderConfig(_ConfigBase):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "decoder_fixing_codes", tuple(int(c) for c in self.decoder_fixing_codes))
-        for name in ("vocab_size", "max_position_embeddings", "max_text_tokens", "hidden_size", "feature_size"):
+        for name in (
+            "vocab_size",
+            "max_position_embeddings",
+            "max_text_tokens",
+            "hidden_size",
+            "feature_size",
+        ):
             _check(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)}")
         _check(self.num_attention_heads > 0, "num_attention_heads must be positive")
         _check(
@@ -318,8 +339,7 @@ class ClvpDecoderConfig(_ConfigBase):
         )
         _check(
             self.activation_function in SUPPORTED_ACTIVATIONS,
-            f"activation_function {self.activation_function!r} is not supported; use one of "
-            f"{SUPPORTED_ACTIVATIONS}",
+            f"activation_function {self.activation_function!r} is not supported; use one of {SUPPORTED_ACTIVATIONS}",
         )
         for name in ("bos_token_id", "eos_token_id"):
             tok = getattr(self, name)

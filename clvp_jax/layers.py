@@ -1,0 +1,141 @@
+"""Small building blocks shared by the CLVP modules: norms, activations, rotary embedding, MLPs.
+
+Axis legend: B batch, T sequence, D width, H heads, K head dim, R rotary width.
+Norm statistics are always computed in float32, whatever the compute dtype.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = jnp.dtype
+
+
+def activation(name: str) -> Callable[[jax.Array], jax.Array]:
+    """The reference's `ACT2FN[name]` for the activations CLVP configs use."""
+    table: dict[str, Callable[[jax.Array], jax.Array]] = {
+        "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+        "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+        "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+        "gelu_fast": lambda x: jax.nn.gelu(x, approximate=True),
+        "relu": jax.nn.relu,
+        "silu": jax.nn.silu,
+        "swish": jax.nn.silu,
+        "tanh": jnp.tanh,
+    }
+    if name not in table:
+        raise ValueError(f"unsupported activation {name!r}; use one of {sorted(table)}")
+    return table[name]
+
+
+def dense(features: int, name: str, *, use_bias: bool = True, dtype: Dtype | None = None) -> nn.Dense:
+    """A Linear layer; kernels are [in, out] (the converter transposes torch's [out, in])."""
+    return nn.Dense(features, use_bias=use_bias, dtype=dtype, name=name, kernel_init=nn.initializers.normal(0.02))
+
+
+class RMSNorm(nn.Module):
+    """y = scale * x / sqrt(mean(x^2) + eps), computed in float32 (encoders only; no bias)."""
+
+    eps: float = 1e-5
+    dtype: Dtype | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
+        x32 = x.astype(jnp.float32)
+        y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return (y * scale.astype(jnp.float32)).astype(self.dtype or x.dtype)
+
+
+def layer_norm(eps: float, name: str, dtype: Dtype | None = None) -> nn.LayerNorm:
+    """A LayerNorm with torch's biased variance computed as E[(x - mean)^2], in float32."""
+    return nn.LayerNorm(epsilon=eps, dtype=dtype, use_fast_variance=False, name=name)
+
+
+def rotary_inv_freq(rotary_dim: int) -> jax.Array:
+    """inv_freq[j] = 1 / 10000^(2j / r0) over arange(0, r0, 2), float32 (spec §4); r0 = the unrounded dim.
+
+    `rotary_dim` here is r0 = max(P // (2H), 32); the table has ceil(r0 / 2) entries.
+    """
+    return 1.0 / (10000.0 ** (jnp.arange(0, rotary_dim, 2, dtype=jnp.float32) / rotary_dim))
+
+
+def rotary_r0(projection_dim: int, num_heads: int) -> int:
+    return max(projection_dim // (2 * num_heads), 32)
+
+
+def rotary_tables(r0: int, length: int) -> tuple[jax.Array, jax.Array]:
+    """cos, sin tables [T, R] for positions 0..length-1, R = 2 * ceil(r0 / 2)."""
+    freqs = jnp.arange(length, dtype=jnp.float32)[:, None] * rotary_inv_freq(r0)[None, :]
+    emb = jnp.concatenate([freqs, freqs], axis=-1)
+    return jnp.cos(emb), jnp.sin(emb)
+
+
+def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    """Rotate the first R dims of each head of x [B, T, H, K] with rotate-half; the rest passes through."""
+    r = cos.shape[-1]
+    x_rot, x_pass = x[..., :r], x[..., r:]
+    half = r // 2
+    rotated = jnp.concatenate([-x_rot[..., half:], x_rot[..., :half]], axis=-1)
+    cos = cos[None, :, None, :].astype(x.dtype)
+    sin = sin[None, :, None, :].astype(x.dtype)
+    return jnp.concatenate([x_rot * cos + rotated * sin, x_pass], axis=-1)
+
+
+class GatedProjection(nn.Module):
+    """The reference's `ClvpGatedLinearUnit`: proj to 2I, value = first half, gate = act(second half)."""
+
+    features: int
+    act: str
+    dtype: Dtype | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = dense(2 * self.features, "proj", dtype=self.dtype)(x)  # [B, T, 2I]
+        value, gate = jnp.split(h, 2, axis=-1)
+        return value * activation(self.act)(gate)
+
+
+class EncoderMLP(nn.Module):
+    """GLU feed-forward of the encoders: fc2(GLU(fc1(x)))."""
+
+    hidden_size: int
+    intermediate_size: int
+    act: str
+    dtype: Dtype | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = GatedProjection(self.intermediate_size, self.act, dtype=self.dtype, name="fc1")(x)
+        return dense(self.hidden_size, "fc2", dtype=self.dtype)(h)
+
+
+class DecoderMLP(nn.Module):
+    """GPT-2 MLP: c_proj(act(c_fc(x))). The torch weights are Conv1D [in, out], i.e. already Flax kernels."""
+
+    hidden_size: int
+    inner_size: int
+    act: str
+    dtype: Dtype | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = activation(self.act)(dense(self.inner_size, "c_fc", dtype=self.dtype)(x))
+        return dense(self.hidden_size, "c_proj", dtype=self.dtype)(h)
+
+
+def additive_mask(allowed: jax.Array) -> jax.Array:
+    """Boolean 'may attend' mask -> additive float32 mask: 0 where allowed, finfo(float32).min elsewhere.
+
+    Matches the reference's eager attention, including rows whose keys are all masked (uniform weights).
+    """
+    return jnp.where(allowed, 0.0, jnp.finfo(jnp.float32).min).astype(jnp.float32)
+
+
+def inverse_sqrt(n: int) -> float:
+    return 1.0 / math.sqrt(n)

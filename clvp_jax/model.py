@@ -1,0 +1,192 @@
+"""`ClvpModelForConditionalGeneration`: conditioning encoder + speech decoder + the two CLVP towers.
+
+Axis legend: B batch, T text tokens, S speech tokens, D width, P projection width.
+
+Submodules are named as in the reference (`conditioning_encoder`, `speech_decoder_model`, `text_encoder_model`,
+`speech_encoder_model`, plus the `logit_scale` parameter), so each can be applied alone, e.g.
+`model.apply(variables, feats, ids, method=lambda m, *a: m.conditioning_encoder(*a))`.
+
+`__call__` has the reference forward's semantics (spec §9.3): a teacher-free "fake decode" (argmax over the
+conditioning prefix), fixed, then scored. Generation lives in `clvp_jax.generation`.
+Where we deliberately differ: pooling respects the attention mask by default (see `clvp_jax.encoder`), and
+`get_text_features` returns an array like `get_speech_features` (spec §14.5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from clvp_jax.conditioning import ClvpConditioningEncoder
+from clvp_jax.config import ClvpConfig
+from clvp_jax.decoder import ClvpForCausalLM
+from clvp_jax.encoder import ClvpEncoder
+from clvp_jax.layers import Dtype
+
+
+@flax.struct.dataclass
+class ClvpOutput:
+    """Output of the forward pass (names as the reference's `ClvpOutput`).
+
+    Attributes:
+      loss: symmetric contrastive loss (only with `return_loss=True`), else None.
+      speech_ids: the fixed decoder ids that were scored [B, S].
+      logits_per_speech: [B_speech, B_text]; logits_per_text: [B_text, B_speech].
+      text_embeds, speech_embeds: L2-normalised projections [B, P].
+      text_model_output, speech_model_output: pooled encoder outputs [B, D].
+      conditioning_embeds: the conditioning prefix [B, T+3, D_dec].
+    """
+
+    loss: jax.Array | None
+    speech_ids: jax.Array
+    logits_per_speech: jax.Array
+    logits_per_text: jax.Array
+    text_embeds: jax.Array
+    speech_embeds: jax.Array
+    text_model_output: jax.Array
+    speech_model_output: jax.Array
+    conditioning_embeds: jax.Array
+
+
+def fix_speech_decoder_output(ids: jax.Array, eos_token_id: int, fixing_codes: Sequence[int]) -> jax.Array:
+    """Tortoise's `fix_autoregressive_output` as the reference applies it (spec §9.1); pure and jittable.
+
+    Drops column 0, then in every row that contains `eos_token_id`: every position at or after
+    min(first eos, max(0, T - 3)) becomes `fixing_codes[0]`, except that the last k = min(len(codes) - 1, T)
+    positions take the last k entries of `fixing_codes[1:]`. Rows without eos are unchanged. Safe for T < 3.
+
+    Args:
+      ids: [B, 1 + T] decoder output (bos first).
+      eos_token_id: the decoder's stop token.
+      fixing_codes: e.g. (83, 45, 45, 248).
+    Returns:
+      [B, T] fixed ids, same dtype.
+    """
+    ids = ids[:, 1:]
+    T = ids.shape[1]
+    is_stop = ids == eos_token_id
+    filler = [fixing_codes[0]] * T
+    k = min(len(fixing_codes) - 1, T)
+    if k > 0:
+        filler[T - k :] = list(fixing_codes[1:])[-k:]
+    filler = jnp.asarray(filler, ids.dtype)
+    boundary = jnp.minimum(jnp.argmax(is_stop, axis=1), max(0, T - 3))[:, None]
+    replace = is_stop.any(axis=1, keepdims=True) & (jnp.arange(T)[None, :] >= boundary)
+    return jnp.where(replace, filler[None, :], ids)
+
+
+def l2_normalize(x: jax.Array) -> jax.Array:
+    x = x.astype(jnp.float32)
+    return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def clip_similarity(
+    text_embeds: jax.Array, speech_embeds: jax.Array, logit_scale: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """Normalise both embeddings; logits_per_text = t . s^T * exp(logit_scale).
+
+    Returns (logits_per_text [B_t, B_s], logits_per_speech [B_s, B_t], text_embeds, speech_embeds) normalised.
+    """
+    t, s = l2_normalize(text_embeds), l2_normalize(speech_embeds)
+    logits_per_text = jnp.exp(logit_scale.astype(jnp.float32)) * t @ s.T
+    return logits_per_text, logits_per_text.T, t, s
+
+
+def contrastive_loss(logits_per_text: jax.Array) -> jax.Array:
+    """0.5 * (CE(logits_per_text, arange) + CE(logits_per_text^T, arange)); needs a square matrix."""
+    n = logits_per_text.shape[0]
+    if logits_per_text.shape != (n, n):
+        raise ValueError(f"the contrastive loss needs as many texts as clips, got logits {logits_per_text.shape}")
+    labels = jnp.arange(n)
+    ce = optax.softmax_cross_entropy_with_integer_labels
+    return 0.5 * (ce(logits_per_text, labels).mean() + ce(logits_per_text.T, labels).mean())
+
+
+class ClvpModelForConditionalGeneration(nn.Module):
+    """The composite CLVP model.
+
+    Attributes:
+      config: the composite config.
+      masked_pooling: encoders pool over kept tokens (default) or over all positions (reference behaviour).
+      dtype: compute dtype (float32, or bfloat16 for speed); logits and similarities stay float32.
+    """
+
+    config: ClvpConfig
+    masked_pooling: bool = True
+    dtype: Dtype | None = None
+
+    def setup(self) -> None:
+        cfg = self.config
+        self.conditioning_encoder = ClvpConditioningEncoder(cfg, dtype=self.dtype)
+        self.speech_decoder_model = ClvpForCausalLM(cfg.decoder_config, dtype=self.dtype)
+        self.text_encoder_model = ClvpEncoder(cfg.text_config, self.masked_pooling, dtype=self.dtype)
+        self.speech_encoder_model = ClvpEncoder(cfg.speech_config, self.masked_pooling, dtype=self.dtype)
+        self.logit_scale = self.param(
+            "logit_scale", nn.initializers.constant(cfg.logit_scale_init_value), (), jnp.float32
+        )
+
+    def get_text_features(self, input_ids: jax.Array, attention_mask: jax.Array | None = None) -> jax.Array:
+        """Un-normalised text embeddings [B, P]."""
+        return self.text_encoder_model(input_ids, attention_mask).embeds
+
+    def get_speech_features(self, speech_ids: jax.Array, attention_mask: jax.Array | None = None) -> jax.Array:
+        """Un-normalised speech embeddings [B, P] of (fixed) speech ids."""
+        return self.speech_encoder_model(speech_ids, attention_mask).embeds
+
+    def similarity(self, text_embeds: jax.Array, speech_embeds: jax.Array):
+        """(logits_per_text, logits_per_speech, normalised text_embeds, normalised speech_embeds)."""
+        return clip_similarity(text_embeds, speech_embeds, self.logit_scale)
+
+    def fix_speech_decoder_output(self, ids: jax.Array) -> jax.Array:
+        dec = self.config.decoder_config
+        return fix_speech_decoder_output(ids, dec.eos_token_id, dec.decoder_fixing_codes)
+
+    def __call__(
+        self,
+        input_ids: jax.Array,  # [B, T]
+        input_features: jax.Array,  # [B, F, N]
+        attention_mask: jax.Array | None = None,  # [B, T]
+        return_loss: bool = False,
+    ) -> ClvpOutput:
+        cond = self.conditioning_encoder(input_features, input_ids, attention_mask)  # [B, T+3, D]
+        # As the reference: default positions 0..T+2 on the conditioning slots, causal, no padding mask.
+        logits = self.speech_decoder_model(inputs_embeds=cond).logits
+        speech_ids = self.fix_speech_decoder_output(jnp.argmax(logits, axis=-1))
+        speech = self.speech_encoder_model(speech_ids)
+        text = self.text_encoder_model(input_ids, attention_mask)
+        lpt, lps, t, s = self.similarity(text.embeds, speech.embeds)
+        return ClvpOutput(
+            loss=contrastive_loss(lpt) if return_loss else None,
+            speech_ids=speech_ids,
+            logits_per_speech=lps,
+            logits_per_text=lpt,
+            text_embeds=t,
+            speech_embeds=s,
+            text_model_output=text.pooler_output,
+            speech_model_output=speech.pooler_output,
+            conditioning_embeds=cond,
+        )
+
+    def init_all(self, input_ids: jax.Array, input_features: jax.Array) -> ClvpOutput:
+        """Touches every parameter (the forward alone never uses the decoder's token table)."""
+        self.speech_decoder_model(input_ids=input_ids)
+        return self(input_ids, input_features)
+
+
+def init_params(config: ClvpConfig, rng: jax.Array, dtype=jnp.float32) -> dict:
+    """Random parameters for `config` (the reference's init scales are not reproduced; use for tests/demos)."""
+    model = ClvpModelForConditionalGeneration(config)
+    ids = jnp.zeros((1, 4), jnp.int32)
+    feats = jnp.zeros((1, config.decoder_config.feature_size, 8), jnp.float32)
+    params = model.init(rng, ids, feats, method=model.init_all)["params"]
+    return jax.tree_util.tree_map(lambda x: x.astype(dtype), params)
+
+
+def param_shapes(config: ClvpConfig) -> dict:
+    """The parameter tree of `config` as `jax.ShapeDtypeStruct`s, without allocating anything."""
+    return jax.eval_shape(lambda r: init_params(config, r), jax.random.PRNGKey(0))
