@@ -17,7 +17,7 @@ checked against the value the config implies on import and written on export.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import jax
@@ -36,6 +36,11 @@ _KERNEL_LAYOUTS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\.weight$"), "linear"),
 ]
 _ENCODERS = {"text_encoder_model": "text_config", "speech_encoder_model": "speech_config"}
+# Top-level parameter groups of the two halves that Tortoise ships as separate files. `parts=` below restricts the
+# strict checks to some of them (e.g. a fine-tuned autoregressive checkpoint without the CLVP towers).
+AUTOREGRESSIVE_PARTS = ("conditioning_encoder", "speech_decoder_model")
+CLVP_PARTS = ("text_encoder_model", "speech_encoder_model", "logit_scale")
+ALL_PARTS = AUTOREGRESSIVE_PARTS + CLVP_PARTS
 
 
 class WeightsMismatchError(ValueError):
@@ -99,12 +104,12 @@ def torch_shape(shape: tuple[int, ...], layout: str) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def rotary_buffers(config: ClvpConfig) -> dict[str, np.ndarray]:
+def rotary_buffers(config: ClvpConfig, parts: Collection[str] = ALL_PARTS) -> dict[str, np.ndarray]:
     """The persistent `rotary_pos_emb.inv_freq` buffers the reference state dict carries for `config`."""
     out = {}
     for name, field in _ENCODERS.items():
         enc: ClvpEncoderConfig = getattr(config, field)
-        if enc.use_rotary_embedding:
+        if enc.use_rotary_embedding and name in parts:
             r0 = rotary_r0(enc.projection_dim, enc.num_attention_heads)
             inv = 1.0 / (10000 ** (np.arange(0, r0, 2, dtype=np.int64).astype(np.float32) / r0))
             out[f"{name}.rotary_pos_emb.inv_freq"] = inv.astype(np.float32)
@@ -116,22 +121,33 @@ def _is_ignored_buffer(key: str, value_shape: tuple[int, ...]) -> bool:
     return bool(re.search(r"(\.attn|mel_attn_blocks\.\d+)\.(bias|masked_bias)$", key)) and len(value_shape) != 1
 
 
-def expected_params(config: ClvpConfig) -> dict[tuple[str, ...], jax.ShapeDtypeStruct]:
+def expected_params(
+    config: ClvpConfig, parts: Collection[str] = ALL_PARTS
+) -> dict[tuple[str, ...], jax.ShapeDtypeStruct]:
+    """Flat {path: ShapeDtypeStruct} of `config`'s parameters whose top-level group is in `parts`."""
     from clvp_jax.model import param_shapes  # local: model imports are heavier
 
-    return flatten_dict(param_shapes(config))
+    unknown = set(parts) - set(ALL_PARTS)
+    if unknown:
+        raise ValueError(f"unknown parameter group(s) {sorted(unknown)}; choose from {list(ALL_PARTS)}")
+    return {p: s for p, s in flatten_dict(param_shapes(config)).items() if p[0] in parts}
 
 
-def params_to_state_dict(params: Mapping[str, Any], config: ClvpConfig) -> dict[str, np.ndarray]:
-    """clvp-jax params -> a reference state dict (numpy, same dtypes), buffers included. Strict."""
+def params_to_state_dict(
+    params: Mapping[str, Any], config: ClvpConfig, *, parts: Collection[str] = ALL_PARTS
+) -> dict[str, np.ndarray]:
+    """clvp-jax params -> a reference state dict (numpy, same dtypes), buffers included. Strict.
+
+    `parts` (default: all) names the top-level groups `params` must hold exactly (see `ALL_PARTS`).
+    """
     flat = flatten_dict(dict(params))
-    expected = expected_params(config)
+    expected = expected_params(config, parts)
     _check_tree(flat, expected)
     out = {}
     for path, value in flat.items():
         key = hf_key(path)
         out[key] = np.array(_TO_TORCH[_layout(key, path)](np.asarray(value)), order="C")
-    out.update(rotary_buffers(config))
+    out.update(rotary_buffers(config, parts))
     return out
 
 
@@ -147,7 +163,9 @@ def _check_tree(flat: Mapping, expected: Mapping) -> None:
         raise WeightsMismatchError(missing, unexpected, mismatched, "parameter tree")
 
 
-def state_dict_to_params(state_dict: Mapping[str, Any], config: ClvpConfig, *, dtype: Any = None) -> dict:
+def state_dict_to_params(
+    state_dict: Mapping[str, Any], config: ClvpConfig, *, dtype: Any = None, parts: Collection[str] = ALL_PARTS
+) -> dict:
     """A reference state dict -> clvp-jax params, strictly.
 
     Every parameter must be present with the shape the config implies; every key must be consumed, or be a
@@ -159,6 +177,8 @@ def state_dict_to_params(state_dict: Mapping[str, Any], config: ClvpConfig, *, d
         `shapes() -> {key: shape}` so that tensors are read one by one, only once their shape has been checked.
       config: the model config.
       dtype: cast floating params to this dtype (default: keep the stored dtype).
+      parts: the top-level parameter groups to fill (default: all, see `ALL_PARTS`); keys of other groups are
+        then unexpected.
     """
     shapes = state_dict.shapes() if hasattr(state_dict, "shapes") else {k: np.shape(v) for k, v in state_dict.items()}
     shapes = {k: tuple(v) for k, v in shapes.items()}
@@ -166,8 +186,8 @@ def state_dict_to_params(state_dict: Mapping[str, Any], config: ClvpConfig, *, d
     def get(key: str) -> np.ndarray:
         return np.asarray(state_dict[key])
 
-    expected = expected_params(config)
-    buffers = rotary_buffers(config)
+    expected = expected_params(config, parts)
+    buffers = rotary_buffers(config, parts)
     missing, mismatched, consumed = [], [], set()
     flat = {}
     for path, spec in expected.items():
