@@ -8,6 +8,7 @@ Problems are reported as `AudioError` (a ValueError) with what is wrong and what
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -122,7 +123,9 @@ def load_audio(path: str | os.PathLike, sampling_rate: int = 22050) -> np.ndarra
     import librosa
 
     try:
-        clip, _ = librosa.load(path, sr=sampling_rate, mono=True, dtype=np.float32)
+        with warnings.catch_warnings():  # librosa warns while falling back from soundfile to audioread
+            warnings.simplefilter("ignore", (UserWarning, FutureWarning, DeprecationWarning))
+            clip, _ = librosa.load(path, sr=sampling_rate, mono=True, dtype=np.float32)
     except Exception as error:  # librosa raises many types (soundfile, audioread, EOFError, ...)
         raise AudioError(f"could not decode {path} as audio ({type(error).__name__}: {error})") from error
     try:
