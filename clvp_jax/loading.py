@@ -80,6 +80,10 @@ def as_dtype(dtype: Any) -> np.dtype | None:
     return dt
 
 
+def _is_float(dtype: Any) -> bool:
+    return bool(jax.numpy.issubdtype(dtype, jax.numpy.floating))  # numpy's own test misses ml_dtypes' bfloat16
+
+
 def sha256_file(path: Path, chunk: int = 1 << 24) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -350,7 +354,7 @@ def from_pretrained(
         # cannot run without one. An autoregressive-only checkpoint has none: use the config's initial value (it
         # only scales CLVP scores, which need the missing towers anyway).
         params["logit_scale"] = jax.numpy.asarray(loaded.config.logit_scale_init_value, jax.numpy.float32)
-    stored = {leaf.dtype for leaf in jax.tree_util.tree_leaves(params) if jax.numpy.issubdtype(leaf.dtype, np.floating)}
+    stored = {leaf.dtype for leaf in jax.tree_util.tree_leaves(params) if _is_float(leaf.dtype)}
     compute = as_dtype(dtype) or (next(iter(stored)) if len(stored) == 1 else None)
     model = ClvpModelForConditionalGeneration(
         loaded.config, masked_pooling=masked_pooling, dtype=None if compute == np.float32 else compute
@@ -390,13 +394,13 @@ def atomic_output_folder(target: str | os.PathLike, *, force: bool = False) -> I
 def _cast(params: Mapping, dt: np.dtype | None) -> dict:
     def cast(x):
         x = np.asarray(x)
-        return x.astype(dt) if dt is not None and np.issubdtype(x.dtype, np.floating) and x.dtype != dt else x
+        return x.astype(dt) if dt is not None and _is_float(x.dtype) and x.dtype != dt else x
 
     return jax.tree_util.tree_map(cast, dict(params))
 
 
 def _float_dtype(params: Mapping) -> str:
-    kinds = {np.asarray(x).dtype.name for x in jax.tree_util.tree_leaves(params) if np.issubdtype(x.dtype, np.floating)}
+    kinds = {np.asarray(x).dtype.name for x in jax.tree_util.tree_leaves(params) if _is_float(x.dtype)}
     if len(kinds) != 1:
         raise CheckpointError(f"parameters mix floating dtypes {sorted(kinds)}; pass dtype= to pick one")
     return kinds.pop()
@@ -496,7 +500,8 @@ def load_checkpoint(folder: str | os.PathLike, *, dtype: Any = None) -> LoadedCh
             f"{folder}: parameters are {_float_dtype(params)} but the manifest says {manifest.get('dtype')}"
         )
     params = _cast(params, as_dtype(dtype))
-    sources = tuple(Path(s["file"]) for s in manifest.get("sources", ()))
+    # Re-converting records this checkpoint's own files, whose manifest names the original sources.
+    sources = (folder / "config.json", folder / "manifest.json")
     return LoadedCheckpoint(config, params, "clvp-jax", sources, parts, manifest)
 
 

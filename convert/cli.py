@@ -1,0 +1,206 @@
+"""`clvp-jax-convert SRC DST`: convert a checkpoint to a clvp-jax checkpoint or an HF-format folder.
+
+SRC is auto-detected: an HF folder (safetensors, sharded safetensors or pytorch_model.bin), a clvp-jax
+checkpoint, or original Tortoise files (a folder with autoregressive.pth and/or clvp2.pth, optionally
+original_config.json, or one .pth file). `--dry-run` reads only names and shapes and prints the strict report
+(missing / unexpected / mis-shaped keys); it exits 0 when the conversion would succeed, 1 otherwise.
+Errors print one line and exit with status 2. The output appears only when complete (temporary folder, then
+rename) and an existing output is replaced only with `--force`.
+
+A future `clvp-jax convert` subcommand can reuse `add_arguments(parser)` and `run(args)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from clvp_jax.config import ClvpConfig, ConfigError
+from clvp_jax.loading import (
+    DTYPES,
+    CheckpointError,
+    detect_format,
+    export_hf,
+    load_checkpoint,
+    load_params,
+    open_hf_state_dict,
+    save_checkpoint,
+)
+from clvp_jax.weights import ALL_PARTS, WeightsMismatchError, state_dict_to_params
+
+PROG = "clvp-jax-convert"
+_ORIGINAL_FLAGS = ("clvp", "original_config", "heads", "start_text_token", "start_mel_token", "stop_mel_token")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the converter's arguments to `parser` (used by this script and the `clvp-jax convert` subcommand)."""
+    parser.add_argument("source", type=Path, help="checkpoint folder (HF, clvp-jax or original Tortoise) or a .pth")
+    parser.add_argument("output", type=Path, nargs="?", help="output folder (not needed with --dry-run)")
+    parser.add_argument("--format", choices=("clvp-jax", "hf"), default="clvp-jax", help="output format")
+    parser.add_argument("--dtype", choices=DTYPES, default=None, help="parameter dtype (default: as stored)")
+    parser.add_argument("--dry-run", action="store_true", help="check names and shapes only and print the report")
+    parser.add_argument("--force", action="store_true", help="replace an existing output folder")
+    orig = parser.add_argument_group("original Tortoise checkpoints (values not recoverable from the weights)")
+    orig.add_argument("--clvp", type=Path, help="a clvp2.pth to pair with a (fine-tuned) autoregressive.pth")
+    orig.add_argument(
+        "--original-config", type=Path, help="constructor kwargs JSON (default: SRC/original_config.json)"
+    )
+    orig.add_argument(
+        "--heads", type=int, help="autoregressive attention heads (default: original_config.json, else 16)"
+    )
+    orig.add_argument("--start-text-token", type=int, help="text start id (default: text table rows - 1, i.e. 255)")
+    orig.add_argument("--start-mel-token", type=int, help="mel start id (default: mel table rows - 2, i.e. 8192)")
+    orig.add_argument("--stop-mel-token", type=int, help="mel stop id (default: mel table rows - 1, i.e. 8193)")
+
+
+def _log(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+def _one_line(err: BaseException) -> str:
+    text = "; ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    if isinstance(err, WeightsMismatchError):
+        text = (text[:600] + " ...") if len(text) > 600 else text
+        text += " (run with --dry-run for the full report)"
+    return text or type(err).__name__
+
+
+class _ShapeOnly(Mapping):
+    """A state dict whose tensors are zero-stride stand-ins of the right shape: strict checks without reading."""
+
+    def __init__(self, state: Mapping) -> None:
+        self._state = state
+        self._shapes = state.shapes() if hasattr(state, "shapes") else {k: np.shape(v) for k, v in state.items()}
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return dict(self._shapes)
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key.endswith("inv_freq"):  # checked by value; tiny
+            return np.asarray(self._state[key])
+        return np.broadcast_to(np.zeros((), np.float32), self._shapes[key])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._shapes)
+
+    def __len__(self) -> int:
+        return len(self._shapes)
+
+
+def _summary(config: ClvpConfig) -> str:
+    d, t, s = config.decoder_config, config.text_config, config.speech_config
+    return (
+        f"decoder {d.num_hidden_layers}x{d.hidden_size} ({d.num_attention_heads} heads, vocab {d.vocab_size}, "
+        f"{d.num_mel_attn_blocks} mel blocks); text tower {t.num_hidden_layers}x{t.hidden_size} "
+        f"({t.num_attention_heads} heads, vocab {t.vocab_size}); speech tower {s.num_hidden_layers}x{s.hidden_size} "
+        f"({s.num_attention_heads} heads, vocab {s.vocab_size}); projection {t.projection_dim}"
+    )
+
+
+def dry_run(source: Path, options: dict) -> int:
+    """Print the strict conversion report for `source` without reading tensor data. Returns 0 if clean, else 1."""
+    fmt = detect_format(source)
+    print(f"source: {source} ({fmt})")
+    ignored: Sequence[str] = ()
+    unexpected_original: Sequence[str] = ()
+    if fmt == "clvp-jax":
+        loaded = load_checkpoint(source)  # verifies manifest, tree and dtype
+        print(f"config: {_summary(loaded.config)}\nparts: {', '.join(loaded.parts)}\nOK: a valid clvp-jax checkpoint")
+        return 0
+    if fmt == "hf":
+        config, state, parts = ClvpConfig.from_pretrained(source), open_hf_state_dict(source), ALL_PARTS
+    else:
+        from convert.original import load_original
+
+        orig = load_original(source, strict=False, **options)
+        config, state, parts = orig.config, orig.state_dict, orig.parts
+        ignored, unexpected_original = orig.ignored, orig.unexpected
+        print(f"files: {', '.join(str(p) for p in orig.sources)}")
+    print(f"config: {_summary(config)}\nparts: {', '.join(parts)}")
+    if ignored:
+        print(f"ignored by name ({len(ignored)}): {', '.join(ignored)}")
+    problems = 0
+    if unexpected_original:
+        problems += len(unexpected_original)
+        print(f"unexpected original keys ({len(unexpected_original)}):", *unexpected_original, sep="\n  ")
+    try:
+        state_dict_to_params(_ShapeOnly(state), config, parts=parts)
+    except WeightsMismatchError as err:
+        for title, items in (("missing", err.missing), ("unexpected", err.unexpected)):
+            if items:
+                print(f"{title} ({len(items)}):", *items, sep="\n  ")
+        if err.mismatched:
+            print(f"mis-shaped ({len(err.mismatched)}):")
+            for key, got, want in err.mismatched:
+                print(f"  {key}: checkpoint {got}, config expects {want}")
+        problems += len(err.missing) + len(err.unexpected) + len(err.mismatched)
+    print(
+        "OK: every key consumed or ignored by name, every parameter filled"
+        if not problems
+        else f"{problems} problem(s)"
+    )
+    return 1 if problems else 0
+
+
+def convert(source: Path, output: Path, *, fmt: str, dtype: str | None, force: bool, options: dict) -> Path:
+    """Convert `source` (any readable format) into `output` ('clvp-jax' or 'hf'). Returns the output path."""
+    started = time.perf_counter()
+    _log(f"reading {source} ({detect_format(source)})")
+    loaded = load_params(source, dtype=dtype, **options)
+    _log(f"writing {output} ({fmt}, parts: {', '.join(loaded.parts)})")
+    if fmt == "hf":
+        export_hf(output, loaded.config, loaded.params, force=force)
+    else:
+        save_checkpoint(
+            output,
+            loaded.config,
+            loaded.params,
+            sources=[p for p in loaded.sources if p.is_file()],
+            dtype=dtype,
+            force=force,
+            source_format=loaded.format,
+        )
+    _log(f"done in {time.perf_counter() - started:.1f} s")
+    return output
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a parsed command line. Returns the exit status; errors print one line (status 2), never a traceback."""
+    try:
+        options = {k: getattr(args, k) for k in _ORIGINAL_FLAGS if getattr(args, k, None) is not None}
+        source = args.source
+        if args.dry_run:
+            return dry_run(source, options)
+        if args.output is None:
+            raise CheckpointError("an output folder is needed (or pass --dry-run)")
+        out = args.output.absolute()
+        if out.exists() and not args.force:
+            raise FileExistsError(f"{out} already exists; choose another output or pass --force")
+        if out == source.absolute() or source.absolute() in out.parents:
+            raise CheckpointError(f"the output {out} would overwrite or sit inside the source {source}")
+        convert(source, out, fmt=args.format, dtype=args.dtype, force=args.force, options=options)
+        return 0
+    except KeyboardInterrupt:
+        _log("interrupted; no output was written")
+        return 130
+    except (CheckpointError, WeightsMismatchError, ConfigError, OSError) as err:
+        _log(f"error: {_one_line(err)}")
+        return 2
+    except Exception as err:  # never a traceback on the command line
+        _log(f"error: unexpected {type(err).__name__}: {_one_line(err)}")
+        return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
