@@ -203,7 +203,7 @@ def state_dict_to_params(
             mismatched.append((key, got, want))
             continue
         value = _FROM_TORCH[layout](get(key))
-        if dtype is not None and np.issubdtype(value.dtype, np.floating):
+        if dtype is not None and jax.numpy.issubdtype(value.dtype, jax.numpy.floating):  # bfloat16 too
             value = value.astype(dtype)
         flat[path] = value
     unexpected = []
