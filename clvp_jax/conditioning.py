@@ -41,6 +41,7 @@ def add_bos_eos(
     ids: jax.Array, mask: jax.Array | None, bos: int, eos: int, *, add_bos: bool = True
 ) -> tuple[jax.Array, jax.Array]:
     """The reference's `_pad_extra_bos_eos_tokens`, vectorised (see module docstring for the padding rule)."""
+    ids = jnp.asarray(ids)
     if mask is None:
         mask = jnp.ones(ids.shape, jnp.int32)
     ids, mask = insert_eos(ids, mask.astype(jnp.int32), eos)

@@ -69,6 +69,8 @@ def fix_speech_decoder_output(ids: jax.Array, eos_token_id: int, fixing_codes: S
     """
     ids = ids[:, 1:]
     T = ids.shape[1]
+    if T == 0:
+        return ids
     is_stop = ids == eos_token_id
     filler = [fixing_codes[0]] * T
     k = min(len(fixing_codes) - 1, T)

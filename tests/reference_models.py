@@ -135,7 +135,7 @@ CONFIGS: dict[str, dict] = {
             eos_token_id=1,
         ),
         speech_config=dict(
-            vocab_size=256,
+            vocab_size=260,
             hidden_size=72,
             intermediate_size=32,
             projection_dim=70,
