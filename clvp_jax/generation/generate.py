@@ -1,0 +1,379 @@
+"""`generate`: Tortoise-style candidate generation ranked by CLVP, as one compiled program.
+
+Axis legend: B texts, T text tokens, C candidates per text, R = B * C rows (text-major), D decoder width,
+S cache slots, M new tokens, V decoder vocabulary, P CLVP projection width.
+
+The program (one `jax.jit`, compiled once per options x input shapes):
+  1. conditioning: voice latent from log-mel features (or the given latents) and the text embeddings, built as the
+     reference composite does (spec §9.4): extra eos (no bos) then the conditioning encoder's bos + eos, i.e.
+     `[latent, bos, t.., eos, eos]` (T + 4 slots), followed by the decoder start token E_tok[bos] + E_pos[0]. The
+     prefix carries no decoder positions (the correct Tortoise input, not the reference's step-0 bug).
+     Text padding inside the prefix is excluded through the cache's `valid` mask, so a padded batch gives each
+     text exactly what it gets alone.
+  2. prefill once per text, then each chunk of candidate rows gathers its text's cache (no re-prefill);
+  3. decode loop (`loop.decode`, a `lax.while_loop` that stops when every row has stopped);
+  4. pad with the stop token (optional), fix (`fix_speech_decoder_output`), text and speech towers, similarity,
+     best candidate per text.
+Chunks run one after another (`lax.map`); each row's randomness comes from fold_in(fold_in(rng, text), candidate),
+so the output does not depend on the chunk size or on how rows are sharded across devices.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from clvp_jax.conditioning import add_bos_eos
+from clvp_jax.decoder import KVCache, init_cache
+from clvp_jax.generation.loop import decode
+from clvp_jax.generation.options import GenerationOptions
+from clvp_jax.generation.sharding import constrain_rows, rows_mesh
+from clvp_jax.model import ClvpModelForConditionalGeneration
+
+
+@flax.struct.dataclass
+class GenerationOutput:
+    """Result of `generate` (rows are text-major: row r = text r // C, candidate r % C).
+
+    Attributes:
+      sequences: [R, 1 + M] raw decoder output, the start token first; stop-token padding after a row stopped.
+      speech_ids: [R, S'] what CLVP scored: sequences (padded with the stop token to `pad_to_max_mel_tokens` if
+        set), fixed as the reference does (first column dropped, S' = max(1 + M, pad) - 1).
+      logits_per_text: [B, R] CLVP scores of every text against every candidate (as the reference).
+      logits_per_speech: [R, B] its transpose.
+      text_embeds: [B, P], speech_embeds: [R, P]: L2-normalised CLVP embeddings.
+      candidate_scores: [B, C] each text against its own candidates.
+      best_index: [B] the best candidate of each text (index within its C candidates).
+      best_speech_ids: [B, S'] the best candidate's speech ids; best_sequences: [B, 1 + M].
+      num_generated: [R] tokens each row generated up to and including its stop token (M if it never stopped).
+      scores: [R, M, V] raw decoder logits of every step (zeros after the loop stopped), if requested.
+    """
+
+    sequences: jax.Array
+    speech_ids: jax.Array
+    logits_per_text: jax.Array
+    logits_per_speech: jax.Array
+    text_embeds: jax.Array
+    speech_embeds: jax.Array
+    candidate_scores: jax.Array
+    best_index: jax.Array
+    best_speech_ids: jax.Array
+    best_sequences: jax.Array
+    num_generated: jax.Array
+    scores: jax.Array | None = None
+
+
+def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path:
+    """Turn on JAX's persistent compilation cache (default `~/.cache/clvp_jax/xla`, or `$CLVP_JAX_CACHE`).
+
+    Leaves an already configured cache directory alone. Returns the directory in use.
+    """
+    current = jax.config.jax_compilation_cache_dir
+    if current and path is None:
+        return Path(current)
+    target = Path(path or os.environ.get("CLVP_JAX_CACHE") or Path.home() / ".cache" / "clvp_jax" / "xla")
+    target.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(target))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return target
+
+
+def _cast_floats(tree, dtype):
+    return jax.tree_util.tree_map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+
+
+def _gather_cache(cache: KVCache, rows: jax.Array) -> KVCache:
+    """The cache rows of `rows` (text index per candidate row)."""
+    take = lambda x: jnp.take(x, rows, axis=0)  # noqa: E731
+    return KVCache(
+        keys=tuple(map(take, cache.keys)),
+        values=tuple(map(take, cache.values)),
+        valid=take(cache.valid),
+        index=cache.index,
+    )
+
+
+def _program(
+    m: ClvpModelForConditionalGeneration,
+    input_ids: jax.Array,  # [B, T]
+    attention_mask: jax.Array,  # [B, T]
+    features: jax.Array | None,  # [B_a, F, N]
+    latents: jax.Array | None,  # [B_a, D]
+    rng: jax.Array,
+    limit: jax.Array,  # int32 <= M: tokens to generate this call
+    *,
+    opts: GenerationOptions,
+    mesh,
+) -> GenerationOutput:
+    cfg, dec, txt = m.config, m.config.decoder_config, m.config.text_config
+    B, _ = input_ids.shape
+    C, M = opts.num_return_sequences, opts.max_new_tokens
+    R = B * C
+    stop = opts.stop_token(cfg)
+    cache_dtype = jnp.bfloat16 if opts.dtype == "bfloat16" else jnp.float32
+
+    # 1. conditioning prefix [B, T + 5, D] and its slot mask.
+    ids1, mask1 = add_bos_eos(input_ids, attention_mask, txt.bos_token_id, txt.eos_token_id, add_bos=False)
+    _, mask2 = add_bos_eos(ids1, mask1, txt.bos_token_id, txt.eos_token_id)  # [B, T + 3]
+    text = m.conditioning_encoder.text_embeddings(ids1, mask1)  # [B, T + 3, D]
+    if latents is None:
+        latents = m.conditioning_encoder.voice_latent(features)  # [B_a, D]
+    latents = jnp.broadcast_to(latents.astype(text.dtype), (B, latents.shape[-1]))
+    start = m.speech_decoder_model.embed(jnp.full((B, 1), dec.bos_token_id), jnp.zeros((B, 1), jnp.int32))
+    prefix = jnp.concatenate([latents[:, None, :], text, start.astype(text.dtype)], axis=1)
+    ones = jnp.ones((B, 1), mask2.dtype)
+    prefix_mask = jnp.concatenate([ones, mask2, ones], axis=1)
+    L = prefix.shape[1]
+
+    # 2. prefill once per text.
+    cache = init_cache(dec, B, L + M, cache_dtype)
+    out = m.speech_decoder_model.forward_embeds(prefix, prefix_mask, cache)
+    prefill_logits, prefill_cache = out.logits[:, -1], out.cache  # [B, V]
+
+    # 3. decode the R rows chunk by chunk.
+    chunk = R if opts.chunk_size is None else min(opts.chunk_size, R)
+    n_chunks = math.ceil(R / chunk)
+    rows = jnp.arange(n_chunks * chunk)
+    text_of_row = jnp.minimum(rows // C, B - 1)  # the padding rows of the last chunk repeat the last text
+    cand_of_row = rows % C if C else rows
+    keys = jax.vmap(lambda t, c: jax.random.fold_in(jax.random.fold_in(rng, t), c))(text_of_row, cand_of_row)
+    processors = opts.processors(stop)
+    step_fn = functools.partial(_decode_step, m)
+
+    def run_chunk(args):
+        t_idx, row_keys = args  # [chunk], [chunk] keys
+        cache = constrain_rows(_gather_cache(prefill_cache, t_idx), mesh)
+        first = constrain_rows(jnp.take(prefill_logits, t_idx, axis=0), mesh)
+        seen = None
+        if opts.repetition_penalty not in (None, 1.0):
+            seen = jnp.zeros((chunk, dec.vocab_size), bool).at[:, dec.bos_token_id].set(True)
+            if opts.repetition_prompt == "tortoise":
+                seen = seen.at[:, 1].set(True)
+        res = decode(
+            step_fn,
+            first,
+            cache,
+            row_keys,
+            max_new_tokens=M,
+            processors=processors,
+            do_sample=opts.do_sample,
+            eos_token_id=stop,
+            first_position=opts.first_position,
+            limit=limit,
+            seen=seen,
+            output_scores=opts.output_scores,
+        )
+        return res.tokens, res.scores
+
+    t_chunks = text_of_row.reshape(n_chunks, chunk)
+    k_chunks = keys.reshape((n_chunks, chunk) + keys.shape[1:])
+    tokens, scores = jax.lax.map(run_chunk, (t_chunks, k_chunks))
+    tokens = tokens.reshape(n_chunks * chunk, M)[:R]
+    if scores is not None:
+        scores = scores.reshape(n_chunks * chunk, M, -1)[:R]
+    sequences = jnp.concatenate([jnp.full((R, 1), dec.bos_token_id, jnp.int32), tokens], axis=1)  # [R, 1 + M]
+    is_stop = tokens == stop
+    num_generated = jnp.where(is_stop.any(axis=1), jnp.argmax(is_stop, axis=1) + 1, M)
+
+    # 4. pad, fix, score, rank.
+    padded = sequences
+    if opts.pad_to_max_mel_tokens is not None and opts.pad_to_max_mel_tokens > 1 + M:
+        extra = opts.pad_to_max_mel_tokens - (1 + M)
+        padded = jnp.concatenate([sequences, jnp.full((R, extra), stop, jnp.int32)], axis=1)
+    speech_ids = m.fix_speech_decoder_output(padded)
+    speech = m.get_speech_features(speech_ids)
+    text_embeds = m.get_text_features(ids1, mask1)
+    lpt, lps, t_norm, s_norm = m.similarity(text_embeds, speech)
+    own = lpt.reshape(B, B, C)[jnp.arange(B), jnp.arange(B)]  # [B, C]
+    best = jnp.argmax(own, axis=1)
+    best_rows = jnp.arange(B) * C + best
+    return GenerationOutput(
+        sequences=sequences,
+        speech_ids=speech_ids,
+        logits_per_text=lpt,
+        logits_per_speech=lps,
+        text_embeds=t_norm,
+        speech_embeds=s_norm,
+        candidate_scores=own,
+        best_index=best,
+        best_speech_ids=speech_ids[best_rows],
+        best_sequences=sequences[best_rows],
+        num_generated=num_generated,
+        scores=scores,
+    )
+
+
+def _decode_step(m, tokens: jax.Array, positions: jax.Array, cache: KVCache):
+    """One token per row [N] at decoder positions [N] -> (logits [N, V] float32, cache)."""
+    out = m.speech_decoder_model(input_ids=tokens[:, None], position_ids=positions[:, None], cache=cache)
+    return out.logits[:, 0], out.cache
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled(model: ClvpModelForConditionalGeneration, opts: GenerationOptions, n_devices: int):
+    """One jitted program per (model, options, device count); jit itself caches per input shape."""
+    mesh = rows_mesh(n_devices)
+    compute = model if opts.dtype == "float32" else model.clone(dtype=jnp.bfloat16)
+
+    def run(params, input_ids, attention_mask, features, latents, rng, limit):
+        if opts.dtype == "bfloat16":
+            params = _cast_floats(params, jnp.bfloat16)
+        return compute.apply(
+            {"params": params},
+            input_ids,
+            attention_mask,
+            features,
+            latents,
+            rng,
+            limit,
+            opts=opts,
+            mesh=mesh,
+            method=_program,
+        )
+
+    return jax.jit(run)
+
+
+def _bucket(n: int, size: int) -> int:
+    return max(size, -(-n // size) * size)
+
+
+def _prepare_text(model, opts: GenerationOptions, input_ids, attention_mask):
+    ids = np.asarray(input_ids)
+    if ids.ndim == 1:
+        ids = ids[None]
+    if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"input_ids must be integer token ids [texts, tokens], got {ids.dtype} {ids.shape}")
+    mask = np.ones(ids.shape, np.int32) if attention_mask is None else np.asarray(attention_mask).reshape(ids.shape)
+    B, T = ids.shape
+    cfg = model.config
+    limit_t = cfg.decoder_config.max_text_tokens - 3
+    if int(mask.sum(axis=1).max(initial=0)) > limit_t:
+        raise ValueError(
+            f"a text has {int(mask.sum(axis=1).max())} tokens but the conditioning encoder has room for {limit_t} "
+            f"(max_text_tokens {cfg.decoder_config.max_text_tokens} - 3); split the text into sentences"
+        )
+    if model.masked_pooling and T % opts.text_length_bucket:
+        T2 = min(_bucket(T, opts.text_length_bucket), max(T, limit_t))
+        ids = np.pad(ids, ((0, 0), (0, T2 - T)), constant_values=txt_pad(cfg))
+        mask = np.pad(mask, ((0, 0), (0, T2 - T)))
+    return jnp.asarray(ids, jnp.int32), jnp.asarray(mask, jnp.int32)
+
+
+def txt_pad(cfg) -> int:
+    """Text pad id: the tokenizer's pad ([STOP] = the text eos)."""
+    return cfg.text_config.eos_token_id
+
+
+def generate(
+    model: ClvpModelForConditionalGeneration,
+    params,
+    input_ids,
+    input_features=None,
+    attention_mask=None,
+    *,
+    conditioning_latents=None,
+    rng: jax.Array | None = None,
+    options: GenerationOptions | None = None,
+    devices: Sequence[jax.Device] | int | None = None,
+    **overrides,
+) -> GenerationOutput:
+    """Generate `num_return_sequences` speech-token candidates per text and rank them with CLVP.
+
+    Args:
+      model: the composite model (its `masked_pooling` decides how the CLVP towers pool).
+      params: its parameter tree.
+      input_ids: text token ids [B, T] (or [T]), right-padded; as the tokenizer gives them.
+      input_features: log-mel [B or 1, F, N] of the voice; or give `conditioning_latents`.
+      attention_mask: [B, T] 1 for tokens, 0 for padding (None: no padding).
+      conditioning_latents: [B or 1, D] or [D] voice latents (e.g. from `get_conditioning_latents`).
+      rng: PRNG key (required when sampling). The same key gives the same output for any chunk size and device count.
+      options: `GenerationOptions`; keyword `overrides` replace its fields (e.g. `max_new_tokens=64`).
+      devices: shard candidate rows over these devices (or the first n); None: one device.
+    Returns:
+      `GenerationOutput` (arrays on device; rows text-major).
+    Raises:
+      ValueError: bad shapes, text too long, positions out of range, missing rng or conditioning.
+    """
+    opts = (options or GenerationOptions()).replace(**overrides) if overrides else (options or GenerationOptions())
+    cfg = model.config
+    dec = cfg.decoder_config
+    last_pos = opts.first_position + opts.max_new_tokens - 2
+    if last_pos >= dec.max_position_embeddings:
+        raise ValueError(
+            f"max_new_tokens {opts.max_new_tokens} needs decoder position {last_pos} but the position table has "
+            f"{dec.max_position_embeddings} rows; lower max_new_tokens"
+        )
+    if (input_features is None) == (conditioning_latents is None):
+        raise ValueError("pass exactly one of input_features (log-mel) and conditioning_latents")
+    if opts.do_sample and rng is None:
+        raise ValueError("sampling needs an rng key: pass rng=jax.random.key(seed)")
+    rng = jax.random.key(0) if rng is None else rng
+    ids, mask = _prepare_text(model, opts, input_ids, attention_mask)
+    B = ids.shape[0]
+    feats = lat = None
+    if input_features is not None:
+        feats = jnp.asarray(input_features, jnp.float32)
+        if feats.ndim == 2:
+            feats = feats[None]
+        if feats.ndim != 3 or feats.shape[1] != dec.feature_size or feats.shape[0] not in (1, B):
+            raise ValueError(
+                f"input_features must be log-mel [{B} or 1, {dec.feature_size}, frames], got {feats.shape}"
+            )
+    else:
+        lat = jnp.asarray(conditioning_latents, jnp.float32).reshape(-1, dec.hidden_size)
+        if lat.shape[0] not in (1, B):
+            raise ValueError(f"conditioning_latents must be [{B} or 1, {dec.hidden_size}], got {lat.shape}")
+    n_dev = devices if isinstance(devices, int) else (len(devices) if devices is not None else 1)
+    if n_dev > 1:
+        R = B * opts.num_return_sequences
+        chunk = R if opts.chunk_size is None else min(opts.chunk_size, R)
+        if chunk % n_dev:
+            raise ValueError(
+                f"{chunk} rows per chunk cannot be split over {n_dev} devices; make chunk_size (or texts x "
+                "candidates) a multiple of the device count"
+            )
+    enable_compilation_cache()
+    fn = _compiled(model, opts, n_dev)
+    return fn(params, ids, mask, feats, lat, rng, jnp.int32(opts.max_new_tokens))
+
+
+def warmup(
+    model: ClvpModelForConditionalGeneration,
+    params,
+    *,
+    batch_size: int = 1,
+    text_length: int = 32,
+    num_frames: int | None = 517,
+    options: GenerationOptions | None = None,
+    devices=None,
+    **overrides,
+) -> None:
+    """Compile (and cache on disk) the program for these shapes by running it for a single token.
+
+    `num_frames=None` warms up the `conditioning_latents` variant instead of the log-mel one.
+    """
+    opts = (options or GenerationOptions()).replace(**overrides)
+    cfg = model.config
+    ids = np.full((batch_size, text_length), 2, np.int32)
+    kw = {}
+    if num_frames is None:
+        kw["conditioning_latents"] = np.zeros((batch_size, cfg.decoder_config.hidden_size), np.float32)
+    else:
+        kw["input_features"] = np.zeros((batch_size, cfg.decoder_config.feature_size, num_frames), np.float32)
+    ids_j, mask = _prepare_text(model, opts, ids, None)
+    n_dev = devices if isinstance(devices, int) else (len(devices) if devices is not None else 1)
+    enable_compilation_cache()
+    fn = _compiled(model, opts, n_dev)
+    feats = jnp.asarray(kw["input_features"]) if "input_features" in kw else None
+    lat = jnp.asarray(kw["conditioning_latents"]) if "conditioning_latents" in kw else None
+    jax.block_until_ready(fn(params, ids_j, mask, feats, lat, jax.random.key(0), jnp.int32(1)))
