@@ -14,6 +14,7 @@ Where we deliberately differ: pooling respects the attention mask by default (se
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -182,6 +183,12 @@ class ClvpModelForConditionalGeneration(nn.Module):
 
 def init_params(config: ClvpConfig, rng: jax.Array, dtype=jnp.float32) -> dict:
     """Random parameters for `config` (the reference's init scales are not reproduced; use for tests/demos)."""
+    return _init_params(config, rng, jnp.dtype(dtype))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _init_params(config: ClvpConfig, rng: jax.Array, dtype) -> dict:
+    # Jitted: one compilation instead of thousands of eager initialiser dispatches.
     model = ClvpModelForConditionalGeneration(config)
     ids = jnp.zeros((1, 4), jnp.int32)
     feats = jnp.zeros((1, config.decoder_config.feature_size, 8), jnp.float32)

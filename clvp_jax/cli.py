@@ -1,0 +1,282 @@
+"""`clvp-jax`: the command line, thin over `clvp_jax.pipeline` (and `convert.cli` for `convert`).
+
+  clvp-jax generate "Some text." [--voice CLIP_OR_FOLDER | --latents F.npy] [--checkpoint DIR] [--preset P]
+  clvp-jax latents --voice CLIPS... --out voice.npy
+  clvp-jax score "Some text." --speech-ids 12,55,903 [--speech-ids ...] | --speech-file codes.npy
+  clvp-jax convert SRC DST [--format clvp-jax|hf] [--dtype ...] [--dry-run] [--force]
+  clvp-jax info CHECKPOINT
+
+Errors print one line and exit with status 2 (never a traceback); `CLVP_JAX_DEBUG=1` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+PROG = "clvp-jax"
+
+
+class UsageError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+def _say(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+def _read_text(args: argparse.Namespace) -> str:
+    if args.text_file is not None:
+        if str(args.text_file) == "-":
+            return sys.stdin.read()
+        if not args.text_file.is_file():
+            raise UsageError(f"no text file at {args.text_file}")
+        return args.text_file.read_text()
+    if args.text:
+        return " ".join(args.text)
+    if not sys.stdin.isatty():
+        return sys.stdin.read()
+    raise UsageError("give the text as an argument, with --text-file FILE, or on standard input")
+
+
+def _voice(args: argparse.Namespace):
+    if not args.voice:
+        return None
+    missing = [v for v in args.voice if not Path(v).exists()]
+    if missing:
+        raise UsageError(f"voice not found: {', '.join(map(str, missing))}")
+    return args.voice[0] if len(args.voice) == 1 else list(args.voice)
+
+
+def _model(args: argparse.Namespace):
+    from clvp_jax import pipeline
+
+    if args.checkpoint is None:
+        _say(pipeline.DEFAULT_NOTICE)
+    elif not Path(args.checkpoint).exists():
+        raise UsageError(f"no checkpoint at {args.checkpoint}")
+    return pipeline.load_model(args.checkpoint, dtype=args.dtype)
+
+
+def _write_outputs(out_dir: Path, result, force: bool) -> tuple[Path, Path]:
+    import numpy as np
+
+    from clvp_jax.config import write_text_atomic
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, npz_path = out_dir / "candidates.json", out_dir / "candidates.npz"
+    if not force and (json_path.exists() or npz_path.exists()):
+        raise UsageError(f"{out_dir} already holds results; pass --force to replace them or choose another --out")
+    write_text_atomic(json_path, json.dumps(result.to_json(), indent=1) + "\n")
+    tmp = out_dir / ".candidates.npz.tmp"
+    with open(tmp, "wb") as f:
+        np.savez(f, **result.arrays)
+    os.replace(tmp, npz_path)
+    return json_path, npz_path
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from clvp_jax import pipeline
+
+    text = _read_text(args)
+    if not args.force and ((args.out / "candidates.json").exists() or (args.out / "candidates.npz").exists()):
+        raise UsageError(f"{args.out} already holds results; pass --force to replace them or choose another --out")
+    if args.preset not in pipeline.PRESETS:
+        raise UsageError(f"unknown preset {args.preset!r}; choose one of {', '.join(pipeline.PRESETS)}")
+    with tqdm(total=3, desc="clvp-jax", unit="stage", file=sys.stderr, disable=args.quiet) as bar:
+        bar.set_postfix_str("loading model")
+        model, params = _model(args)
+        bar.update()
+        bar.set_postfix_str("voice latent")
+        if args.latents is not None:
+            if not args.latents.is_file():
+                raise UsageError(f"no latents file at {args.latents}")
+            latents = pipeline.compute_latents(model=model, params=params, voice=args.latents)
+        else:
+            latents = pipeline.compute_latents(model=model, params=params, voice=_voice(args))
+        bar.update()
+        bar.set_postfix_str("generating + ranking (first call compiles)")
+        start = time.perf_counter()
+        result = pipeline.rank_speech(
+            text=text,
+            model=model,
+            params=params,
+            latents=latents,
+            preset=args.preset,
+            candidates=args.candidates,
+            max_new_tokens=args.max_new_tokens,
+            seed=args.seed,
+            dtype=args.dtype,
+            progress=lambda m: bar.write(f"{PROG}: {m}", file=sys.stderr) if not args.quiet else None,
+        )
+        elapsed = time.perf_counter() - start
+        bar.update()
+    json_path, npz_path = _write_outputs(args.out, result, args.force)
+    for i, chunk in enumerate(result.chunks):
+        best = chunk.best
+        head = ", ".join(map(str, best.codes[:12])) + (", ..." if len(best.codes) > 12 else "")
+        print(f"chunk {i}: {chunk.text!r}")
+        for rank, cand in enumerate(chunk.candidates[: args.show]):
+            mark = "*" if rank == 0 else " "
+            print(
+                f"  {mark} #{rank + 1} candidate {cand.index:3d}  score {cand.score:8.4f}  {len(cand.codes)} codes"
+                + ("" if cand.stopped else " (no stop token)")
+            )
+        print(f"    best codes: [{head}]")
+    print(f"wrote {json_path} and {npz_path} ({elapsed:.1f} s generating and ranking)")
+    return 0
+
+
+def cmd_latents(args: argparse.Namespace) -> int:
+    from clvp_jax import pipeline
+    from clvp_jax.generation.latents import save_conditioning_latents
+
+    model, params = _model(args)
+    if args.out.exists() and not args.force:
+        raise UsageError(f"{args.out} exists; pass --force to replace it")
+    latents = pipeline.compute_latents(model=model, params=params, voice=_voice(args))
+    save_conditioning_latents(args.out, latents)
+    print(f"wrote {args.out}: conditioning latent of width {latents.shape[-1]}")
+    return 0
+
+
+def _speech_sequences(args: argparse.Namespace) -> list[list[int]]:
+    seqs: list[list[int]] = []
+    for spec in args.speech_ids or []:
+        try:
+            seqs.append([int(x) for x in spec.replace(" ", "").split(",") if x])
+        except ValueError:
+            raise UsageError(f"--speech-ids takes comma-separated integers, got {spec!r}") from None
+    if args.speech_file is not None:
+        import numpy as np
+
+        path = args.speech_file
+        if not path.is_file():
+            raise UsageError(f"no speech-id file at {path}")
+        if path.suffix == ".json":
+            data = json.loads(path.read_text())
+            if isinstance(data, dict) and "chunks" in data:  # a `generate` result: score every best candidate
+                data = [c["best"]["codes"] for c in data["chunks"]]
+            seqs += [list(map(int, s)) for s in data]
+        else:
+            arr = np.load(path, allow_pickle=False)
+            seqs += [list(map(int, row)) for row in np.atleast_2d(arr)]
+    if not seqs:
+        raise UsageError("give speech codes with --speech-ids 1,2,3 or --speech-file codes.npy|.json")
+    return seqs
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from clvp_jax import pipeline
+
+    text = _read_text(args)
+    seqs = _speech_sequences(args)
+    model, params = _model(args)
+    logits = pipeline.score(text=text, speech_ids=seqs, model=model, params=params)
+    for j, value in enumerate(logits[0]):
+        print(f"sequence {j}: {len(seqs[j])} codes  score {float(value):.4f}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from clvp_jax import pipeline
+
+    if not Path(args.checkpoint).exists():
+        raise UsageError(f"no checkpoint at {args.checkpoint}")
+    print(json.dumps(pipeline.describe_checkpoint(args.checkpoint), indent=1, default=str))
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from convert.cli import run
+
+    return run(args)
+
+
+def _common(p: argparse.ArgumentParser, voice: bool = True) -> None:
+    p.add_argument(
+        "--checkpoint", type=Path, help="model folder (HF, clvp-jax or original Tortoise); default: packaged"
+    )
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="compute dtype")
+    if voice:
+        p.add_argument("--voice", nargs="+", type=Path, help="voice clip(s) or a folder of clips (default: bundled LJ)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from convert.cli import add_arguments as add_convert_arguments
+
+    parser = argparse.ArgumentParser(prog=PROG, description="CLVP (Tortoise-TTS) in JAX: generate, rank, convert.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="text + voice -> CLVP-ranked speech-token candidates")
+    g.add_argument("text", nargs="*", help="the text (or use --text-file, or standard input)")
+    g.add_argument("--text-file", type=Path, help="read the text from FILE ('-' for standard input)")
+    _common(g)
+    g.add_argument("--latents", type=Path, help="saved conditioning latents (.npy) instead of --voice")
+    g.add_argument(
+        "--preset", default="ultra_fast", help="ultra_fast (16 candidates), fast (96), standard, high_quality"
+    )
+    g.add_argument("--candidates", type=int, help="candidates per chunk (overrides the preset)")
+    g.add_argument("--max-new-tokens", type=int, help="speech tokens per candidate (default 500)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--out", type=Path, default=Path("clvp-jax-out"), help="folder for candidates.json/.npz")
+    g.add_argument("--force", action="store_true", help="replace existing results in --out")
+    g.add_argument("--show", type=int, default=3, help="candidates to list per chunk")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.set_defaults(func=cmd_generate)
+
+    lat = sub.add_parser("latents", help="voice clips -> a saved conditioning latent (.npy)")
+    _common(lat)
+    lat.add_argument("--out", type=Path, required=True, help="output .npy file")
+    lat.add_argument("--force", action="store_true")
+    lat.set_defaults(func=cmd_latents)
+
+    s = sub.add_parser("score", help="CLVP similarity of a text and speech-code sequences")
+    s.add_argument("text", nargs="*")
+    s.add_argument("--text-file", type=Path)
+    s.add_argument("--speech-ids", action="append", help="comma-separated codes (repeatable)")
+    s.add_argument("--speech-file", type=Path, help=".npy [n, S] array, or JSON list of lists / generate result")
+    _common(s, voice=False)
+    s.set_defaults(func=cmd_score)
+
+    c = sub.add_parser("convert", help="convert checkpoints (HF, original Tortoise) to clvp-jax or HF format")
+    add_convert_arguments(c)
+    c.set_defaults(func=cmd_convert)
+
+    i = sub.add_parser("info", help="what a checkpoint holds")
+    i.add_argument("checkpoint", type=Path)
+    i.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "voice", None) and getattr(args, "latents", None):
+        parser.error("give --voice or --latents, not both")
+    try:
+        if args.command != "convert":
+            from clvp_jax.generation.generate import enable_compilation_cache
+
+            enable_compilation_cache()  # model init, latents and generation compile once per machine
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        _say("interrupted")
+        return 130
+    except Exception as err:  # noqa: BLE001 - the CLI's contract: one line, status 2, no traceback
+        if os.environ.get("CLVP_JAX_DEBUG"):
+            raise
+        message = "; ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
+        _say(f"error: {message[:800]}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

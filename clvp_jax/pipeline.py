@@ -1,0 +1,285 @@
+"""The end-to-end jobs behind the `clvp-jax` command, as keyword-only library functions.
+
+  rank_speech(text=..., voice=...)   long text -> chunks -> one batched compiled generation -> CLVP-ranked candidates
+  compute_latents(voice=...)         voice clips -> one conditioning latent (averaged over clips, as Tortoise)
+  score(text=..., speech_ids=...)    CLVP similarity of a text and speech-code sequences
+  describe_checkpoint(path)          config, parameter count, dtype and provenance of a checkpoint
+
+With no checkpoint, everything runs on the packaged default: the real Tortoise vocabulary and mel norms, the
+bundled LJ Speech clip, and a small deterministic random-weight model (`default_config()`, seed 0). Its outputs
+are well-formed but meaningless; convert real weights with `clvp-jax convert` to get real speech codes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from clvp_jax.config import ClvpConfig, ClvpDecoderConfig, ClvpEncoderConfig
+
+PRESETS: dict[str, int] = {"ultra_fast": 16, "fast": 96, "standard": 256, "high_quality": 256}
+"""Tortoise's presets: candidates per text (all sample with temperature 0.8, top-p 0.8, repetition penalty 2.0)."""
+
+DEFAULT_NOTICE = (
+    "using the packaged default model: RANDOM weights (real vocabulary and voice clip), so the codes and scores "
+    "are meaningless. Convert real Tortoise weights with `clvp-jax convert autoregressive+clvp2 folder OUT` and pass "
+    "--checkpoint OUT."
+)
+
+Progress = Callable[[str], None]
+
+
+def default_config() -> ClvpConfig:
+    """The packaged default: Tortoise's vocabularies, ids and positions at a small width (2 layers x 64)."""
+    enc = dict(hidden_size=64, intermediate_size=128, projection_dim=64, num_hidden_layers=2, num_attention_heads=2)
+    return ClvpConfig(
+        text_config=ClvpEncoderConfig(vocab_size=256, **enc),
+        speech_config=ClvpEncoderConfig(vocab_size=8192, bos_token_id=8192, eos_token_id=8193, **enc),
+        decoder_config=ClvpDecoderConfig(
+            hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_mel_attn_blocks=2
+        ),
+        projection_dim=64,
+    )
+
+
+def load_model(checkpoint: str | os.PathLike | None = None, *, dtype: str | None = None):
+    """(model, params) from a checkpoint of any supported format, or the packaged default when None."""
+    if checkpoint is not None:
+        from clvp_jax.loading import from_pretrained
+
+        return from_pretrained(checkpoint, dtype=dtype)
+    from clvp_jax.model import ClvpModelForConditionalGeneration, init_params
+
+    config = default_config()
+    params = init_params(config, jax.random.PRNGKey(0))
+    compute = None
+    if dtype not in (None, "float32"):
+        compute = jnp.dtype(dtype)
+        params = jax.tree_util.tree_map(lambda x: x.astype(compute), params)
+    return ClvpModelForConditionalGeneration(config, dtype=compute), params
+
+
+def _processor():
+    from clvp_jax.processor import ClvpProcessor
+
+    return ClvpProcessor.default()
+
+
+def compute_latents(
+    *, model, params, voice: str | os.PathLike | Sequence[str | os.PathLike] | None = None
+) -> np.ndarray:
+    """Voice clips (a file, a folder of clips, a list of files; None: the bundled LJ clip) -> latent [D].
+
+    Each clip is cut or padded to Tortoise's 6 s, turned into a log-mel, encoded, and the latents are averaged.
+    A `.npy` file is taken as saved latents and returned as is (after a width check).
+    """
+    from clvp_jax.generation.latents import get_conditioning_latents, load_conditioning_latents
+
+    if voice is None:
+        from clvp_jax.assets import default_voice_path
+
+        voice = default_voice_path()
+    if isinstance(voice, (str, os.PathLike)) and Path(voice).suffix == ".npy":
+        return np.asarray(load_conditioning_latents(voice, model)).reshape(-1)
+    features = _processor().voice_features(voice)  # [clips, F, frames]
+    return get_conditioning_latents(model, params, list(features))
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """One generated candidate: its CLVP score, the codes up to its stop token, and whether it stopped."""
+
+    index: int
+    score: float
+    codes: list[int]
+    stopped: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkResult:
+    """One text chunk: its candidates sorted by score (best first)."""
+
+    text: str
+    candidates: list[Candidate]
+
+    @property
+    def best(self) -> Candidate:
+        return self.candidates[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class RankResult:
+    """Everything `rank_speech` produced; `arrays` holds the raw outputs for the .npz file."""
+
+    chunks: list[ChunkResult]
+    settings: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "settings": self.settings,
+            "chunks": [
+                {
+                    "text": c.text,
+                    "best": dataclasses.asdict(c.best),
+                    "candidates": [dataclasses.asdict(x) for x in c.candidates],
+                }
+                for c in self.chunks
+            ],
+        }
+
+
+def generation_options(
+    preset: str, *, config: ClvpConfig, candidates: int | None, max_new_tokens: int | None, dtype: str
+):
+    """Tortoise's sampling settings for `preset`, with optional overrides.
+
+    The default length is Tortoise's 500 codes, capped by what the model's position table can hold.
+    """
+    from clvp_jax.generation import GenerationOptions
+
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    n = candidates or PRESETS[preset]
+    tokens = max_new_tokens or min(500, config.decoder_config.max_position_embeddings - 1)
+    return GenerationOptions.tortoise(num_candidates=n, max_new_tokens=tokens, dtype=dtype, chunk_size=min(n, 16))
+
+
+def rank_speech(
+    *,
+    text: str,
+    model,
+    params,
+    latents: np.ndarray,
+    preset: str = "ultra_fast",
+    candidates: int | None = None,
+    max_new_tokens: int | None = None,
+    seed: int = 0,
+    dtype: str = "float32",
+    progress: Progress | None = None,
+) -> RankResult:
+    """Generate candidates for every chunk of `text` in one compiled call and rank them with CLVP.
+
+    Long text is split with `split_text` so that every chunk fits the model. All chunks are generated together;
+    chunk i, candidate c draws its randomness from fold_in(fold_in(key(seed), i), c), so a chunk's candidates do
+    not depend on how many other chunks there are or how candidates are batched.
+    """
+    from clvp_jax.generation import generate
+    from clvp_jax.text import ClvpTokenizer, split_text
+
+    say = progress or (lambda _msg: None)
+    config: ClvpConfig = model.config
+    options = generation_options(
+        preset, config=config, candidates=candidates, max_new_tokens=max_new_tokens, dtype=dtype
+    )
+    tokenizer = ClvpTokenizer.from_pretrained()
+    chunks = split_text(text, tokenizer, max_tokens=config.decoder_config.max_text_tokens - 3)
+    if not chunks:
+        raise ValueError("the text has nothing to say (no letters or digits)")
+    enc = tokenizer(chunks, padding=True, return_tensors="np")
+    say(f"{len(chunks)} chunk(s) x {options.num_return_sequences} candidates x {options.max_new_tokens} tokens")
+    out = generate(
+        model,
+        params,
+        enc["input_ids"],
+        attention_mask=enc["attention_mask"],
+        conditioning_latents=np.asarray(latents, np.float32).reshape(1, -1),
+        rng=jax.random.key(seed),
+        options=options,
+    )
+    out = jax.device_get(out)
+    C = options.num_return_sequences
+    stop = options.stop_token(config)
+    results = []
+    for i, chunk in enumerate(chunks):
+        cands = []
+        for c in range(C):
+            row = i * C + c
+            n = int(out.num_generated[row])
+            codes = [int(x) for x in out.sequences[row, 1 : 1 + n]]
+            stopped = bool(codes) and codes[-1] == stop
+            cands.append(Candidate(c, float(out.candidate_scores[i, c]), codes[:-1] if stopped else codes, stopped))
+        results.append(ChunkResult(chunk, sorted(cands, key=lambda x: -x.score)))
+    settings = {
+        "preset": preset,
+        "candidates": C,
+        "max_new_tokens": options.max_new_tokens,
+        "seed": seed,
+        "dtype": dtype,
+        "temperature": options.temperature,
+        "top_p": options.top_p,
+        "repetition_penalty": options.repetition_penalty,
+    }
+    arrays = {
+        "sequences": np.asarray(out.sequences),
+        "speech_ids": np.asarray(out.speech_ids),
+        "candidate_scores": np.asarray(out.candidate_scores),
+        "best_index": np.asarray(out.best_index),
+        "num_generated": np.asarray(out.num_generated),
+        "text_ids": np.asarray(enc["input_ids"]),
+        "text_mask": np.asarray(enc["attention_mask"]),
+    }
+    return RankResult(results, settings, arrays)
+
+
+def score(*, text: str | Sequence[str], speech_ids: Sequence[Sequence[int]], model, params) -> np.ndarray:
+    """CLVP similarity logits [texts, sequences] of texts against speech-code sequences.
+
+    The codes are scored as generation scores them: a start token is put in front and
+    `fix_speech_decoder_output` applied (a stop token and what follows become the fixing codes); the text gets the
+    stop token appended as the reference's generate does. Sequences of different lengths are scored one by one
+    (the speech tower mean-pools over every position, so padding would change the score).
+    """
+    from clvp_jax.conditioning import add_bos_eos
+    from clvp_jax.text import ClvpTokenizer
+
+    cfg: ClvpConfig = model.config
+    texts = [text] if isinstance(text, str) else list(text)
+    enc = ClvpTokenizer.from_pretrained()(texts, padding=True, return_tensors="np")
+    ids, mask = add_bos_eos(enc["input_ids"], enc["attention_mask"], 0, cfg.text_config.eos_token_id, add_bos=False)
+    dec = cfg.decoder_config
+    speech_embeds = []
+    for seq in speech_ids:
+        seq = np.asarray(seq, np.int64).reshape(1, -1)
+        if seq.size == 0:
+            raise ValueError("an empty speech-code sequence cannot be scored")
+        if seq.min() < 0 or seq.max() >= dec.vocab_size:
+            raise ValueError(f"speech codes must be in [0, {dec.vocab_size}), got {seq.min()}..{seq.max()}")
+        row = np.concatenate([[[dec.bos_token_id]], seq], axis=1)
+        fixed = model.apply({"params": params}, jnp.asarray(row), method=lambda m, r: m.fix_speech_decoder_output(r))
+        speech_embeds.append(model.apply({"params": params}, fixed, method=lambda m, s: m.get_speech_features(s)))
+    text_embeds = model.apply({"params": params}, ids, mask, method=lambda m, i, a: m.get_text_features(i, a))
+    logits, _, _, _ = model.apply(
+        {"params": params}, text_embeds, jnp.concatenate(speech_embeds), method=lambda m, t, s: m.similarity(t, s)
+    )
+    return np.asarray(logits)
+
+
+def describe_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """What a checkpoint holds: format, config summary, parameter count and dtype, provenance."""
+    from clvp_jax.loading import load_params
+
+    loaded = load_params(path)
+    leaves = jax.tree_util.tree_leaves(loaded.params)
+    dtypes = sorted({str(np.asarray(x).dtype) for x in leaves})
+    cfg = loaded.config
+    dec, text, speech = cfg.decoder_config, cfg.text_config, cfg.speech_config
+    return {
+        "path": str(path),
+        "format": loaded.format,
+        "parts": list(loaded.parts),
+        "parameters": int(sum(np.size(x) for x in leaves)),
+        "dtypes": dtypes,
+        "decoder": f"{dec.num_hidden_layers} layers x {dec.hidden_size}, {dec.num_attention_heads} heads, vocab {dec.vocab_size}",
+        "text_encoder": f"{text.num_hidden_layers} layers x {text.hidden_size}, vocab {text.vocab_size}",
+        "speech_encoder": f"{speech.num_hidden_layers} layers x {speech.hidden_size}, vocab {speech.vocab_size}",
+        "sources": [str(s) for s in loaded.sources],
+        "manifest": loaded.manifest,
+    }

@@ -1,0 +1,159 @@
+"""The `clvp-jax` command end to end, in subprocesses, on a tiny checkpoint; and its one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from clvp_jax.config import ClvpConfig
+from clvp_jax.loading import export_hf, save_checkpoint
+from clvp_jax.model import init_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    return subprocess.run(
+        [sys.executable, "-m", "clvp_jax.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd or ROOT,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("ckpt") / "tiny"
+    config = ClvpConfig.tiny()
+    params = jax.device_get(init_params(config, jax.random.PRNGKey(1)))
+    save_checkpoint(folder, config, params, source_format="random")
+    return folder
+
+
+def test_generate_latents_score_info(tiny_checkpoint, tmp_path):
+    ckpt = str(tiny_checkpoint)
+    out = tmp_path / "out"
+    gen = run_cli(
+        "generate",
+        "Hello world. This is the second sentence.",
+        "--checkpoint",
+        ckpt,
+        "--candidates",
+        "3",
+        "--max-new-tokens",
+        "12",
+        "--seed",
+        "7",
+        "--out",
+        str(out),
+        "--quiet",
+    )
+    assert gen.returncode == 0, gen.stderr
+    assert "chunk 0:" in gen.stdout and "score" in gen.stdout
+    result = json.loads((out / "candidates.json").read_text())
+    chunk = result["chunks"][0]
+    assert len(chunk["candidates"]) == 3
+    scores = [c["score"] for c in chunk["candidates"]]
+    assert scores == sorted(scores, reverse=True) and chunk["best"] == chunk["candidates"][0]
+    arrays = np.load(out / "candidates.npz")
+    assert arrays["sequences"].shape == (3, 13)
+    np.testing.assert_allclose(arrays["candidate_scores"][0].max(), scores[0], rtol=1e-6, atol=1e-6)
+
+    # The same seed gives the same candidates; an existing result is never overwritten without --force.
+    again = run_cli("generate", "--checkpoint", ckpt, "--out", str(out), "--quiet", stdin="Hello world.")
+    assert again.returncode == 2 and "--force" in again.stderr
+
+    lat = tmp_path / "voice.npy"
+    made = run_cli("latents", "--checkpoint", ckpt, "--out", str(lat))
+    assert made.returncode == 0, made.stderr
+    assert np.load(lat).shape == (ClvpConfig.tiny().decoder_config.hidden_size,)
+    gen2 = run_cli(
+        "generate",
+        "Hello world.",
+        "--checkpoint",
+        ckpt,
+        "--latents",
+        str(lat),
+        "--candidates",
+        "2",
+        "--max-new-tokens",
+        "8",
+        "--out",
+        str(tmp_path / "out2"),
+        "--quiet",
+    )
+    assert gen2.returncode == 0, gen2.stderr
+
+    codes = chunk["best"]["codes"] or [1, 2, 3]
+    sc = run_cli("score", "Hello world.", "--checkpoint", ckpt, "--speech-ids", ",".join(map(str, codes)))
+    assert sc.returncode == 0, sc.stderr
+    assert sc.stdout.startswith("sequence 0:")
+
+    info = run_cli("info", ckpt)
+    assert info.returncode == 0, info.stderr
+    described = json.loads(info.stdout)
+    assert described["format"] == "clvp-jax" and described["parameters"] > 0
+
+
+def test_convert_subcommand_round_trip(tiny_checkpoint, tmp_path):
+    hf = tmp_path / "hf"
+    res = run_cli("convert", str(tiny_checkpoint), str(hf), "--format", "hf")
+    assert res.returncode == 0, res.stderr
+    assert (hf / "model.safetensors").is_file() and (hf / "config.json").is_file()
+    info = json.loads(run_cli("info", str(hf)).stdout)
+    assert info["format"] == "hf"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["generate", "hi", "--checkpoint", "/nonexistent/ckpt"], "no checkpoint at"),
+        (["generate", "hi", "--voice", "/nonexistent.wav"], "voice not found"),
+        (["generate", "hi", "--preset", "warp_speed"], "unknown preset 'warp_speed'"),
+        (["generate", "--text-file", "/nonexistent.txt"], "no text file at"),
+        (["score", "hi", "--speech-ids", "1,x"], "comma-separated integers"),
+        (["info", "/nonexistent"], "no checkpoint at"),
+    ],
+)
+def test_errors_are_one_line_with_status_2(args, message):
+    res = run_cli(*args)
+    assert res.returncode == 2
+    lines = [line for line in res.stderr.splitlines() if line.startswith("clvp-jax: error:")]
+    assert len(lines) == 1 and message in lines[0], res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_undecodable_audio_and_unsplittable_text(tiny_checkpoint, tmp_path):
+    bad = tmp_path / "noise.wav"
+    bad.write_bytes(b"RIFF not really a wav file")
+    res = run_cli(
+        "latents", "--checkpoint", str(tiny_checkpoint), "--voice", str(bad), "--out", str(tmp_path / "v.npy")
+    )
+    assert res.returncode == 2 and "could not decode" in res.stderr and "Traceback" not in res.stderr
+    word = "a" * 400  # one 'word' far longer than the tiny model's 61-token text limit
+    res = run_cli("generate", word, "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "o"), "--quiet")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert not (tmp_path / "o" / "candidates.json").exists()
+
+
+def test_incompatible_checkpoint(tmp_path):
+    """An HF folder whose weights do not fit its config: one line naming the mismatch."""
+    config = ClvpConfig.tiny()
+    params = jax.device_get(init_params(config, jax.random.PRNGKey(2)))
+    export_hf(tmp_path / "hf", config, params)
+    cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
+    cfg["decoder_config"]["num_hidden_layers"] = 3
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(cfg))
+    res = run_cli("info", str(tmp_path / "hf"))
+    assert res.returncode == 2 and "missing" in res.stderr and "Traceback" not in res.stderr
