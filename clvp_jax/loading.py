@@ -5,7 +5,7 @@ Three on-disk formats are read, auto-detected by `detect_format`:
   "hf"        an HF folder: `config.json` + `model.safetensors`, a sharded `model.safetensors.index.json`,
               or `pytorch_model.bin` (also sharded, `pytorch_model.bin.index.json`).
   "clvp-jax"  our checkpoint: `config.json` + `manifest.json` (provenance: source sha256s, converter version,
-              dtype, parameter groups) + `params/` (orbax-checkpoint).
+              dtype, parameter groups) + `params/<group>/` (one orbax-checkpoint item per parameter group).
   "tortoise"  the original Tortoise files: a folder with `autoregressive.pth` and/or `clvp2.pth` (optionally
               `original_config.json`), or one such `.pth` file; converted on the fly by `convert.original`.
 
@@ -447,10 +447,11 @@ def save_checkpoint(
     }
     with atomic_output_folder(folder, force=force) as tmp:
         config.save_pretrained(tmp)
-        checkpointer = ocp.StandardCheckpointer()
-        checkpointer.save(tmp / "params", params)
-        checkpointer.wait_until_finished()
-        checkpointer.close()
+        # One synchronous orbax item per parameter group (params/<group>): orbax copies whatever one save call
+        # holds, so this bounds the extra memory by the largest group instead of the whole model.
+        with ocp.Checkpointer(ocp.StandardCheckpointHandler(save_concurrent_gb=1)) as checkpointer:
+            for part in parts:
+                checkpointer.save(tmp / "params" / part, args=ocp.args.StandardSave({part: params[part]}))
         write_text_atomic(tmp / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     return Path(folder)
 
@@ -488,7 +489,10 @@ def load_checkpoint(folder: str | os.PathLike, *, dtype: Any = None) -> LoadedCh
     config = ClvpConfig.from_pretrained(folder)
     parts = tuple(manifest.get("parts", ()))
     try:
-        params = ocp.StandardCheckpointer().restore(folder / "params")
+        with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as checkpointer:
+            params = {}
+            for part in parts:
+                params.update(checkpointer.restore(folder / "params" / part))
     except Exception as err:  # orbax/tensorstore raise many types for damaged data
         raise CheckpointError(
             f"cannot read the parameters in {folder}/params ({err}); re-create the checkpoint"
@@ -540,7 +544,8 @@ def export_hf(folder: str | os.PathLike, config: ClvpConfig, params: Mapping, *,
             f"an HF export needs the whole model, but these weights lack {sorted(set(ALL_PARTS) - flat_parts)}; "
             "add the missing half (e.g. --clvp clvp2.pth) or export to the clvp-jax format"
         )
-    state = params_to_state_dict(params, config)
+    params = jax.tree_util.tree_map(np.asarray, dict(params))
+    state = params_to_state_dict(params, config, copy=False)  # views: write_safetensors copies one at a time
     dtype = _float_dtype(params)
     hf_config = config.to_dict()
     hf_config.update(architectures=["ClvpModelForConditionalGeneration"], dtype=dtype)

@@ -134,11 +134,13 @@ def expected_params(
 
 
 def params_to_state_dict(
-    params: Mapping[str, Any], config: ClvpConfig, *, parts: Collection[str] = ALL_PARTS
+    params: Mapping[str, Any], config: ClvpConfig, *, parts: Collection[str] = ALL_PARTS, copy: bool = True
 ) -> dict[str, np.ndarray]:
     """clvp-jax params -> a reference state dict (numpy, same dtypes), buffers included. Strict.
 
     `parts` (default: all) names the top-level groups `params` must hold exactly (see `ALL_PARTS`).
+    `copy=False` returns (possibly transposed) views of numpy params instead of C-ordered copies, so that a
+    streaming writer can serialise a large model one tensor at a time.
     """
     flat = flatten_dict(dict(params))
     expected = expected_params(config, parts)
@@ -146,7 +148,8 @@ def params_to_state_dict(
     out = {}
     for path, value in flat.items():
         key = hf_key(path)
-        out[key] = np.array(_TO_TORCH[_layout(key, path)](np.asarray(value)), order="C")
+        view = _TO_TORCH[_layout(key, path)](np.asarray(value))
+        out[key] = np.array(view, order="C") if copy else view
     out.update(rotary_buffers(config, parts))
     return out
 
