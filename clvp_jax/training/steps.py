@@ -29,7 +29,7 @@ def train_step(loss_fn: LossFn, tx: optax.GradientTransformation, state: TrainSt
     (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, key)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = dict(metrics, grad_norm=optax.global_norm(grads))
+    metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state, rng=rng), metrics
 
 
