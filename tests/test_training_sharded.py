@@ -67,6 +67,6 @@ def test_data_parallel_on_4_devices_equals_single_device():
     assert losses[-1][0] != losses[0][0]  # the parameters did move between steps
     # Params after 3 AdamW steps (lr 1e-3, update ~1e-3 per step): the all-reduced gradients differ from the
     # single-device ones in summation order only; Adam's normalisation can amplify that for tiny gradients,
-    # hence 1e-5, still 100x below one update.
+    # hence 1e-6 (measured 1.2e-7 = 1 ulp at ~1), still 1000x below the total change.
     assert result["moved"] > 1e-4
-    assert result["max_param_diff"] < 1e-5
+    assert result["max_param_diff"] < 1e-6
