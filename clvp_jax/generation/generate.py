@@ -146,7 +146,7 @@ def _program(
     text_of_row = jnp.minimum(rows // C, B - 1)  # the padding rows of the last chunk repeat the last text
     cand_of_row = rows % C if C else rows
     keys = jax.vmap(lambda t, c: jax.random.fold_in(jax.random.fold_in(rng, t), c))(text_of_row, cand_of_row)
-    processors = opts.processors(stop)
+    processors = opts.processors(stop, dec.bos_token_id)
     step_fn = functools.partial(_decode_step, m)
 
     def run_chunk(args):

@@ -39,6 +39,8 @@ class GenerationOptions:
       chunk_size: candidate rows decoded at once (bounds the KV-cache memory); results do not depend on it.
         None: all rows in one chunk. With several devices it must be a multiple of the device count.
       dtype: compute dtype of the whole program; "bfloat16" keeps softmax, logits and similarities in float32.
+      suppress_start_token: never generate the decoder's start token (default). It is not a code: the reference
+        can sample it, and the speech encoder (whose vocabulary stops below it) then fails or returns NaN.
       output_scores: also return the raw decoder logits of every step [R, max_new_tokens, V].
       text_length_bucket: text lengths are padded (masked) up to a multiple of this, so nearby lengths share one
         compiled program. Only used when the model pools with masks (else padding would change the text embeds).
@@ -58,6 +60,7 @@ class GenerationOptions:
     pad_to_max_mel_tokens: int | None = None
     chunk_size: int | None = None
     dtype: ComputeDtype = "float32"
+    suppress_start_token: bool = True
     output_scores: bool = False
     text_length_bucket: int = 16
 
@@ -97,7 +100,8 @@ class GenerationOptions:
             return config.decoder_config.eos_token_id
         return config.text_config.eos_token_id
 
-    def processors(self, eos_token_id: int) -> tuple[Processor, ...]:
+    def processors(self, eos_token_id: int, start_token_id: int | None = None) -> tuple[Processor, ...]:
+        suppress = (start_token_id,) if self.suppress_start_token and start_token_id is not None else ()
         return processor_chain(
             do_sample=self.do_sample,
             temperature=self.temperature,
@@ -106,6 +110,7 @@ class GenerationOptions:
             repetition_penalty=self.repetition_penalty,
             min_new_tokens=self.min_new_tokens,
             eos_token_id=eos_token_id,
+            suppress_tokens=suppress,
         )
 
     def replace(self, **changes) -> GenerationOptions:

@@ -145,7 +145,18 @@ class MinNewTokens:
         return jnp.where(block[None, :], NEG_INF, logits)
 
 
-Processor = Temperature | TopK | TopP | RepetitionPenalty | MinNewTokens
+@dataclasses.dataclass(frozen=True)
+class SuppressTokens:
+    """Forbid `tokens` at every step (e.g. the decoder's start token, which is never a valid code)."""
+
+    tokens: tuple[int, ...]
+
+    def __call__(self, logits: jax.Array, ctx: ProcessorContext) -> jax.Array:
+        block = jnp.isin(jnp.arange(logits.shape[-1]), jnp.asarray(self.tokens))
+        return jnp.where(block[None, :], NEG_INF, logits)
+
+
+Processor = Temperature | TopK | TopP | RepetitionPenalty | MinNewTokens | SuppressTokens
 
 
 def apply_processors(processors: Sequence[Processor], logits: jax.Array, ctx: ProcessorContext) -> jax.Array:
@@ -165,13 +176,14 @@ def processor_chain(
     repetition_penalty: float | None = None,
     min_new_tokens: int = 0,
     eos_token_id: int | None = None,
+    suppress_tokens: Sequence[int] = (),
 ) -> tuple[Processor, ...]:
     """The processors the reference's `generate` builds for these settings, in its order.
 
     Penalties apply always; the warpers (temperature, top-k, top-p) only when sampling, as in the reference
     (they cannot change a greedy argmax anyway). Neutral settings (temperature 1, top_p 1, penalty 1) add nothing.
     """
-    chain: list[Processor] = []
+    chain: list[Processor] = [SuppressTokens(tuple(suppress_tokens))] if suppress_tokens else []
     if repetition_penalty is not None and repetition_penalty != 1.0:
         chain.append(RepetitionPenalty(repetition_penalty))
     if min_new_tokens > 0:
