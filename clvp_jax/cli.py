@@ -90,20 +90,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.out} already holds results; pass --force to replace them or choose another --out")
     if args.preset not in pipeline.PRESETS:
         raise UsageError(f"unknown preset {args.preset!r}; choose one of {', '.join(pipeline.PRESETS)}")
-    with tqdm(total=3, desc="clvp-jax", unit="stage", file=sys.stderr, disable=args.quiet) as bar:
-        bar.set_postfix_str("loading model")
-        model, params = _model(args)
-        bar.update()
-        bar.set_postfix_str("voice latent")
-        if args.latents is not None:
-            if not args.latents.is_file():
-                raise UsageError(f"no latents file at {args.latents}")
-            latents = pipeline.compute_latents(model=model, params=params, voice=args.latents)
-        else:
-            latents = pipeline.compute_latents(model=model, params=params, voice=_voice(args))
-        bar.update()
-        bar.set_postfix_str("generating + ranking (first call compiles)")
-        start = time.perf_counter()
+    quiet = args.quiet
+    _say("loading model and voice")
+    model, params = _model(args)
+    if args.latents is not None:
+        if not args.latents.is_file():
+            raise UsageError(f"no latents file at {args.latents}")
+        latents = pipeline.compute_latents(model=model, params=params, voice=args.latents)
+    else:
+        latents = pipeline.compute_latents(model=model, params=params, voice=_voice(args))
+    start = time.perf_counter()
+    with tqdm(desc="candidates (first call compiles)", unit="cand", file=sys.stderr, disable=quiet) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
         result = pipeline.rank_speech(
             text=text,
             model=model,
@@ -114,10 +116,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
             max_new_tokens=args.max_new_tokens,
             seed=args.seed,
             dtype=args.dtype,
-            progress=lambda m: bar.write(f"{PROG}: {m}", file=sys.stderr) if not args.quiet else None,
+            progress=progress,
         )
-        elapsed = time.perf_counter() - start
-        bar.update()
+    elapsed = time.perf_counter() - start
     json_path, npz_path = _write_outputs(args.out, result, args.force)
     for i, chunk in enumerate(result.chunks):
         best = chunk.best

@@ -33,8 +33,6 @@ DEFAULT_NOTICE = (
     "--checkpoint OUT."
 )
 
-Progress = Callable[[str], None]
-
 
 def default_config() -> ClvpConfig:
     """The packaged default: Tortoise's vocabularies, ids and positions at a small width (2 layers x 64)."""
@@ -148,8 +146,13 @@ def generation_options(
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     n = candidates or PRESETS[preset]
+    if n < 1:
+        raise ValueError(f"candidates must be at least 1, got {n}")
     tokens = max_new_tokens or min(500, config.decoder_config.max_position_embeddings - 1)
-    return GenerationOptions.tortoise(num_candidates=n, max_new_tokens=tokens, dtype=dtype, chunk_size=min(n, 16))
+    return GenerationOptions.tortoise(num_candidates=n, max_new_tokens=tokens, dtype=dtype)
+
+
+CANDIDATES_PER_CALL = 16
 
 
 def rank_speech(
@@ -163,18 +166,18 @@ def rank_speech(
     max_new_tokens: int | None = None,
     seed: int = 0,
     dtype: str = "float32",
-    progress: Progress | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> RankResult:
-    """Generate candidates for every chunk of `text` in one compiled call and rank them with CLVP.
+    """Generate candidates for every chunk of `text` and rank them with CLVP.
 
-    Long text is split with `split_text` so that every chunk fits the model. All chunks are generated together;
-    chunk i, candidate c draws its randomness from fold_in(fold_in(key(seed), i), c), so a chunk's candidates do
-    not depend on how many other chunks there are or how candidates are batched.
+    Long text is split with `split_text` so that every chunk fits the model. All chunks are generated together,
+    in calls of up to 16 candidates per chunk (one compiled program, reused; `progress(done, total)` is called
+    after each). Chunk i, candidate c draws its randomness from fold_in(fold_in(key(seed), i), c), so results do
+    not depend on how candidates are grouped into calls.
     """
     from clvp_jax.generation import generate
     from clvp_jax.text import ClvpTokenizer, split_text
 
-    say = progress or (lambda _msg: None)
     config: ClvpConfig = model.config
     options = generation_options(
         preset, config=config, candidates=candidates, max_new_tokens=max_new_tokens, dtype=dtype
@@ -184,28 +187,41 @@ def rank_speech(
     if not chunks:
         raise ValueError("the text has nothing to say (no letters or digits)")
     enc = tokenizer(chunks, padding=True, return_tensors="np")
-    say(f"{len(chunks)} chunk(s) x {options.num_return_sequences} candidates x {options.max_new_tokens} tokens")
-    out = generate(
-        model,
-        params,
-        enc["input_ids"],
-        attention_mask=enc["attention_mask"],
-        conditioning_latents=np.asarray(latents, np.float32).reshape(1, -1),
-        rng=jax.random.key(seed),
-        options=options,
-    )
-    out = jax.device_get(out)
     C = options.num_return_sequences
+    per_call = min(C, CANDIDATES_PER_CALL)
+    calls = -(-C // per_call)
+    call_options = options.replace(num_return_sequences=per_call)
+    sequences, scores, generated = [], [], []  # per call: [B, per_call, ...]
+    for k in range(calls):
+        out = generate(
+            model,
+            params,
+            enc["input_ids"],
+            attention_mask=enc["attention_mask"],
+            conditioning_latents=np.asarray(latents, np.float32).reshape(1, -1),
+            rng=jax.random.key(seed),
+            options=call_options,
+            candidate_offset=k * per_call,
+        )
+        out = jax.device_get(out)
+        B = len(chunks)
+        sequences.append(np.asarray(out.sequences).reshape(B, per_call, -1))
+        scores.append(np.asarray(out.candidate_scores))
+        generated.append(np.asarray(out.num_generated).reshape(B, per_call))
+        if progress is not None:
+            progress(min((k + 1) * per_call, C), C)
+    # The last call may run past C candidates (same shapes, no recompilation); the extras are dropped.
+    sequences = np.concatenate(sequences, axis=1)[:, :C]
+    scores = np.concatenate(scores, axis=1)[:, :C]
+    generated = np.concatenate(generated, axis=1)[:, :C]
     stop = options.stop_token(config)
     results = []
     for i, chunk in enumerate(chunks):
         cands = []
         for c in range(C):
-            row = i * C + c
-            n = int(out.num_generated[row])
-            codes = [int(x) for x in out.sequences[row, 1 : 1 + n]]
+            codes = [int(x) for x in sequences[i, c, 1 : 1 + int(generated[i, c])]]
             stopped = bool(codes) and codes[-1] == stop
-            cands.append(Candidate(c, float(out.candidate_scores[i, c]), codes[:-1] if stopped else codes, stopped))
+            cands.append(Candidate(c, float(scores[i, c]), codes[:-1] if stopped else codes, stopped))
         results.append(ChunkResult(chunk, sorted(cands, key=lambda x: -x.score)))
     settings = {
         "preset": preset,
@@ -216,13 +232,13 @@ def rank_speech(
         "temperature": options.temperature,
         "top_p": options.top_p,
         "repetition_penalty": options.repetition_penalty,
+        "pad_to_max_mel_tokens": options.pad_to_max_mel_tokens,
     }
     arrays = {
-        "sequences": np.asarray(out.sequences),
-        "speech_ids": np.asarray(out.speech_ids),
-        "candidate_scores": np.asarray(out.candidate_scores),
-        "best_index": np.asarray(out.best_index),
-        "num_generated": np.asarray(out.num_generated),
+        "sequences": sequences,
+        "candidate_scores": scores,
+        "best_index": scores.argmax(axis=1),
+        "num_generated": generated,
         "text_ids": np.asarray(enc["input_ids"]),
         "text_mask": np.asarray(enc["attention_mask"]),
     }

@@ -110,6 +110,7 @@ def _program(
     latents: jax.Array | None,  # [B_a, D]
     rng: jax.Array,
     limit: jax.Array,  # int32 <= M: tokens to generate this call
+    candidate_offset: jax.Array,  # int32: index of this call's first candidate (for its random keys)
     *,
     opts: GenerationOptions,
     mesh,
@@ -144,7 +145,7 @@ def _program(
     n_chunks = math.ceil(R / chunk)
     rows = jnp.arange(n_chunks * chunk)
     text_of_row = jnp.minimum(rows // C, B - 1)  # the padding rows of the last chunk repeat the last text
-    cand_of_row = rows % C if C else rows
+    cand_of_row = (rows % C if C else rows) + candidate_offset
     keys = jax.vmap(lambda t, c: jax.random.fold_in(jax.random.fold_in(rng, t), c))(text_of_row, cand_of_row)
     processors = opts.processors(stop, dec.bos_token_id)
     step_fn = functools.partial(_decode_step, m)
@@ -224,7 +225,7 @@ def _compiled(model: ClvpModelForConditionalGeneration, opts: GenerationOptions,
     mesh = rows_mesh(n_devices)
     compute = model if opts.dtype == "float32" else model.clone(dtype=jnp.bfloat16)
 
-    def run(params, input_ids, attention_mask, features, latents, rng, limit):
+    def run(params, input_ids, attention_mask, features, latents, rng, limit, candidate_offset):
         if opts.dtype == "bfloat16":
             params = _cast_floats(params, jnp.bfloat16)
         return compute.apply(
@@ -235,6 +236,7 @@ def _compiled(model: ClvpModelForConditionalGeneration, opts: GenerationOptions,
             latents,
             rng,
             limit,
+            candidate_offset,
             opts=opts,
             mesh=mesh,
             method=_program,
@@ -285,6 +287,7 @@ def generate(
     rng: jax.Array | None = None,
     options: GenerationOptions | None = None,
     devices: Sequence[jax.Device] | int | None = None,
+    candidate_offset: int = 0,
     **overrides,
 ) -> GenerationOutput:
     """Generate `num_return_sequences` speech-token candidates per text and rank them with CLVP.
@@ -299,6 +302,8 @@ def generate(
       rng: PRNG key (required when sampling). The same key gives the same output for any chunk size and device count.
       options: `GenerationOptions`; keyword `overrides` replace its fields (e.g. `max_new_tokens=64`).
       devices: shard candidate rows over these devices (or the first n); None: one device.
+      candidate_offset: number the candidates from here (their keys are fold_in(fold_in(rng, text), index)), so
+        that several calls of C candidates each equal one call of more candidates (e.g. to show progress).
     Returns:
       `GenerationOutput` (arrays on device; rows text-major).
     Raises:
@@ -344,7 +349,7 @@ def generate(
             )
     enable_compilation_cache()
     fn = _compiled(model, opts, n_dev)
-    return fn(params, ids, mask, feats, lat, rng, jnp.int32(opts.max_new_tokens))
+    return fn(params, ids, mask, feats, lat, rng, jnp.int32(opts.max_new_tokens), jnp.int32(candidate_offset))
 
 
 def warmup(
@@ -376,4 +381,4 @@ def warmup(
     fn = _compiled(model, opts, n_dev)
     feats = jnp.asarray(kw["input_features"]) if "input_features" in kw else None
     lat = jnp.asarray(kw["conditioning_latents"]) if "conditioning_latents" in kw else None
-    jax.block_until_ready(fn(params, ids_j, mask, feats, lat, jax.random.key(0), jnp.int32(1)))
+    jax.block_until_ready(fn(params, ids_j, mask, feats, lat, jax.random.key(0), jnp.int32(1), jnp.int32(0)))
