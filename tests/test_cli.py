@@ -67,7 +67,7 @@ def test_generate_latents_score_info(tiny_checkpoint, tmp_path):
     scores = [c["score"] for c in chunk["candidates"]]
     assert scores == sorted(scores, reverse=True) and chunk["best"] == chunk["candidates"][0]
     arrays = np.load(out / "candidates.npz")
-    assert arrays["sequences"].shape == (3, 13)
+    assert arrays["sequences"].shape == (1, 3, 13)  # [chunks, candidates, 1 + max_new_tokens]
     np.testing.assert_allclose(arrays["candidate_scores"][0].max(), scores[0], rtol=1e-6, atol=1e-6)
 
     # The same seed gives the same candidates; an existing result is never overwritten without --force.
