@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from clvp_jax.layers import Dtype, additive_mask, apply_rotary, dense
 
-LayerKV = tuple[jax.Array, jax.Array]  # ([B, S, H, K], [B, S, H, K])
+LayerKV = tuple[jax.Array, jax.Array]  # keys [B, H, K, S], values [B, H, S, K]
 
 
 class ClvpSelfAttention(nn.Module):
@@ -58,14 +58,22 @@ class ClvpSelfAttention(nn.Module):
 
         new_cache = None
         if kv_cache is not None:
+            # Cache layouts are the ones the two attention matmuls read without a transpose: keys [B, H, K, S],
+            # values [B, H, S, K]. (A [B, S, H, K] cache made XLA copy the whole cache every decode step.)
             cache_k, cache_v = kv_cache
-            k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), (0, cache_index, 0, 0))
-            v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, cache_index, 0, 0))
-            new_cache = (k, v)
-
-        scores = jnp.einsum("bthk,bshk->bhts", q, k.astype(q.dtype), preferred_element_type=jnp.float32)
+            k_new = jnp.transpose(k, (0, 2, 3, 1)).astype(cache_k.dtype)  # [B, H, K, T]
+            v_new = jnp.transpose(v, (0, 2, 1, 3)).astype(cache_v.dtype)  # [B, H, T, K]
+            keys = jax.lax.dynamic_update_slice(cache_k, k_new, (0, 0, 0, cache_index))
+            values = jax.lax.dynamic_update_slice(cache_v, v_new, (0, 0, cache_index, 0))
+            new_cache = (keys, values)
+            scores = jnp.einsum("bthk,bhks->bhts", q, keys.astype(q.dtype), preferred_element_type=jnp.float32)
+        else:
+            scores = jnp.einsum("bthk,bshk->bhts", q, k, preferred_element_type=jnp.float32)
         if allowed is not None:
             scores = scores + additive_mask(allowed)[:, None, :, :]
-        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-        out = jnp.einsum("bhts,bshk->bthk", probs, v).reshape(B, T, D)
+        probs = jax.nn.softmax(scores, axis=-1)
+        if kv_cache is not None:
+            out = jnp.einsum("bhts,bhsk->bthk", probs.astype(values.dtype), values).astype(x.dtype).reshape(B, T, D)
+        else:
+            out = jnp.einsum("bhts,bshk->bthk", probs.astype(v.dtype), v).reshape(B, T, D)
         return dense(D, "out_proj", dtype=self.dtype)(out), new_cache

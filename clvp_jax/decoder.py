@@ -6,7 +6,7 @@ x = token (or given) embeddings + E_pos[position_ids] -> L x GPT-2 pre-LN blocks
 `ClvpForCausalLM`: logits = lm_head(final_norm(layer_norm(...))) -- two LayerNorms in a row, the second with a
 fixed eps of 1e-5, exactly as the reference; lm_head has a bias and is not tied.
 
-The KV cache is an explicit pytree (`KVCache`): per-layer keys/values [B, S, H, K], a [B, S] mask of the slots
+The KV cache is an explicit pytree (`KVCache`): per-layer keys [B, H, K, S] and values [B, H, S, K], a [B, S] mask of the slots
 that hold real tokens (so padded conditioning rows can be excluded from attention), and the next write index.
 It is built by `init_cache`, passed in, and returned updated.
 """
@@ -25,7 +25,7 @@ from clvp_jax.layers import DecoderMLP, Dtype, dense, layer_norm
 
 @flax.struct.dataclass
 class KVCache:
-    """Attributes: keys/values: per-layer [B, S, H, K]; valid [B, S] bool; index: int32 next write slot."""
+    """Attributes: per-layer keys [B, H, K, S] and values [B, H, S, K]; valid [B, S] bool; index: int32 next slot."""
 
     keys: tuple[jax.Array, ...]
     values: tuple[jax.Array, ...]
@@ -39,11 +39,10 @@ class KVCache:
 
 def init_cache(config: ClvpDecoderConfig, batch_size: int, max_length: int, dtype=jnp.float32) -> KVCache:
     """An empty cache for `batch_size` rows and `max_length` slots."""
-    shape = (batch_size, max_length, config.num_attention_heads, config.head_dim)
-    zeros = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_hidden_layers))
+    B, S, H, K = batch_size, max_length, config.num_attention_heads, config.head_dim
     return KVCache(
-        keys=zeros,
-        values=tuple(jnp.zeros(shape, dtype) for _ in range(config.num_hidden_layers)),
+        keys=tuple(jnp.zeros((B, H, K, S), dtype) for _ in range(config.num_hidden_layers)),
+        values=tuple(jnp.zeros((B, H, S, K), dtype) for _ in range(config.num_hidden_layers)),
         valid=jnp.zeros((batch_size, max_length), bool),
         index=jnp.zeros((), jnp.int32),
     )
