@@ -144,7 +144,7 @@ def run_jax(size: str, tokens: int, runs: int) -> dict:
         i, m = _prepare_text(model, opts, ids, None)
         key = jax.random.key(0)
         call = lambda n, fn=fn, i=i, m=m, key=key: jax.block_until_ready(  # noqa: E731
-            fn(params, i, m, feats_j, None, key, jax.numpy.int32(n))
+            fn(params, i, m, feats_j, None, key, jax.numpy.int32(n), jax.numpy.int32(0))
         )
         t = time.perf_counter()
         call(1)
