@@ -31,13 +31,11 @@ from typing import Any, Literal
 
 import jax
 import numpy as np
-from flax.traverse_util import flatten_dict
 
 from clvp_jax.config import ClvpConfig, write_text_atomic
 from clvp_jax.weights import (
     ALL_PARTS,
-    WeightsMismatchError,
-    expected_params,
+    check_params,
     params_to_state_dict,
     state_dict_to_params,
 )
@@ -433,7 +431,7 @@ def save_checkpoint(
 
     params = _cast(params, as_dtype(dtype))
     parts = tuple(p for p in ALL_PARTS if p in params)
-    _check_params(params, config, parts)
+    check_params(params, config, parts)
     manifest = {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_VERSION,
@@ -454,20 +452,6 @@ def save_checkpoint(
                 checkpointer.save(tmp / "params" / part, args=ocp.args.StandardSave({part: params[part]}))
         write_text_atomic(tmp / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     return Path(folder)
-
-
-def _check_params(params: Mapping, config: ClvpConfig, parts: Sequence[str]) -> None:
-    flat = flatten_dict(dict(params))
-    expected = expected_params(config, parts)
-    missing = sorted("/".join(p) for p in expected.keys() - flat.keys())
-    unexpected = sorted("/".join(p) for p in flat.keys() - expected.keys())
-    mismatched = [
-        ("/".join(p), tuple(np.shape(flat[p])), tuple(expected[p].shape))
-        for p in expected.keys() & flat.keys()
-        if tuple(np.shape(flat[p])) != tuple(expected[p].shape)
-    ]
-    if missing or unexpected or mismatched or not parts:
-        raise WeightsMismatchError(missing, unexpected, mismatched, "parameter tree")
 
 
 def load_checkpoint(folder: str | os.PathLike, *, dtype: Any = None) -> LoadedCheckpoint:
@@ -498,7 +482,7 @@ def load_checkpoint(folder: str | os.PathLike, *, dtype: Any = None) -> LoadedCh
             f"cannot read the parameters in {folder}/params ({err}); re-create the checkpoint"
         ) from err
     params = jax.tree_util.tree_map(np.asarray, dict(params))
-    _check_params(params, config, parts)
+    check_params(params, config, parts)
     if _float_dtype(params) != manifest.get("dtype"):
         raise CheckpointError(
             f"{folder}: parameters are {_float_dtype(params)} but the manifest says {manifest.get('dtype')}"

@@ -142,9 +142,8 @@ def params_to_state_dict(
     `copy=False` returns (possibly transposed) views of numpy params instead of C-ordered copies, so that a
     streaming writer can serialise a large model one tensor at a time.
     """
+    check_params(params, config, parts)
     flat = flatten_dict(dict(params))
-    expected = expected_params(config, parts)
-    _check_tree(flat, expected)
     out = {}
     for path, value in flat.items():
         key = hf_key(path)
@@ -154,7 +153,10 @@ def params_to_state_dict(
     return out
 
 
-def _check_tree(flat: Mapping, expected: Mapping) -> None:
+def check_params(params: Mapping, config: ClvpConfig, parts: Collection[str] = ALL_PARTS) -> None:
+    """Raise `WeightsMismatchError` unless `params` holds exactly the groups `parts` with the config's shapes."""
+    flat = flatten_dict(dict(params))
+    expected = expected_params(config, parts)
     missing = sorted("/".join(p) for p in expected.keys() - flat.keys())
     unexpected = sorted("/".join(p) for p in flat.keys() - expected.keys())
     mismatched = [
@@ -162,7 +164,7 @@ def _check_tree(flat: Mapping, expected: Mapping) -> None:
         for p in expected.keys() & flat.keys()
         if tuple(np.shape(flat[p])) != tuple(expected[p].shape)
     ]
-    if missing or unexpected or mismatched:
+    if missing or unexpected or mismatched or not parts:
         raise WeightsMismatchError(missing, unexpected, mismatched, "parameter tree")
 
 
