@@ -6,17 +6,92 @@ As the reference's `ClvpSelfAttention`: q, k, v projections (bias iff `use_bias`
 after projection, optional partial rotary on q, k **and v** (encoders), additive mask (0 / finfo.min),
 softmax in float32, out_proj with bias. The KV cache is an explicit pair of arrays per layer that the caller
 passes in and gets back; new keys/values are written at `cache_index` with `dynamic_update_slice`.
+
+Decoding many candidates of one prompt uses a `SplitKV` cache instead (see `split_cache_attention`): the prompt's
+keys/values are stored once per prompt (G prompts) and read once per step for all of its candidates, and each
+row's own generated slots are read block by block, only as far as they are filled. The result equals attention
+over the concatenated cache up to float32 rounding (online softmax).
 """
 
 from __future__ import annotations
 
 import flax.linen as nn
+import flax.struct
 import jax
 import jax.numpy as jnp
 
 from clvp_jax.layers import Dtype, additive_mask, apply_rotary, dense
 
 LayerKV = tuple[jax.Array, jax.Array]  # keys [B, H, K, S], values [B, H, S, K]
+
+
+@flax.struct.dataclass
+class SplitKV:
+    """One layer's decode cache for N rows that share G prompts (axis legend: N rows, G prompts, L prompt slots,
+    M own slots, a multiple of `block`).
+
+    Attributes:
+      prefix_keys: [G, H, K, L], prefix_values: [G, H, L, K]: the prompts' keys/values, shared by their rows.
+      prefix_allowed: [N, L] bool: the prompt slots each row may attend to (its prompt's non-padding slots).
+      group: [N] int32: each row's prompt.
+      keys: [N, H, K, M], values: [N, H, M, K]: each row's own generated tokens.
+      block: own slots read per inner-loop iteration (static).
+    """
+
+    prefix_keys: jax.Array
+    prefix_values: jax.Array
+    prefix_allowed: jax.Array
+    group: jax.Array
+    keys: jax.Array
+    values: jax.Array
+    block: int = flax.struct.field(pytree_node=False, default=16)
+
+
+def split_cache_attention(
+    q: jax.Array,  # [N, H, K], already scaled
+    k: jax.Array,  # [N, H, K] the new token's key
+    v: jax.Array,  # [N, H, K]
+    kv: SplitKV,
+    index: jax.Array,  # int32 scalar: own slot of the new token (= own tokens already cached)
+) -> tuple[jax.Array, SplitKV]:
+    """Single-token attention over a shared prompt plus each row's filled own slots -> ([N, H, K], new cache).
+
+    Scores over the prompt are one batched matmul per head ([N x K] x [K x G*L]), each row keeping its own
+    prompt's columns; the own slots are visited in blocks of `kv.block` up to the new token (a `fori_loop` with a
+    traced trip count), combined with the prompt part by the online-softmax recurrence. Float32 throughout.
+    """
+    keys = jax.lax.dynamic_update_slice(kv.keys, k[..., None].astype(kv.keys.dtype), (0, 0, 0, index))
+    values = jax.lax.dynamic_update_slice(kv.values, v[:, :, None, :].astype(kv.values.dtype), (0, 0, index, 0))
+    N, H, K = q.shape
+    G = kv.prefix_keys.shape[0]
+    q32 = q.astype(jnp.float32)
+    own_prompt = jax.nn.one_hot(kv.group, G, dtype=jnp.float32)  # [N, G]
+
+    s = jnp.einsum("nhk,ghkl->nhgl", q32, kv.prefix_keys.astype(jnp.float32))
+    s = jnp.einsum("nhgl,ng->nhl", s, own_prompt)  # each row's own prompt (exact: the others get weight 0)
+    s = jnp.where(kv.prefix_allowed[:, None, :], s, -jnp.inf)
+    m = s.max(axis=-1)  # [N, H]; finite: every prompt has its voice-latent slot
+    p = jnp.exp(s - m[..., None])
+    p_all = p[:, :, None, :] * own_prompt[:, None, :, None]  # [N, H, G, L], zero outside the row's prompt
+    acc = jnp.einsum("nhgl,ghlk->nhk", p_all, kv.prefix_values.astype(jnp.float32))
+    state = (m, p.sum(axis=-1), acc)
+
+    B = kv.block
+    filled = index + 1
+
+    def visit(j, state):
+        m, total, acc = state
+        kb = jax.lax.dynamic_slice_in_dim(keys, j * B, B, axis=3).astype(jnp.float32)  # [N, H, K, B]
+        vb = jax.lax.dynamic_slice_in_dim(values, j * B, B, axis=2).astype(jnp.float32)  # [N, H, B, K]
+        sb = jnp.einsum("nhk,nhkb->nhb", q32, kb)
+        sb = jnp.where((j * B + jnp.arange(B)) < filled, sb, -jnp.inf)
+        m_new = jnp.maximum(m, sb.max(axis=-1))
+        scale = jnp.exp(m - m_new)
+        pb = jnp.exp(sb - m_new[..., None])
+        return m_new, total * scale + pb.sum(axis=-1), acc * scale[..., None] + jnp.einsum("nhb,nhbk->nhk", pb, vb)
+
+    _, total, acc = jax.lax.fori_loop(0, (filled + B - 1) // B, visit, state)
+    return acc / total[..., None], kv.replace(keys=keys, values=values)
 
 
 class ClvpSelfAttention(nn.Module):
@@ -40,9 +115,9 @@ class ClvpSelfAttention(nn.Module):
         x: jax.Array,  # [B, T, D]
         allowed: jax.Array | None = None,  # [B, T, S] bool: may query t attend to key s
         rotary: tuple[jax.Array, jax.Array] | None = None,  # cos, sin [T, R]
-        kv_cache: LayerKV | None = None,
+        kv_cache: LayerKV | SplitKV | None = None,
         cache_index: jax.Array | None = None,  # int32 scalar: slot of the first new token
-    ) -> tuple[jax.Array, LayerKV | None]:
+    ) -> tuple[jax.Array, LayerKV | SplitKV | None]:
         B, T, D = x.shape
         H, K = self.num_heads, self.hidden_size // self.num_heads
 
@@ -55,6 +130,13 @@ class ClvpSelfAttention(nn.Module):
         if rotary is not None:
             cos, sin = rotary
             q, k, v = (apply_rotary(t, cos, sin) for t in (q, k, v))
+
+        if isinstance(kv_cache, SplitKV):
+            if T != 1:
+                raise ValueError(f"a SplitKV cache decodes one token per row at a time, got {T}")
+            out, new_kv = split_cache_attention(q[:, 0], k[:, 0], v[:, 0], kv_cache, cache_index)
+            out = out.astype(x.dtype).reshape(B, 1, D)
+            return dense(D, "out_proj", dtype=self.dtype)(out), new_kv
 
         new_cache = None
         if kv_cache is not None:

@@ -8,7 +8,9 @@ fixed eps of 1e-5, exactly as the reference; lm_head has a bias and is not tied.
 
 The KV cache is an explicit pytree (`KVCache`): per-layer keys [B, H, K, S] and values [B, H, S, K], a [B, S] mask of the slots
 that hold real tokens (so padded conditioning rows can be excluded from attention), and the next write index.
-It is built by `init_cache`, passed in, and returned updated.
+It is built by `init_cache`, passed in, and returned updated. For decoding many candidates of a few prompts,
+`SharedPrefixCache` (built from a prefill `KVCache` by `share_prefix`) keeps each prompt's keys/values once and
+each row's generated tokens apart, so a step reads every prompt once and only the filled part of each row's slots.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from clvp_jax.attention import ClvpSelfAttention
+from clvp_jax.attention import ClvpSelfAttention, SplitKV
 from clvp_jax.config import ClvpDecoderConfig
 from clvp_jax.layers import DecoderMLP, Dtype, dense, layer_norm
 
@@ -45,6 +47,48 @@ def init_cache(config: ClvpDecoderConfig, batch_size: int, max_length: int, dtyp
         values=tuple(jnp.zeros((B, H, S, K), dtype) for _ in range(config.num_hidden_layers)),
         valid=jnp.zeros((batch_size, max_length), bool),
         index=jnp.zeros((), jnp.int32),
+    )
+
+
+@flax.struct.dataclass
+class SharedPrefixCache:
+    """Decode cache for N rows over G shared prompts of L slots (one new token per row per call).
+
+    Attributes:
+      prefix_keys: per-layer [G, H, K, L]; prefix_values: per-layer [G, H, L, K]; prefix_valid: [G, L] bool.
+      group: [N] int32, each row's prompt.
+      keys: per-layer [N, H, K, M]; values: per-layer [N, H, M, K]: the rows' own tokens (M a multiple of block).
+      index: int32, own tokens cached so far (the next one goes to own slot `index`).
+      block: own slots read per inner-loop iteration (static).
+    """
+
+    prefix_keys: tuple[jax.Array, ...]
+    prefix_values: tuple[jax.Array, ...]
+    prefix_valid: jax.Array
+    group: jax.Array
+    keys: tuple[jax.Array, ...]
+    values: tuple[jax.Array, ...]
+    index: jax.Array
+    block: int = flax.struct.field(pytree_node=False, default=16)
+
+
+def share_prefix(prefill: KVCache, group: jax.Array, max_new_tokens: int, block: int = 16) -> SharedPrefixCache:
+    """A decode cache for rows `group` [N] (indices into the prefill's batch) with room for `max_new_tokens`.
+
+    The prefill cache must be exactly full (its slots are the prompt, `index == max_length`).
+    """
+    N = group.shape[0]
+    M = max(block, -(-max_new_tokens // block) * block)
+    own = lambda shape, like: jnp.zeros(shape, like.dtype)  # noqa: E731
+    return SharedPrefixCache(
+        prefix_keys=prefill.keys,
+        prefix_values=prefill.values,
+        prefix_valid=prefill.valid,
+        group=group.astype(jnp.int32),
+        keys=tuple(own((N, *k.shape[1:3], M), k) for k in prefill.keys),
+        values=tuple(own((N, v.shape[1], M, v.shape[3]), v) for v in prefill.values),
+        index=jnp.zeros((), jnp.int32),
+        block=block,
     )
 
 
@@ -100,10 +144,12 @@ class ClvpDecoder(nn.Module):
         inputs_embeds: jax.Array | None = None,  # [B, T, D]
         position_ids: jax.Array | None = None,  # broadcastable to [B, T]; default arange(T) + cache index
         attention_mask: jax.Array | None = None,  # [B, T] for the new tokens (1 keep / 0 pad)
-        cache: KVCache | None = None,
-    ) -> tuple[jax.Array, KVCache | None]:
+        cache: KVCache | SharedPrefixCache | None = None,
+    ) -> tuple[jax.Array, KVCache | SharedPrefixCache | None]:
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        if isinstance(cache, SharedPrefixCache) and position_ids is None:
+            raise ValueError("decoding with a SharedPrefixCache needs explicit position_ids")
         x = self.input_embeds_layer(input_ids) if inputs_embeds is None else inputs_embeds
         T = x.shape[1]
         if position_ids is None:
@@ -116,9 +162,11 @@ class ClvpDecoder(nn.Module):
         self,
         hidden: jax.Array,  # [B, T, D], positions already added
         attention_mask: jax.Array | None = None,  # [B, T]
-        cache: KVCache | None = None,
-    ) -> tuple[jax.Array, KVCache | None]:
+        cache: KVCache | SharedPrefixCache | None = None,
+    ) -> tuple[jax.Array, KVCache | SharedPrefixCache | None]:
         """The transformer stack on ready embeddings: causal, plus key padding from masks (and the cache)."""
+        if isinstance(cache, SharedPrefixCache):
+            return self._run_shared(hidden, cache)
         B, T, _ = hidden.shape
         keep = jnp.ones((B, T), bool) if attention_mask is None else attention_mask.astype(bool)
         if cache is None:
@@ -141,6 +189,21 @@ class ClvpDecoder(nn.Module):
         if cache is None:
             return hidden, None
         return hidden, KVCache(tuple(new_keys), tuple(new_values), valid, cache.index + T)
+
+    def _run_shared(self, hidden: jax.Array, cache: SharedPrefixCache) -> tuple[jax.Array, SharedPrefixCache]:
+        """One token per row [N, 1, D] over a SharedPrefixCache (rows attend to their prompt and own tokens)."""
+        allowed = jnp.take(cache.prefix_valid, cache.group, axis=0)  # [N, L]
+        new_keys, new_values = [], []
+        for i, layer in enumerate(self.layers):
+            kv = SplitKV(
+                cache.prefix_keys[i], cache.prefix_values[i], allowed, cache.group, cache.keys[i], cache.values[i],
+                cache.block,
+            )  # fmt: skip
+            hidden, kv = layer(hidden, None, kv, cache.index)
+            new_keys.append(kv.keys)
+            new_values.append(kv.values)
+        cache = cache.replace(keys=tuple(new_keys), values=tuple(new_values), index=cache.index + 1)
+        return self.layer_norm(hidden), cache
 
 
 class ClvpModel(nn.Module):

@@ -10,7 +10,8 @@ The program (one `jax.jit`, compiled once per options x input shapes):
      prefix carries no decoder positions (the correct Tortoise input, not the reference's step-0 bug).
      Text padding inside the prefix is excluded through the cache's `valid` mask, so a padded batch gives each
      text exactly what it gets alone.
-  2. prefill once per text, then each chunk of candidate rows gathers its text's cache (no re-prefill);
+  2. prefill once per text; each chunk of candidate rows shares its texts' prompt caches (`SharedPrefixCache`:
+     no re-prefill, no copy per candidate, and each step reads a prompt once for all of its candidates);
   3. decode loop (`loop.decode`, a `lax.while_loop` that stops when every row has stopped);
   4. pad with the stop token (optional), fix (`fix_speech_decoder_output`), text and speech towers, similarity,
      best candidate per text.
@@ -32,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from clvp_jax.conditioning import add_bos_eos
-from clvp_jax.decoder import KVCache, init_cache
+from clvp_jax.decoder import KVCache, SharedPrefixCache, init_cache, share_prefix
 from clvp_jax.generation.loop import decode
 from clvp_jax.generation.options import GenerationOptions
 from clvp_jax.generation.sharding import constrain_rows, rows_mesh
@@ -91,15 +92,15 @@ def _cast_floats(tree, dtype):
     return jax.tree_util.tree_map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
 
 
-def _gather_cache(cache: KVCache, rows: jax.Array) -> KVCache:
-    """The cache rows of `rows` (text index per candidate row)."""
-    take = lambda x: jnp.take(x, rows, axis=0)  # noqa: E731
-    return KVCache(
-        keys=tuple(map(take, cache.keys)),
-        values=tuple(map(take, cache.values)),
-        valid=take(cache.valid),
-        index=cache.index,
+def _prompts_of_chunk(prefill: KVCache, t_idx: jax.Array, G: int, M: int) -> SharedPrefixCache:
+    """The decode cache of one chunk of rows: the G prompts its rows can span (from its first row's text on),
+    shared, and empty own slots for M new tokens."""
+    first = jnp.clip(t_idx[0], 0, prefill.valid.shape[0] - G)
+    take = lambda x: jax.lax.dynamic_slice_in_dim(x, first, G, axis=0)  # noqa: E731
+    prompts = KVCache(
+        tuple(map(take, prefill.keys)), tuple(map(take, prefill.values)), take(prefill.valid), prefill.index
     )
+    return share_prefix(prompts, t_idx - first, M)
 
 
 def _program(
@@ -135,8 +136,8 @@ def _program(
     prefix_mask = jnp.concatenate([ones, mask2, ones], axis=1)
     L = prefix.shape[1]
 
-    # 2. prefill once per text.
-    cache = init_cache(dec, B, L + M, cache_dtype)
+    # 2. prefill once per text (the cache holds exactly the prompt; candidates share it while decoding).
+    cache = init_cache(dec, B, L, cache_dtype)
     out = m.speech_decoder_model.forward_embeds(prefix, prefix_mask, cache)
     prefill_logits, prefill_cache = out.logits[:, -1], out.cache  # [B, V]
 
@@ -150,9 +151,12 @@ def _program(
     processors = opts.processors(stop, dec.bos_token_id)
     step_fn = functools.partial(_decode_step, m)
 
+    G = min(B, -(-chunk // max(C, 1)) + 1)  # prompts one chunk's rows can span
+
     def run_chunk(args):
         t_idx, row_keys = args  # [chunk], [chunk] keys
-        cache = constrain_rows(_gather_cache(prefill_cache, t_idx), mesh)
+        cache = _prompts_of_chunk(prefill_cache, t_idx, G, max(M - 1, 1))  # c_{M-1} is never fed back
+        cache = cache.replace(**constrain_rows(dict(keys=cache.keys, values=cache.values, group=cache.group), mesh))
         first = constrain_rows(jnp.take(prefill_logits, t_idx, axis=0), mesh)
         seen = None
         if opts.repetition_penalty not in (None, 1.0):
