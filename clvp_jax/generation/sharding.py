@@ -11,6 +11,8 @@ Across hosts: start every process with `jax.distributed.initialize(coordinator_a
 process_id)` (on CPU also set `jax.config.update("jax_cpu_collectives_implementation", "gloo")`), call
 `generate(..., devices=jax.device_count())` with the same inputs and key on every process; the mesh then spans
 `jax.devices()` (all hosts) and every process receives the same, fully replicated outputs.
+`tests/test_generation_distributed.py` runs this with two processes on one machine (localhost coordinator, one
+CPU device each) and checks both get exactly what one process alone gets.
 """
 
 from __future__ import annotations
