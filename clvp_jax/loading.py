@@ -1,4 +1,4 @@
-"""Checkpoint formats: detection, `from_pretrained`, lazy tensor readers, clvp-jax checkpoints and the HF export.
+"""Checkpoint formats: detection, `from_pretrained`, lazy tensor readers and clvp-jax checkpoint loading.
 
 Three on-disk formats are read, auto-detected by `detect_format`:
 
@@ -11,20 +11,16 @@ Three on-disk formats are read, auto-detected by `detect_format`:
 
 Every name -> parameter mapping goes through the strict rule table in `clvp_jax.weights`. Torch is imported
 lazily, only to read `.bin`/`.pth` files, always with `torch.load(..., weights_only=True, map_location="cpu")`,
-memory-mapped when the file allows it. Outputs are written to a temporary sibling folder and renamed at the end,
-so a failure never leaves a partial checkpoint, and an existing output is replaced only with `force=True`.
+memory-mapped when the file allows it. Writing (clvp-jax checkpoints, the HF export) is in `clvp_jax.writing`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import os
-import shutil
 import struct
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -32,11 +28,10 @@ from typing import Any, Literal
 import jax
 import numpy as np
 
-from clvp_jax.config import ClvpConfig, write_text_atomic
+from clvp_jax.config import ClvpConfig
 from clvp_jax.weights import (
     ALL_PARTS,
     check_params,
-    params_to_state_dict,
     state_dict_to_params,
 )
 
@@ -346,7 +341,7 @@ def from_pretrained(
     from clvp_jax.model import ClvpModelForConditionalGeneration
 
     loaded = load_params(path, dtype=dtype, **original_options)
-    params = jax.tree_util.tree_map(jax.numpy.asarray, loaded.params)
+    params = _to_device(loaded.params)
     if "logit_scale" not in params:
         # The composite module creates `logit_scale` eagerly in setup, so even its conditioning encoder and decoder
         # cannot run without one. An autoregressive-only checkpoint has none: use the config's initial value (it
@@ -360,33 +355,16 @@ def from_pretrained(
     return model, params
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Writing
-
-
-@contextlib.contextmanager
-def atomic_output_folder(target: str | os.PathLike, *, force: bool = False) -> Iterator[Path]:
-    """Yield a fresh temporary sibling folder; on success it replaces `target`, on failure it is deleted.
-
-    Raises FileExistsError up front when `target` exists and `force` is False.
-    """
-    target = Path(target).absolute()
-    if target.exists() and not force:
-        raise FileExistsError(f"{target} already exists; choose another output or pass --force (force=True)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
-    try:
-        yield tmp
-        if target.exists():
-            old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
-            os.replace(target, old / "x")
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+def _to_device(tree: dict) -> dict:
+    """Move a nested dict of numpy leaves to the default device one leaf at a time, dropping each host copy as it
+    goes (the tree is emptied): peak host memory stays near one copy of the parameters, not two or three
+    (`jnp.asarray` of a whole tree holds the numpy tree, a staging copy and the device copy at once)."""
+    out = {}
+    for key in list(tree):
+        value = tree.pop(key)
+        out[key] = _to_device(value) if isinstance(value, dict) else jax.device_put(value)
+        del value
+    return out
 
 
 def _cast(params: Mapping, dt: np.dtype | None) -> dict:
@@ -402,56 +380,6 @@ def _float_dtype(params: Mapping) -> str:
     if len(kinds) != 1:
         raise CheckpointError(f"parameters mix floating dtypes {sorted(kinds)}; pass dtype= to pick one")
     return kinds.pop()
-
-
-def save_checkpoint(
-    folder: str | os.PathLike,
-    config: ClvpConfig,
-    params: Mapping,
-    *,
-    sources: Sequence[str | os.PathLike] = (),
-    dtype: Any = None,
-    force: bool = False,
-    source_format: str | None = None,
-) -> Path:
-    """Write a clvp-jax checkpoint: `config.json`, `params/` (orbax) and `manifest.json`, atomically.
-
-    Args:
-      folder: output folder; must not exist unless `force`.
-      config: the model config.
-      params: a full or partial (whole top-level groups) parameter tree; checked strictly against `config`.
-      sources: files the weights came from; their sha256 goes into the manifest.
-      dtype: cast floating params to this dtype first (default: keep; they must then share one dtype).
-      force: replace an existing `folder`.
-      source_format: recorded in the manifest ('hf', 'tortoise', ...).
-    Returns:
-      The folder path.
-    """
-    import orbax.checkpoint as ocp
-
-    params = _cast(params, as_dtype(dtype))
-    parts = tuple(p for p in ALL_PARTS if p in params)
-    check_params(params, config, parts)
-    manifest = {
-        "format": CHECKPOINT_FORMAT,
-        "format_version": CHECKPOINT_VERSION,
-        "converter_version": converter_version(),
-        "dtype": _float_dtype(params),
-        "parts": list(parts),
-        "source_format": source_format,
-        "sources": [
-            {"file": Path(s).name, "sha256": sha256_file(Path(s)), "bytes": Path(s).stat().st_size} for s in sources
-        ],
-    }
-    with atomic_output_folder(folder, force=force) as tmp:
-        config.save_pretrained(tmp)
-        # One synchronous orbax item per parameter group (params/<group>): orbax copies whatever one save call
-        # holds, so this bounds the extra memory by the largest group instead of the whole model.
-        with ocp.Checkpointer(ocp.StandardCheckpointHandler(save_concurrent_gb=1)) as checkpointer:
-            for part in parts:
-                checkpointer.save(tmp / "params" / part, args=ocp.args.StandardSave({part: params[part]}))
-        write_text_atomic(tmp / "manifest.json", json.dumps(manifest, indent=2) + "\n")
-    return Path(folder)
 
 
 def load_checkpoint(folder: str | os.PathLike, *, dtype: Any = None) -> LoadedCheckpoint:
@@ -491,49 +419,3 @@ def load_checkpoint(folder: str | os.PathLike, *, dtype: Any = None) -> LoadedCh
     # Re-converting records this checkpoint's own files, whose manifest names the original sources.
     sources = (folder / "config.json", folder / "manifest.json")
     return LoadedCheckpoint(config, params, "clvp-jax", sources, parts, manifest)
-
-
-def write_safetensors(path: Path, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> None:
-    """Stream `tensors` into a safetensors file one tensor at a time (no whole-file buffer in memory)."""
-    codes = {v: k for k, v in _ST_DTYPES.items()}
-    header: dict[str, Any] = {"__metadata__": dict(metadata)}
-    offset = 0
-    keys = sorted(tensors)
-    for key in keys:
-        arr = tensors[key]
-        nbytes = int(np.prod(arr.shape, dtype=np.int64)) * arr.dtype.itemsize
-        header[key] = {
-            "dtype": codes[arr.dtype.name],
-            "shape": list(arr.shape),
-            "data_offsets": [offset, offset + nbytes],
-        }
-        offset += nbytes
-    blob = json.dumps(header, separators=(",", ":")).encode()
-    blob += b" " * (-len(blob) % 8)  # the format pads the header to 8-byte alignment
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(blob)))
-        f.write(blob)
-        for key in keys:
-            f.write(np.ascontiguousarray(tensors[key]).tobytes())
-
-
-def export_hf(folder: str | os.PathLike, config: ClvpConfig, params: Mapping, *, force: bool = False) -> Path:
-    """Write an HF-format folder (`config.json` + `model.safetensors`) that transformers loads strictly.
-
-    The params must hold the whole model (the HF class has no autoregressive-only variant).
-    """
-    flat_parts = {p for p in ALL_PARTS if p in params}
-    if flat_parts != set(ALL_PARTS):
-        raise CheckpointError(
-            f"an HF export needs the whole model, but these weights lack {sorted(set(ALL_PARTS) - flat_parts)}; "
-            "add the missing half (e.g. --clvp clvp2.pth) or export to the clvp-jax format"
-        )
-    params = jax.tree_util.tree_map(np.asarray, dict(params))
-    state = params_to_state_dict(params, config, copy=False)  # views: write_safetensors copies one at a time
-    dtype = _float_dtype(params)
-    hf_config = config.to_dict()
-    hf_config.update(architectures=["ClvpModelForConditionalGeneration"], dtype=dtype)
-    with atomic_output_folder(folder, force=force) as tmp:
-        write_text_atomic(tmp / "config.json", json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
-        write_safetensors(tmp / "model.safetensors", state, {"format": "pt"})
-    return Path(folder)

@@ -25,13 +25,12 @@ from clvp_jax.loading import (
     DTYPES,
     CheckpointError,
     detect_format,
-    export_hf,
     load_checkpoint,
     load_params,
     open_hf_state_dict,
-    save_checkpoint,
 )
 from clvp_jax.weights import ALL_PARTS, WeightsMismatchError, state_dict_to_params
+from clvp_jax.writing import export_hf, save_checkpoint
 
 PROG = "clvp-jax-convert"
 _ORIGINAL_FLAGS = ("clvp", "original_config", "heads", "start_text_token", "start_mel_token", "stop_mel_token")

@@ -20,9 +20,10 @@ import pytest
 from flax.traverse_util import flatten_dict
 
 from clvp_jax.config import ConfigError
-from clvp_jax.loading import CheckpointError, export_hf, from_pretrained, load_params
+from clvp_jax.loading import CheckpointError, from_pretrained, load_params
 from clvp_jax.model import ClvpModelForConditionalGeneration, fix_speech_decoder_output
 from clvp_jax.weights import AUTOREGRESSIVE_PARTS, WeightsMismatchError, state_dict_to_params
+from clvp_jax.writing import export_hf
 from convert.original import load_original
 
 TINY = Path(__file__).resolve().parents[2] / "shared" / "data" / "tortoise_tiny"

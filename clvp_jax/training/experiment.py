@@ -263,7 +263,7 @@ def run_experiment(*, options: ExperimentOptions) -> dict[str, Any]:
     if not curve or curve[-1]["step"] != int(state.step):
         record(int(state.step), loss)
     if o.export:
-        from clvp_jax.loading import export_hf  # local: pulls in safetensors
+        from clvp_jax.writing import export_hf  # local: pulls in safetensors
 
         export_hf(out / "hf", config, jax.device_get(state.params), force=True)
     return {
