@@ -2,7 +2,9 @@
 
 Usage: .venv/bin/python benchmarks/bench_generate.py --size medium|real [--tokens 32] [--runs 3]
 
-Each side runs in its own process (torch and XLA threads fight), the reference with torch threads = 2. Both are
+Each side runs in its own process (torch and XLA threads fight), the reference with torch threads = 2; a first
+process writes the reference's seeded weights as an HF folder, which clvp-jax loads with `from_pretrained` (so
+its peak memory is what a user loading a checkpoint sees, with no torch in the process). Both are
 forced to generate exactly the same number of tokens (min_new_tokens = max_new_tokens). Decode throughput is
 measured as (time for N tokens - time for 1 token) / (N - 1) steps, which removes conditioning, prefill and (for
 clvp-jax, whose program also ranks) the CLVP towers; best of `--runs`. Compile time is the first call minus a
@@ -19,6 +21,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 SIZES = {
@@ -114,23 +117,16 @@ def run_reference(size: str, tokens: int, runs: int) -> dict:
     return out
 
 
-def run_jax(size: str, tokens: int, runs: int) -> dict:
+def run_jax(size: str, tokens: int, runs: int, folder: str) -> dict:
     import jax
     import numpy as np
 
-    from clvp_jax.config import ClvpConfig
     from clvp_jax.generation import GenerationOptions
     from clvp_jax.generation.generate import _compiled, _prepare_text
-    from clvp_jax.model import ClvpModelForConditionalGeneration
-    from clvp_jax.weights import state_dict_to_params
+    from clvp_jax.loading import from_pretrained
 
-    hf = _hf_model(size)
-    cfg = ClvpConfig.from_dict(SIZES[size])
-    sd = {k: v.detach().numpy() for k, v in hf.state_dict().items()}
-    del hf
-    params = jax.device_put(state_dict_to_params(sd, cfg))
-    del sd
-    model = ClvpModelForConditionalGeneration(cfg, masked_pooling=False)
+    # The reference's exact weights, through the user's path: the HF folder the "prepare" process wrote.
+    model, params = from_pretrained(folder, masked_pooling=False)
     ids, feats = _inputs(np)
     feats_j = jax.numpy.asarray(feats)
     out = {}
@@ -173,10 +169,17 @@ def machine_roofline() -> dict:
     return dict(gflops=flops / 1e9, gbps=bw / 1e9)
 
 
-def _side(which: str, size: str, tokens: int, runs: int) -> dict:
+def prepare(size: str, folder: str) -> dict:
+    """Write the reference model (the same seeded weights `run_reference` builds) as an HF folder for clvp-jax."""
+    _hf_model(size).save_pretrained(folder)
+    return {}
+
+
+def _side(which: str, size: str, tokens: int, runs: int, folder: str) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="2")
+    args = ["--size", size, "--tokens", str(tokens), "--runs", str(runs), "--side", which, "--folder", folder]
     proc = subprocess.run(
-        [sys.executable, __file__, "--size", size, "--tokens", str(tokens), "--runs", str(runs), "--side", which],
+        [sys.executable, __file__, *args],
         env=env,
         capture_output=True,
         text=True,
@@ -192,17 +195,19 @@ def main() -> None:
     ap.add_argument("--size", choices=sorted(SIZES), default="medium")
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--side", choices=["both", "reference", "jax"], default="both")
+    ap.add_argument("--side", choices=["both", "prepare", "reference", "jax"], default="both")
+    ap.add_argument("--folder", help=argparse.SUPPRESS)
     a = ap.parse_args()
-    if a.side == "reference":
-        print(json.dumps(run_reference(a.size, a.tokens, a.runs)))
-        return
-    if a.side == "jax":
-        print(json.dumps(run_jax(a.size, a.tokens, a.runs)))
+    if a.side != "both":
+        run = dict(prepare=lambda: prepare(a.size, a.folder), reference=lambda: run_reference(a.size, a.tokens, a.runs))
+        run["jax"] = lambda: run_jax(a.size, a.tokens, a.runs, a.folder)
+        print(json.dumps(run[a.side]()))
         return
     roof = machine_roofline()
-    ref = _side("reference", a.size, a.tokens, a.runs)
-    ours = _side("jax", a.size, a.tokens, a.runs)
+    with tempfile.TemporaryDirectory(prefix="bench_generate_") as folder:
+        _side("prepare", a.size, a.tokens, a.runs, folder)
+        ref = _side("reference", a.size, a.tokens, a.runs, folder)
+        ours = _side("jax", a.size, a.tokens, a.runs, folder)
     P = ref["decoder_params"]
     print(
         f"size={a.size} tokens={a.tokens} decoder params={P / 1e6:.1f}M  machine: {roof['gflops']:.1f} GFLOP/s, "

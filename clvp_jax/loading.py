@@ -94,27 +94,34 @@ class SafetensorsReader(Mapping):
 
     `shapes()` comes from the file headers, so a strict shape check happens before any tensor is read. A header
     whose offsets run past the end of the file (a truncated download) raises `CheckpointError` at construction.
+    Tensors are read with plain file reads into fresh arrays, not through a memory map: mapped pages would stay
+    resident (and count in the process's memory) until the reader is gone, doubling the peak while loading.
     """
 
     def __init__(self, paths: Sequence[str | os.PathLike]) -> None:
-        from safetensors import safe_open
-
         self.paths = tuple(Path(p) for p in paths)
-        self._files: dict[str, Any] = {}
-        self._where: dict[str, str] = {}
-        self._shapes: dict[str, tuple[int, ...]] = {}
-        for path in map(str, paths):
-            _check_safetensors_header(Path(path))
-            try:
-                handle = safe_open(path, framework="numpy")
-            except Exception as err:  # safetensors raises its own SafetensorError / OSError
-                raise CheckpointError(f"{path} is not a readable safetensors file ({err}); re-download it") from err
-            self._files[path] = handle
-            for key in handle.keys():
+        self._where: dict[str, tuple[Path, np.dtype, tuple[int, ...], int]] = {}
+        for path in self.paths:
+            data_start, header = _read_safetensors_header(path)
+            for key, info in header.items():
+                if key == "__metadata__":
+                    continue
                 if key in self._where:
-                    raise CheckpointError(f"tensor {key!r} is stored twice ({self._where[key]} and {path})")
-                self._where[key] = path
-                self._shapes[key] = tuple(handle.get_slice(key).get_shape())
+                    raise CheckpointError(f"tensor {key!r} is stored twice ({self._where[key][0]} and {path})")
+                try:
+                    dtype = np.dtype(jax.numpy.dtype(_ST_DTYPES[info["dtype"]]))
+                    shape = tuple(int(d) for d in info["shape"])
+                    begin, stop = (int(o) for o in info["data_offsets"])
+                except (KeyError, TypeError, ValueError) as err:
+                    raise CheckpointError(
+                        f"{path} is not a valid safetensors file (tensor {key!r}: {err}); it is corrupt, re-download it"
+                    ) from err
+                if stop - begin != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
+                    raise CheckpointError(
+                        f"{path} is not a valid safetensors file (tensor {key!r}: {stop - begin} bytes for shape "
+                        f"{shape} of {dtype.name}); it is corrupt, re-download it"
+                    )
+                self._where[key] = (path, dtype, shape, data_start + begin)
 
     @classmethod
     def from_folder(cls, folder: Path) -> SafetensorsReader:
@@ -124,10 +131,12 @@ class SafetensorsReader(Mapping):
         return cls([folder / "model.safetensors"])
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
-        return dict(self._shapes)
+        return {key: where[2] for key, where in self._where.items()}
 
     def __getitem__(self, key: str) -> np.ndarray:
-        return self._files[self._where[key]].get_tensor(key)
+        path, dtype, shape, offset = self._where[key]
+        count = int(np.prod(shape, dtype=np.int64))
+        return np.fromfile(path, dtype=dtype, count=count, offset=offset).reshape(shape)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._where)
@@ -136,8 +145,8 @@ class SafetensorsReader(Mapping):
         return len(self._where)
 
 
-def _check_safetensors_header(path: Path) -> None:
-    """Fail clearly on a truncated or corrupt safetensors file (header size and data extent vs file size)."""
+def _read_safetensors_header(path: Path) -> tuple[int, dict[str, Any]]:
+    """(offset of the data section, header dict); fails clearly on a truncated or corrupt file."""
     size = path.stat().st_size if path.is_file() else -1
     if size < 0:
         raise CheckpointError(f"missing weights file {path}")
@@ -147,13 +156,16 @@ def _check_safetensors_header(path: Path) -> None:
             if n > size - 8:
                 raise ValueError("header longer than the file")
             header = json.loads(f.read(n))
+        if not isinstance(header, dict):
+            raise ValueError("the header is not a JSON object")
         end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-    except (ValueError, KeyError, TypeError, struct.error) as err:
+    except (ValueError, KeyError, TypeError, IndexError, struct.error) as err:
         raise CheckpointError(f"{path} is not a valid safetensors file ({err}); it is corrupt, re-download it") from err
     if 8 + n + end > size:
         raise CheckpointError(
             f"{path} is truncated: its header describes {8 + n + end} bytes but the file has {size}; re-download it"
         )
+    return 8 + n, header
 
 
 def _shard_files(index: Path) -> list[str]:
