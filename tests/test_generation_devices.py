@@ -11,26 +11,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from generation_case import CASE
+
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = r"""
-import json, jax, numpy as np
-from clvp_jax.config import ClvpConfig
-from clvp_jax.model import ClvpModelForConditionalGeneration, init_params
-from clvp_jax.generation import GenerationOptions, generate
-assert jax.device_count() == 4, jax.devices()
-cfg = ClvpConfig.tiny()
-model = ClvpModelForConditionalGeneration(cfg)
-params = init_params(cfg, jax.random.key(0))
-ids = np.array([[5, 6, 7, 8, 0, 0], [9, 10, 11, 12, 13, 14]])
-mask = (ids > 0).astype(np.int32)
-feats = np.random.default_rng(1).standard_normal((2, 80, 16)).astype(np.float32)
-opts = GenerationOptions.tortoise(num_candidates=4, max_new_tokens=10, pad_to_max_mel_tokens=12, chunk_size=4)
-res = {}
-for n in (1, 4):
-    out = generate(model, params, ids, feats, mask, rng=jax.random.key(3), options=opts, devices=n)
-    res[n] = dict(seq=np.asarray(out.sequences).tolist(), lpt=np.asarray(out.logits_per_text).tolist())
-print("RESULT" + json.dumps(res))
-"""
+SCRIPT = (
+    "import jax\nassert jax.device_count() == 4, jax.devices()\n"
+    + CASE
+    + 'print("RESULT" + json.dumps({n: run(n) for n in (1, 4)}))\n'
+)
 
 
 def test_one_and_four_devices_agree():

@@ -14,33 +14,22 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from generation_case import CASE
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKER = r"""
-import json, sys
+WORKER = (
+    r"""
+import sys
 import jax
 process_id, port = int(sys.argv[1]), sys.argv[2]
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
 jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=2, process_id=process_id)
 assert jax.process_count() == 2 and jax.device_count() == 2 and jax.local_device_count() == 1, jax.devices()
-import numpy as np
-from clvp_jax.config import ClvpConfig
-from clvp_jax.model import ClvpModelForConditionalGeneration, init_params
-from clvp_jax.generation import GenerationOptions, generate
-cfg = ClvpConfig.tiny()
-model = ClvpModelForConditionalGeneration(cfg)
-params = init_params(cfg, jax.random.key(0))
-ids = np.array([[5, 6, 7, 8, 0, 0], [9, 10, 11, 12, 13, 14]])
-mask = (ids > 0).astype(np.int32)
-feats = np.random.default_rng(1).standard_normal((2, 80, 16)).astype(np.float32)
-opts = GenerationOptions.tortoise(num_candidates=4, max_new_tokens=10, pad_to_max_mel_tokens=12, chunk_size=4)
-res = {}
-for n in (2, 1):  # 2: the global mesh over both processes; 1: this process's own device alone
-    out = generate(model, params, ids, feats, mask, rng=jax.random.key(3), options=opts, devices=n)
-    res[n] = dict(seq=np.asarray(out.sequences).tolist(), lpt=np.asarray(out.logits_per_text).tolist())
-print("RESULT" + json.dumps(res), flush=True)
-jax.distributed.shutdown()
 """
+    + CASE
+    # 2: the global mesh over both processes; 1: this process's own device alone
+    + 'print("RESULT" + json.dumps({n: run(n) for n in (2, 1)}), flush=True)\njax.distributed.shutdown()\n'
+)
 
 
 def _free_port() -> int:
