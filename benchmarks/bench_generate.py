@@ -2,15 +2,18 @@
 
 Usage: .venv/bin/python benchmarks/bench_generate.py --size medium|real [--tokens 32] [--runs 3]
 
-Each side runs in its own process (torch and XLA threads fight), the reference with torch threads = 2; a first
-process writes the reference's seeded weights as an HF folder, which clvp-jax loads with `from_pretrained` (so
-its peak memory is what a user loading a checkpoint sees, with no torch in the process). Both are
-forced to generate exactly the same number of tokens (min_new_tokens = max_new_tokens). Decode throughput is
-measured as (time for N tokens - time for 1 token) / (N - 1) steps, which removes conditioning, prefill and (for
-clvp-jax, whose program also ranks) the CLVP towers; best of `--runs`. Compile time is the first call minus a
-steady call and is reported apart. The parent process measures the machine's fp32 matmul GFLOP/s and memory
-bandwidth and prints each figure's share of the roofline: one decode step reads every decoder weight once
-(bandwidth floor) and at B rows costs 2 x decoder params x B FLOPs (compute floor).
+Each case (16-candidate sampling, greedy, end to end) runs in its own process on each side, the two back to
+back (torch and XLA threads fight; separate processes also give each case its own peak memory); the reference
+runs with torch threads = 2. A first process writes the reference's seeded weights as an HF folder. clvp-jax
+compiles its program from the config's shapes alone (`warmup`, timed: trace + lower + XLA compile, with a fresh
+compilation cache, so never a disk-cache hit), then loads the weights with `from_pretrained` (its peak memory is
+what a user sees who compiles before loading, with no torch in the process); every timed call runs the
+warmed-up program (the count of further compilations is printed). Both are forced to generate exactly the same
+number of tokens (min_new_tokens = max_new_tokens). Decode throughput is measured as (time for N tokens - time for
+1 token) / (N - 1) steps, which removes conditioning, prefill and (for clvp-jax, whose program also ranks) the
+CLVP towers; best of `--runs`. The parent process measures the machine's
+fp32 matmul GFLOP/s and memory bandwidth and prints each figure's share of the roofline: one decode step reads every
+decoder weight once (bandwidth floor) and at B rows costs 2 x decoder params x B FLOPs (compute floor).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ SIZES = {
     "real": dict(speech_config=dict(vocab_size=8192, bos_token_id=8192, eos_token_id=8193)),
 }
 TEXT_LEN, FRAMES, N_CAND = 32, 517, 16
+CASES = ("sample16", "greedy1", "e2e")
 
 
 def _inputs(np):
@@ -59,6 +63,16 @@ def _hf_model(size: str):
     return ClvpModelForConditionalGeneration(ClvpConfig.from_dict(SIZES[size])).eval()
 
 
+def _peak_gib() -> float:
+    """This process's peak resident memory. VmHWM, not ru_maxrss: on Linux ru_maxrss carries over the parent's
+    peak through fork + exec, so every child would report at least the parent's."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 2**20
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
 def _best(fn, runs):
     times = []
     for _ in range(runs):
@@ -68,7 +82,7 @@ def _best(fn, runs):
     return min(times)
 
 
-def run_reference(size: str, tokens: int, runs: int) -> dict:
+def run_reference(size: str, tokens: int, runs: int, case: str) -> dict:
     import numpy as np
     import torch
 
@@ -76,84 +90,90 @@ def run_reference(size: str, tokens: int, runs: int) -> dict:
     hf = _hf_model(size)
     ids, feats = _inputs(np)
     ids_t, feats_t = torch.from_numpy(ids), torch.from_numpy(feats)
-    dec_params = sum(p.numel() for p in hf.speech_decoder_model.parameters())
+    out = {"decoder_params": sum(p.numel() for p in hf.speech_decoder_model.parameters())}
     sampling = dict(do_sample=True, temperature=0.8, top_p=0.8, repetition_penalty=2.0)
     with torch.no_grad():
-        from transformers.models.clvp.modeling_clvp import _pad_extra_bos_eos_tokens
+        if case == "e2e":
 
-        i1, m1 = _pad_extra_bos_eos_tokens(
-            ids_t, torch.ones_like(ids_t), add_bos_token=False, bos_token_id=255, eos_token_id=0
-        )
-        cond = hf.conditioning_encoder(input_features=feats_t, input_ids=i1, attention_mask=m1)
+            def e2e():
+                return hf.generate(
+                    input_ids=ids_t,
+                    input_features=feats_t,
+                    num_return_sequences=N_CAND,
+                    max_new_tokens=64,
+                    min_new_tokens=64,
+                    return_dict_in_generate=True,
+                    **sampling,
+                )
 
-        def decode(n, cands, greedy):
-            kw = {} if greedy else sampling
-            c = cond.repeat(cands, 1, 1)
-            return hf.speech_decoder_model.generate(
-                conditioning_embeds=c, max_new_tokens=n, min_new_tokens=n, use_cache=True, **kw
+            out["e2e_s"] = _best(e2e, runs)
+        else:
+            from transformers.models.clvp.modeling_clvp import _pad_extra_bos_eos_tokens
+
+            i1, m1 = _pad_extra_bos_eos_tokens(
+                ids_t, torch.ones_like(ids_t), add_bos_token=False, bos_token_id=255, eos_token_id=0
             )
+            cond = hf.conditioning_encoder(input_features=feats_t, input_ids=i1, attention_mask=m1)
+            cands, kw = (N_CAND, sampling) if case == "sample16" else (1, {})
 
-        out = {}
-        for name, cands, greedy in (("sample16", N_CAND, False), ("greedy1", 1, True)):
-            decode(2, cands, greedy)  # warm
-            t_n = _best(lambda c=cands, g=greedy: decode(tokens, c, g), runs)
-            t_1 = _best(lambda c=cands, g=greedy: decode(1, c, g), runs)
-            out[name] = dict(step_s=(t_n - t_1) / (tokens - 1), rows=cands)
+            def decode(n):
+                return hf.speech_decoder_model.generate(
+                    conditioning_embeds=cond.repeat(cands, 1, 1),
+                    max_new_tokens=n,
+                    min_new_tokens=n,
+                    use_cache=True,
+                    **kw,
+                )
 
-        def e2e():
-            return hf.generate(
-                input_ids=ids_t,
-                input_features=feats_t,
-                num_return_sequences=N_CAND,
-                max_new_tokens=64,
-                min_new_tokens=64,
-                return_dict_in_generate=True,
-                **sampling,
-            )
-
-        out["e2e_s"] = _best(e2e, max(1, runs - 1))
-    out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    out["decoder_params"] = dec_params
+            decode(2)  # warm
+            t_n = _best(lambda: decode(tokens), runs)
+            t_1 = _best(lambda: decode(1), runs)
+            out[case] = dict(step_s=(t_n - t_1) / (tokens - 1), rows=cands)
+    out["peak_rss_gb"] = {case: _peak_gib()}
     return out
 
 
-def run_jax(size: str, tokens: int, runs: int, folder: str) -> dict:
+def run_jax(size: str, tokens: int, runs: int, folder: str, case: str) -> dict:
     import jax
     import numpy as np
 
-    from clvp_jax.generation import GenerationOptions
+    from clvp_jax.config import ClvpConfig
+    from clvp_jax.generation import GenerationOptions, warmup
+    from clvp_jax.generation.compiling import ahead_or_jit
     from clvp_jax.generation.generate import _compiled, _prepare_text
     from clvp_jax.loading import from_pretrained
+    from clvp_jax.model import ClvpModelForConditionalGeneration, param_shapes
 
-    # The reference's exact weights, through the user's path: the HF folder the "prepare" process wrote.
-    model, params = from_pretrained(folder, masked_pooling=False)
-    ids, feats = _inputs(np)
-    feats_j = jax.numpy.asarray(feats)
-    out = {}
     tortoise = GenerationOptions.tortoise(
         num_candidates=N_CAND, max_new_tokens=tokens, min_new_tokens=tokens, pad_to_max_mel_tokens=None
     )
-    greedy = GenerationOptions(max_new_tokens=tokens, min_new_tokens=tokens)
-    e2e_opts = tortoise.replace(max_new_tokens=64, min_new_tokens=64)
-    for name, opts, rows in (("sample16", tortoise, N_CAND), ("greedy1", greedy, 1), ("e2e", e2e_opts, N_CAND)):
-        fn = _compiled(model, opts, 1)
-        i, m = _prepare_text(model, opts, ids, None)
-        key = jax.random.key(0)
-        call = lambda n, fn=fn, i=i, m=m, key=key: jax.block_until_ready(  # noqa: E731
-            fn(params, i, m, feats_j, None, key, jax.numpy.int32(n), jax.numpy.int32(0))
-        )
-        t = time.perf_counter()
-        call(1)
-        first = time.perf_counter() - t
-        steady1 = _best(lambda call=call: call(1), runs)
-        if name == "e2e":
-            out["e2e_s"] = _best(lambda call=call: call(64), max(1, runs - 1))
-        else:
-            t_n = _best(lambda call=call, n=tokens: call(n), runs)
-            out[name] = dict(step_s=(t_n - steady1) / (tokens - 1), rows=rows)
-        out.setdefault("compile_s", {})[name] = first - steady1
-        out.setdefault("jit_cache_entries", {})[name] = fn._cache_size()
-    out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    opts, rows = dict(
+        sample16=(tortoise, N_CAND),
+        greedy1=(GenerationOptions(max_new_tokens=tokens, min_new_tokens=tokens), 1),
+        e2e=(tortoise.replace(max_new_tokens=64, min_new_tokens=64), N_CAND),
+    )[case]
+    # As a memory-minded user would: compile the program from the config's shapes first, then load the
+    # reference's exact weights through the user's path (the HF folder the "prepare" process wrote).
+    model = ClvpModelForConditionalGeneration(ClvpConfig.from_pretrained(folder), masked_pooling=False)
+    shapes = param_shapes(model.config)
+    t = time.perf_counter()
+    warmup(model, shapes, batch_size=1, text_length=TEXT_LEN, num_frames=FRAMES, options=opts)
+    out = {"compile_s": {case: time.perf_counter() - t}}  # trace + lower + XLA compile, from shapes alone
+    model, params = from_pretrained(folder, masked_pooling=False)
+    ids, feats = _inputs(np)
+    fn = _compiled(model, opts, 1)
+    i, m = _prepare_text(model, opts, ids, None)
+    args = lambda n: (params, i, m, jax.numpy.asarray(feats), None, jax.random.key(0), np.int32(n), np.int32(0))  # noqa: E731
+    run = ahead_or_jit((model, opts, 1), fn, args(1))
+    assert run is not fn, "the warmed-up program was not found; it would be compiled again"
+    call = lambda n: jax.block_until_ready(run(*args(n)))  # noqa: E731
+    steady1 = _best(lambda: call(1), runs)
+    if case == "e2e":
+        out["e2e_s"] = _best(lambda: call(64), runs)
+    else:
+        out[case] = dict(step_s=(_best(lambda: call(tokens), runs) - steady1) / (tokens - 1), rows=rows)
+    out["jit_compilations"] = {case: fn._cache_size()}  # 0: every call ran the program warmup compiled
+    out["peak_rss_gb"] = {case: _peak_gib()}
     return out
 
 
@@ -175,11 +195,13 @@ def prepare(size: str, folder: str) -> dict:
     return {}
 
 
-def _side(which: str, size: str, tokens: int, runs: int, folder: str) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS="2")
+def _side(which: str, size: str, tokens: int, runs: int, folder: str, case: str = "") -> dict:
+    # A fresh compilation cache per process: compile times are real compilations, never disk-cache hits.
+    env = dict(os.environ, OMP_NUM_THREADS="2", CLVP_JAX_CACHE=os.path.join(folder, f"xla-{case}"))
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
     args = ["--size", size, "--tokens", str(tokens), "--runs", str(runs), "--side", which, "--folder", folder]
     proc = subprocess.run(
-        [sys.executable, __file__, *args],
+        [sys.executable, __file__, *args, *(["--case", case] if case else [])],
         env=env,
         capture_output=True,
         text=True,
@@ -190,6 +212,14 @@ def _side(which: str, size: str, tokens: int, runs: int, folder: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _merge(parts: list[dict]) -> dict:
+    out: dict = {}
+    for part in parts:
+        for k, v in part.items():
+            out[k] = {**out.get(k, {}), **v} if isinstance(v, dict) else v
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", choices=sorted(SIZES), default="medium")
@@ -197,17 +227,24 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--side", choices=["both", "prepare", "reference", "jax"], default="both")
     ap.add_argument("--folder", help=argparse.SUPPRESS)
+    ap.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.side != "both":
-        run = dict(prepare=lambda: prepare(a.size, a.folder), reference=lambda: run_reference(a.size, a.tokens, a.runs))
-        run["jax"] = lambda: run_jax(a.size, a.tokens, a.runs, a.folder)
+        run = dict(
+            prepare=lambda: prepare(a.size, a.folder),
+            reference=lambda: run_reference(a.size, a.tokens, a.runs, a.case),
+            jax=lambda: run_jax(a.size, a.tokens, a.runs, a.folder, a.case),
+        )
         print(json.dumps(run[a.side]()))
         return
     roof = machine_roofline()
     with tempfile.TemporaryDirectory(prefix="bench_generate_") as folder:
         _side("prepare", a.size, a.tokens, a.runs, folder)
-        ref = _side("reference", a.size, a.tokens, a.runs, folder)
-        ours = _side("jax", a.size, a.tokens, a.runs, folder)
+        ref, ours = [], []
+        for case in CASES:  # each case in its own process on both sides, the two back to back
+            ref.append(_side("reference", a.size, a.tokens, a.runs, folder, case))
+            ours.append(_side("jax", a.size, a.tokens, a.runs, folder, case))
+        ref, ours = _merge(ref), _merge(ours)
     P = ref["decoder_params"]
     print(
         f"size={a.size} tokens={a.tokens} decoder params={P / 1e6:.1f}M  machine: {roof['gflops']:.1f} GFLOP/s, "
@@ -230,10 +267,12 @@ def main() -> None:
         f"{ref['e2e_s'] / ours['e2e_s']:.2f}x | | |"
     )
     print(
-        f"compile (s): {json.dumps({k: round(v, 1) for k, v in ours['compile_s'].items()})}; jit cache entries "
-        f"after repeated calls: {ours['jit_cache_entries']}"
+        f"compile (s, trace + XLA, from shapes before loading): "
+        f"{json.dumps({k: round(v, 1) for k, v in ours['compile_s'].items()})}; compilations by repeated calls: "
+        f"{ours['jit_compilations']}"
     )
-    print(f"peak RSS: reference {ref['peak_rss_gb']:.2f} GB, clvp-jax {ours['peak_rss_gb']:.2f} GB")
+    peaks = ", ".join(f"{c} {ref['peak_rss_gb'][c]:.2f} / {ours['peak_rss_gb'][c]:.2f}" for c in CASES)
+    print(f"peak RSS (GiB, reference / clvp-jax, one process per case): {peaks}")
 
 
 if __name__ == "__main__":

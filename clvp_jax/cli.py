@@ -264,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("give --voice or --latents, not both")
     try:
         if args.command != "convert":
-            from clvp_jax.generation.generate import enable_compilation_cache
+            from clvp_jax.generation.compiling import enable_compilation_cache
 
             enable_compilation_cache()  # model init, latents and generation compile once per machine
         return int(args.func(args) or 0)

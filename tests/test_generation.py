@@ -14,6 +14,7 @@ from clvp_jax.generation import (
     get_conditioning_latents,
     load_conditioning_latents,
     save_conditioning_latents,
+    warmup,
 )
 from clvp_jax.model import ClvpModelForConditionalGeneration, init_params
 from clvp_jax.weights import state_dict_to_params
@@ -207,3 +208,24 @@ def test_conditioning_latents_roundtrip(tiny, tmp_path):
     by_feats = generate(model, params, ids, feats[:1], mask, options=opts)
     by_lat = generate(model, params, ids, None, mask, conditioning_latents=one, options=opts)
     np.testing.assert_array_equal(np.asarray(by_feats.sequences), np.asarray(by_lat.sequences))
+
+
+def test_warmup_from_shapes_is_the_program_generate_runs(tiny):
+    """`warmup(model)` compiles from shapes alone (so it can run before the weights are loaded); `generate` then
+    runs that executable without compiling again, and it computes what the jitted program computes."""
+    from clvp_jax.generation import compiling
+    from clvp_jax.generation.generate import _compiled
+
+    model, params, ids, mask, feats = tiny
+    opts = GenerationOptions.tortoise(num_candidates=2, max_new_tokens=7, pad_to_max_mel_tokens=None)
+    fn = _compiled(model, opts, 1)
+    warmup(model, batch_size=2, text_length=ids.shape[1], num_frames=feats.shape[2], options=opts)
+    ahead = generate(model, params, ids, feats, mask, rng=jax.random.key(5), options=opts)
+    assert fn._cache_size() == 0  # jit never compiled: generate ran the ahead-of-time executable
+    generate(model, params, ids, feats[:, :, :12], mask, rng=jax.random.key(5), options=opts)
+    assert fn._cache_size() == 1  # other shapes than warmed up: compiled through jit as usual
+    compiling._AHEAD.clear()
+    jitted = generate(model, params, ids, feats, mask, rng=jax.random.key(5), options=opts)
+    assert fn._cache_size() == 2
+    np.testing.assert_array_equal(np.asarray(ahead.sequences), np.asarray(jitted.sequences))
+    np.testing.assert_array_equal(np.asarray(ahead.logits_per_text), np.asarray(jitted.logits_per_text))  # same HLO

@@ -1,6 +1,7 @@
 """Speech-token generation with CLVP ranking: processors, the decode loop, `generate`, sharding, latents."""
 
-from clvp_jax.generation.generate import GenerationOutput, enable_compilation_cache, generate, warmup
+from clvp_jax.generation.compiling import enable_compilation_cache
+from clvp_jax.generation.generate import GenerationOutput, generate, warmup
 from clvp_jax.generation.latents import (
     get_conditioning_latents,
     load_conditioning_latents,
