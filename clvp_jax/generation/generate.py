@@ -295,7 +295,9 @@ def generate(
     Args:
       model: the composite model (its `masked_pooling` decides how the CLVP towers pool).
       params: its parameter tree.
-      input_ids: text token ids [B, T] (or [T]), right-padded; as the tokenizer gives them.
+      input_ids: text token ids [B, T] (or [T]), right-padded; as the tokenizer gives them. The eos after the
+        text is added here (the reference composite's extra eos), so do not pass Tortoise `api.tts`-style ids,
+        which already end in one stop token 0: that makes the prompt one token longer than the original's.
       input_features: log-mel [B or 1, F, N] of the voice; or give `conditioning_latents`.
       attention_mask: [B, T] 1 for tokens, 0 for padding (None: no padding).
       conditioning_latents: [B or 1, D] or [D] voice latents (e.g. from `get_conditioning_latents`).
