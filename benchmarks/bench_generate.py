@@ -11,9 +11,9 @@ what a user sees who compiles before loading, with no torch in the process); eve
 warmed-up program (the count of further compilations is printed). Both are forced to generate exactly the same
 number of tokens (min_new_tokens = max_new_tokens). Decode throughput is measured as (time for N tokens - time for
 1 token) / (N - 1) steps, which removes conditioning, prefill and (for clvp-jax, whose program also ranks) the
-CLVP towers; best of `--runs`. The parent process measures the machine's
-fp32 matmul GFLOP/s and memory bandwidth and prints each figure's share of the roofline: one decode step reads every
-decoder weight once (bandwidth floor) and at B rows costs 2 x decoder params x B FLOPs (compute floor).
+CLVP towers; best of `--runs`. The parent process measures the machine's fp32 matmul GFLOP/s and memory
+bandwidth and prints each figure's share of the roofline: one decode step reads every decoder weight once
+(bandwidth floor) and at B rows costs 2 x decoder params x B FLOPs (compute floor).
 """
 
 from __future__ import annotations
