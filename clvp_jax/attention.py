@@ -20,7 +20,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from clvp_jax.layers import Dtype, additive_mask, apply_rotary, dense
+from clvp_jax.layers import Dtype, additive_mask, apply_rotary, linear
 
 LayerKV = tuple[jax.Array, jax.Array]  # keys [B, H, K, S], values [B, H, S, K]
 
@@ -122,7 +122,7 @@ class ClvpSelfAttention(nn.Module):
         H, K = self.num_heads, self.hidden_size // self.num_heads
 
         def project(name: str) -> jax.Array:
-            return dense(D, name, use_bias=self.use_bias, dtype=self.dtype)(x).reshape(B, T, H, K)
+            return linear(D, name, use_bias=self.use_bias, dtype=self.dtype)(x).reshape(B, T, H, K)
 
         q = project("q_proj") * (K**-0.5)
         k = project("k_proj")
@@ -136,7 +136,7 @@ class ClvpSelfAttention(nn.Module):
                 raise ValueError(f"a SplitKV cache decodes one token per row at a time, got {T}")
             out, new_kv = split_cache_attention(q[:, 0], k[:, 0], v[:, 0], kv_cache, cache_index)
             out = out.astype(x.dtype).reshape(B, 1, D)
-            return dense(D, "out_proj", dtype=self.dtype)(out), new_kv
+            return linear(D, "out_proj", dtype=self.dtype)(out), new_kv
 
         new_cache = None
         if kv_cache is not None:
@@ -158,4 +158,4 @@ class ClvpSelfAttention(nn.Module):
             out = jnp.einsum("bhts,bhsk->bthk", probs.astype(values.dtype), values).astype(x.dtype).reshape(B, T, D)
         else:
             out = jnp.einsum("bhts,bshk->bthk", probs.astype(v.dtype), v).reshape(B, T, D)
-        return dense(D, "out_proj", dtype=self.dtype)(out), new_cache
+        return linear(D, "out_proj", dtype=self.dtype)(out), new_cache

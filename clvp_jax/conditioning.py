@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from clvp_jax.attention import ClvpSelfAttention
 from clvp_jax.config import ClvpConfig
-from clvp_jax.layers import Dtype, dense
+from clvp_jax.layers import Dtype, linear
 
 
 def insert_eos(ids: jax.Array, mask: jax.Array, eos: int) -> tuple[jax.Array, jax.Array]:
@@ -64,7 +64,7 @@ class ClvpConditioningEncoder(nn.Module):
         init = nn.initializers.normal(0.02)
         self.text_token_embedding = nn.Embed(text.vocab_size, D, dtype=self.dtype, embedding_init=init)
         self.text_position_embedding = nn.Embed(dec.max_text_tokens, D, dtype=self.dtype, embedding_init=init)
-        self.mel_conv = dense(D, "mel_conv", dtype=self.dtype)  # the 1x1 Conv1d, kernel [F, D]
+        self.mel_conv = linear(D, "mel_conv", dtype=self.dtype)  # the 1x1 Conv1d, weight [D, F]
         self.group_norms = [
             nn.GroupNorm(num_groups=dec.num_groups, epsilon=1e-5, use_fast_variance=False, dtype=jnp.float32)
             for _ in range(dec.num_mel_attn_blocks)

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 
 from clvp_jax.attention import ClvpSelfAttention, SplitKV
 from clvp_jax.config import ClvpDecoderConfig
-from clvp_jax.layers import DecoderMLP, Dtype, dense, layer_norm
+from clvp_jax.layers import DecoderMLP, Dtype, layer_norm, linear
 
 
 @flax.struct.dataclass
@@ -228,7 +228,7 @@ class ClvpForCausalLM(nn.Module):
     def setup(self) -> None:
         self.model = ClvpModel(self.config, dtype=self.dtype)
         self.final_norm = layer_norm(1e-5, "final_norm", dtype=jnp.float32)  # eps fixed at 1e-5 (spec §14.9)
-        self.lm_head = dense(self.config.vocab_size, "lm_head", dtype=jnp.float32)
+        self.lm_head = linear(self.config.vocab_size, "lm_head", dtype=jnp.float32)
 
     def logits(self, last_hidden_state: jax.Array) -> jax.Array:
         """layer_norm output [B, T, D] -> logits [B, T, V] (float32)."""

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from clvp_jax.attention import ClvpSelfAttention
 from clvp_jax.config import ClvpEncoderConfig
-from clvp_jax.layers import Dtype, EncoderMLP, RMSNorm, dense, layer_norm, rotary_r0, rotary_tables
+from clvp_jax.layers import Dtype, EncoderMLP, RMSNorm, layer_norm, linear, rotary_r0, rotary_tables
 
 
 @flax.struct.dataclass
@@ -89,7 +89,7 @@ class ClvpEncoder(nn.Module):
         )
         self.layers = [ClvpEncoderLayer(cfg, dtype=self.dtype) for _ in range(cfg.num_hidden_layers)]
         self.final_layer_norm = layer_norm(cfg.layer_norm_eps, "final_layer_norm", dtype=self.dtype)
-        self.projection = dense(cfg.projection_dim, "projection", use_bias=False, dtype=self.dtype)
+        self.projection = linear(cfg.projection_dim, "projection", use_bias=False, dtype=self.dtype)
 
     def __call__(
         self,

@@ -33,9 +33,39 @@ def activation(name: str) -> Callable[[jax.Array], jax.Array]:
     return table[name]
 
 
-def dense(features: int, name: str, *, use_bias: bool = True, dtype: Dtype | None = None) -> nn.Dense:
-    """A Linear layer; kernels are [in, out] (the converter transposes torch's [out, in])."""
-    return nn.Dense(features, use_bias=use_bias, dtype=dtype, name=name, kernel_init=nn.initializers.normal(0.02))
+class Linear(nn.Module):
+    """torch's `nn.Linear`: y = x W^T + b with the weight stored as torch stores it, `weight` [out, in].
+
+    Why not Flax's [in, out] kernel: a decode step multiplies a few rows (1-16 candidates) by every weight, and
+    on CPU XLA's matmul runs such skinny products about 1.8x faster when the weight is the left operand with its
+    contracted axis contiguous ([out, in] x [in, rows] -> [out, rows]; measured at 16 rows x 1024 x 4096 on 2
+    cores: ~105 GFLOP/s against ~58 for x @ W[in, out]). The two small transposes of the activations are fenced
+    with optimization barriers so that XLA keeps that operand order instead of folding them into the dot. For
+    many rows (prefill, training, the towers) the two forms run at the same speed. As a bonus, torch's nn.Linear
+    weights load without a transpose.
+
+    Attributes: features (out), use_bias, dtype (compute; default: promote input and parameters).
+    """
+
+    features: int
+    use_bias: bool = True
+    dtype: Dtype | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        weight = self.param("weight", nn.initializers.normal(0.02), (self.features, x.shape[-1]))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,)) if self.use_bias else None
+        x, weight, bias = nn.dtypes.promote_dtype(x, weight, bias, dtype=self.dtype)
+        rows = x.reshape(-1, x.shape[-1])
+        barrier = jax.lax.optimization_barrier
+        y = jax.lax.dot_general(weight, barrier(rows.T), (((1,), (0,)), ((), ())))  # [out, rows]
+        y = barrier(y).T.reshape(*x.shape[:-1], self.features)
+        return y if bias is None else y + bias
+
+
+def linear(features: int, name: str, *, use_bias: bool = True, dtype: Dtype | None = None) -> Linear:
+    """A `Linear` layer (weight [out, in], as torch; the converter transposes GPT-2's Conv1D [in, out])."""
+    return Linear(features, use_bias=use_bias, dtype=dtype, name=name)
 
 
 class RMSNorm(nn.Module):
@@ -96,7 +126,7 @@ class GatedProjection(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        h = dense(2 * self.features, "proj", dtype=self.dtype)(x)  # [B, T, 2I]
+        h = linear(2 * self.features, "proj", dtype=self.dtype)(x)  # [B, T, 2I]
         value, gate = jnp.split(h, 2, axis=-1)
         return value * activation(self.act)(gate)
 
@@ -112,11 +142,11 @@ class EncoderMLP(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         h = GatedProjection(self.intermediate_size, self.act, dtype=self.dtype, name="fc1")(x)
-        return dense(self.hidden_size, "fc2", dtype=self.dtype)(h)
+        return linear(self.hidden_size, "fc2", dtype=self.dtype)(h)
 
 
 class DecoderMLP(nn.Module):
-    """GPT-2 MLP: c_proj(act(c_fc(x))). The torch weights are Conv1D [in, out], i.e. already Flax kernels."""
+    """GPT-2 MLP: c_proj(act(c_fc(x))). The torch weights are Conv1D [in, out]; ours are [out, in] (`Linear`)."""
 
     hidden_size: int
     inner_size: int
@@ -125,8 +155,8 @@ class DecoderMLP(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        h = activation(self.act)(dense(self.inner_size, "c_fc", dtype=self.dtype)(x))
-        return dense(self.hidden_size, "c_proj", dtype=self.dtype)(h)
+        h = activation(self.act)(linear(self.inner_size, "c_fc", dtype=self.dtype)(x))
+        return linear(self.hidden_size, "c_proj", dtype=self.dtype)(h)
 
 
 def additive_mask(allowed: jax.Array) -> jax.Array:

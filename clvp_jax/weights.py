@@ -4,10 +4,11 @@ Flax paths mirror the reference keys, so the mapping is a short list of rules, w
 (by `from_pretrained`, the converter and the HF export):
 
   path segments   `layers_3` / `group_norms_0` / `mel_attn_blocks_1`  <->  `layers.3` / ...
-  leaf names      `kernel`, `embedding`, `scale` -> `weight`; `bias` -> `bias`; `logit_scale` as is
-  kernel layout   nn.Linear [out, in]  -> transpose
-                  GPT-2 Conv1D [in, out] (`mlp.c_fc`, `mlp.c_proj` of the decoder) -> copy
-                  1x1 nn.Conv1d [out, in, 1] (`mel_conv`) -> squeeze + transpose
+  leaf names      `weight`, `embedding`, `scale` -> `weight`; `bias` -> `bias`; `logit_scale` as is
+  weight layout   ours are torch's nn.Linear [out, in] (see `clvp_jax.layers.Linear`), so:
+                  nn.Linear [out, in] -> copy
+                  GPT-2 Conv1D [in, out] (`mlp.c_fc`, `mlp.c_proj` of the decoder) -> transpose
+                  1x1 nn.Conv1d [out, in, 1] (`mel_conv`) -> squeeze
 
 Buffers: the non-persistent causal masks (`*.attn.bias` of shape [1, 1, n, n], `mel_attn_blocks.*.bias` of that
 rank) are never in a reference state dict and are ignored if present; the persistent rotary `inv_freq` buffers are
@@ -28,12 +29,11 @@ from clvp_jax.config import ClvpConfig, ClvpEncoderConfig
 from clvp_jax.layers import rotary_r0
 
 _INDEXED = ("layers", "group_norms", "mel_attn_blocks")
-_LEAF_NAMES = {"kernel": "weight", "embedding": "weight", "scale": "weight", "bias": "bias"}
+_LEAF_NAMES = {"weight": "weight", "embedding": "weight", "scale": "weight", "bias": "bias"}
 # (regex on the dotted HF key, layout of the torch tensor). First match wins.
-_KERNEL_LAYOUTS: list[tuple[re.Pattern[str], str]] = [
+_WEIGHT_LAYOUTS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"(^|\.)mlp\.c_(fc|proj)\.weight$"), "conv1d"),
     (re.compile(r"(^|\.)mel_conv\.weight$"), "conv1x1"),
-    (re.compile(r"\.weight$"), "linear"),
 ]
 _ENCODERS = {"text_encoder_model": "text_config", "speech_encoder_model": "speech_config"}
 # Top-level parameter groups of the two halves that Tortoise ships as separate files. `parts=` below restricts the
@@ -74,9 +74,9 @@ def hf_key(path: tuple[str, ...]) -> str:
 
 
 def _layout(key: str, path: tuple[str, ...]) -> str:
-    if path[-1] != "kernel":
+    if path[-1] != "weight":  # embeddings, norms, biases
         return "copy"
-    for pattern, layout in _KERNEL_LAYOUTS:
+    for pattern, layout in _WEIGHT_LAYOUTS:
         if pattern.search(key):
             return layout
     return "copy"
@@ -84,23 +84,21 @@ def _layout(key: str, path: tuple[str, ...]) -> str:
 
 _TO_TORCH: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "copy": lambda x: x,
-    "conv1d": lambda x: x,
-    "linear": lambda x: x.T,
-    "conv1x1": lambda x: x.T[:, :, None],
+    "conv1d": lambda x: x.T,
+    "conv1x1": lambda x: x[:, :, None],
 }
 _FROM_TORCH: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "copy": lambda x: x,
-    "conv1d": lambda x: x,
-    "linear": lambda x: x.T,
-    "conv1x1": lambda x: x[:, :, 0].T,
+    "conv1d": lambda x: x.T,
+    "conv1x1": lambda x: x[:, :, 0],
 }
 
 
 def torch_shape(shape: tuple[int, ...], layout: str) -> tuple[int, ...]:
-    if layout == "linear":
+    if layout == "conv1d":
         return tuple(reversed(shape))
     if layout == "conv1x1":
-        return (shape[1], shape[0], 1)
+        return (*shape, 1)
     return tuple(shape)
 
 

@@ -60,9 +60,9 @@ def test_dtype_flag(tmp_path, tiny_params):
     assert main([str(TINY), str(tmp_path / "ck"), "--dtype", "bfloat16"]) == 0
     ck = load_checkpoint(tmp_path / "ck")
     assert ck.manifest["dtype"] == "bfloat16"
-    leaf = ck.params["speech_decoder_model"]["lm_head"]["kernel"]
+    leaf = ck.params["speech_decoder_model"]["lm_head"]["weight"]
     assert leaf.dtype.name == "bfloat16"
-    np.testing.assert_array_equal(leaf, tiny_params["speech_decoder_model"]["lm_head"]["kernel"].astype(leaf.dtype))
+    np.testing.assert_array_equal(leaf, tiny_params["speech_decoder_model"]["lm_head"]["weight"].astype(leaf.dtype))
 
 
 def test_dry_run_reports_and_writes_nothing(tmp_path, capsys):

@@ -9,14 +9,14 @@ weights' at the process's peak; `release_freed_memory` then hands that working m
 
 from __future__ import annotations
 
-import ctypes
 import os
-import sys
 from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
 import jax
+
+from clvp_jax.host_memory import release_freed_memory
 
 _AHEAD: dict[tuple, Any] = {}  # (program key, argument signature) -> jax.stages.Compiled
 
@@ -59,12 +59,3 @@ def compile_ahead(key: Hashable, fn, args: tuple) -> Any:
 def ahead_or_jit(key: Hashable, fn, args: tuple) -> Callable:
     """The executable `compile_ahead` made for exactly these argument shapes, else `fn` itself."""
     return _AHEAD.get((key, signature(args)), fn) if _AHEAD else fn
-
-
-def release_freed_memory() -> None:
-    """Return the heap that glibc keeps after large frees (the compiler's) to the OS; a no-op elsewhere."""
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):  # not glibc (e.g. musl)
-            pass

@@ -229,20 +229,7 @@ def _compiled(model: ClvpModelForConditionalGeneration, opts: GenerationOptions,
             method=_program,
         )
 
-    return jax.jit(run, compiler_options=compiler_options(opts.num_return_sequences))
-
-
-def compiler_options(candidates: int) -> dict[str, str] | None:
-    """XLA options for the generation program on this backend.
-
-    On CPU, XLA's YNNPACK dot fusion runs the decode step's skinny matmuls (16 rows x 1024 x 4096) at about half
-    the speed of its default dot emitter on this class of machine (31 vs 63 GFLOP/s measured on 2 cores); turning
-    it off for multi-candidate programs doubles their throughput. Single-candidate (matrix-vector) steps keep it,
-    as it reads the weights faster there. Other backends: no options.
-    """
-    if jax.default_backend() == "cpu" and candidates > 1:
-        return {"xla_cpu_experimental_ynn_fusion_type": ""}
-    return None
+    return jax.jit(run)
 
 
 def _bucket(n: int, size: int) -> int:

@@ -9,7 +9,7 @@ frozen: zero}).
 * Freezing: `OptimizerConfig.freeze` names parameter-path prefixes ("speech_decoder_model",
   "text_encoder_model/layers_0", "logit_scale"). Frozen leaves get zero updates and no Adam moments; the
   clipping norm is taken over the trainable leaves only.
-* Weight decay applies to matrices (rank >= 2: kernels, embedding tables), not to biases, norm gains or
+* Weight decay applies to matrices (rank >= 2: weight matrices, embedding tables), not to biases, norm gains or
   `logit_scale`, as is usual for transformers.
 * Accumulation: with `accumulation_steps = k` the parameters change every k-th call of the train step with the
   mean of the k gradients; the schedule counts those real updates.
