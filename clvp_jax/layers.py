@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import flax.errors
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -33,16 +34,31 @@ def activation(name: str) -> Callable[[jax.Array], jax.Array]:
     return table[name]
 
 
+def param(module: nn.Module, name: str, init: Callable, shape: tuple[int, ...]) -> jax.Array:
+    """`module.param(name, init, shape)`, minus Flax's check by abstract evaluation of `init` on every apply.
+
+    Flax re-traces the initializer (a random normal, for weights) under `jax.eval_shape` each time an existing
+    parameter is read, only to compare shapes; for the ~1,500 parameter reads of the generation program that
+    was about a third of its tracing time. Here the shape is compared directly.
+    """
+    if module.is_initializing() or not module.has_variable("params", name):
+        return module.param(name, init, shape)
+    value = module.get_variable("params", name)
+    if tuple(value.shape) != tuple(shape):
+        raise flax.errors.ScopeParamShapeError(name, module.scope.path_text, tuple(value.shape), tuple(shape))
+    return value
+
+
 class Linear(nn.Module):
     """torch's `nn.Linear`: y = x W^T + b with the weight stored as torch stores it, `weight` [out, in].
 
     Why not Flax's [in, out] kernel: a decode step multiplies a few rows (1-16 candidates) by every weight, and
     on CPU XLA's matmul runs such skinny products about 1.8x faster when the weight is the left operand with its
     contracted axis contiguous ([out, in] x [in, rows] -> [out, rows]; measured at 16 rows x 1024 x 4096 on 2
-    cores: ~105 GFLOP/s against ~58 for x @ W[in, out]). The two small transposes of the activations are fenced
-    with optimization barriers so that XLA keeps that operand order instead of folding them into the dot. For
-    many rows (prefill, training, the towers) the two forms run at the same speed. As a bonus, torch's nn.Linear
-    weights load without a transpose.
+    cores: ~105 GFLOP/s against ~58 for x @ W[in, out]). The small transpose of the result back to [rows, out] is
+    fenced with an optimization barrier, so that XLA keeps that operand order instead of folding it into the dot
+    (which gives the slow [rows, in] x [out, in]^T form, ~35 GFLOP/s). For many rows (prefill, training, the
+    towers) the forms run at the same speed. As a bonus, torch's nn.Linear weights load without a transpose.
 
     Attributes: features (out), use_bias, dtype (compute; default: promote input and parameters).
     """
@@ -53,13 +69,12 @@ class Linear(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        weight = self.param("weight", nn.initializers.normal(0.02), (self.features, x.shape[-1]))
-        bias = self.param("bias", nn.initializers.zeros, (self.features,)) if self.use_bias else None
+        weight = param(self, "weight", nn.initializers.normal(0.02), (self.features, x.shape[-1]))
+        bias = param(self, "bias", nn.initializers.zeros, (self.features,)) if self.use_bias else None
         x, weight, bias = nn.dtypes.promote_dtype(x, weight, bias, dtype=self.dtype)
         rows = x.reshape(-1, x.shape[-1])
-        barrier = jax.lax.optimization_barrier
-        y = jax.lax.dot_general(weight, barrier(rows.T), (((1,), (0,)), ((), ())))  # [out, rows]
-        y = barrier(y).T.reshape(*x.shape[:-1], self.features)
+        y = jax.lax.dot_general(weight, rows, (((1,), (1,)), ((), ())))  # [out, rows]
+        y = jax.lax.optimization_barrier(y).T.reshape(*x.shape[:-1], self.features)
         return y if bias is None else y + bias
 
 
@@ -76,15 +91,36 @@ class RMSNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
+        scale = param(self, "scale", nn.initializers.ones, (x.shape[-1],))
         x32 = x.astype(jnp.float32)
         y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
         return (y * scale.astype(jnp.float32)).astype(self.dtype or x.dtype)
 
 
-def layer_norm(eps: float, name: str, dtype: Dtype | None = None) -> nn.LayerNorm:
+class LayerNorm(nn.Module):
+    """torch's LayerNorm, computed as Flax's `nn.LayerNorm(use_fast_variance=False)`: statistics in float32
+    with the biased variance E[(x - mean)^2], y = (x - mean) * (rsqrt(var + eps) * scale) + bias.
+
+    Attributes: eps, dtype (output; default: promote input and parameters).
+    """
+
+    eps: float = 1e-5
+    dtype: Dtype | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        scale = param(self, "scale", nn.initializers.ones, (x.shape[-1],))
+        bias = param(self, "bias", nn.initializers.zeros, (x.shape[-1],))
+        x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+        mean = x32.mean(axis=-1, keepdims=True)
+        var = jnp.square(x32 - mean).mean(axis=-1, keepdims=True)
+        y = (x32 - mean) * (jax.lax.rsqrt(var + self.eps) * scale) + bias
+        return y.astype(self.dtype or jnp.result_type(x, scale, bias))
+
+
+def layer_norm(eps: float, name: str, dtype: Dtype | None = None) -> LayerNorm:
     """A LayerNorm with torch's biased variance computed as E[(x - mean)^2], in float32."""
-    return nn.LayerNorm(epsilon=eps, dtype=dtype, use_fast_variance=False, name=name)
+    return LayerNorm(eps, dtype=dtype, name=name)
 
 
 def rotary_inv_freq(rotary_dim: int) -> jax.Array:
