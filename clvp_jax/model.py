@@ -21,7 +21,6 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
-import optax
 
 from clvp_jax.conditioning import ClvpConditioningEncoder
 from clvp_jax.config import ClvpConfig
@@ -105,6 +104,8 @@ def contrastive_loss(logits_per_text: jax.Array) -> jax.Array:
     n = logits_per_text.shape[0]
     if logits_per_text.shape != (n, n):
         raise ValueError(f"the contrastive loss needs as many texts as clips, got logits {logits_per_text.shape}")
+    import optax  # local: generation never needs it, and it adds ~10 MiB to every process
+
     labels = jnp.arange(n)
     ce = optax.softmax_cross_entropy_with_integer_labels
     return 0.5 * (ce(logits_per_text, labels).mean() + ce(logits_per_text.T, labels).mean())

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import scipy.fft
 
 from clvp_jax.audio.io import AudioError, as_clips, resample
 from clvp_jax.text.tokenizer import BatchEncoding, write_atomic
@@ -101,6 +100,8 @@ def log_mel_spectrogram(
     used = int(np.nonzero(filters.any(axis=1))[0].max()) + 1 if filters.any() else 1
     bank = np.ascontiguousarray(filters[:used])  # [K', M]
     power = np.empty((batch, n_frames, used), dtype=np.float64)  # [B, F, K']
+
+    import scipy.fft  # local: a process that only generates from saved latents never loads it (~12 MiB)
 
     def clip_power(b: int) -> None:  # blocks of frames keep the FFT temporaries small
         for start in range(0, n_frames, _FRAMES_PER_BLOCK):
