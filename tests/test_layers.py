@@ -1,0 +1,47 @@
+"""The building blocks whose computation differs from Flax's stock modules: `Linear`, `LayerNorm`, `param`."""
+
+from __future__ import annotations
+
+import flax.errors
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from clvp_jax.layers import WEIGHT_FIRST_MAX_ROWS, LayerNorm, Linear
+
+
+@pytest.mark.parametrize("rows", [1, 16, WEIGHT_FIRST_MAX_ROWS + 1])  # weight-first form, and the plain product
+def test_linear_is_torch_linear(rows):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((rows, 2, 24), dtype=np.float32)  # leading dims are flattened: rows x 2 products
+    weight = rng.standard_normal((40, 24), dtype=np.float32)  # [out, in], as torch stores it
+    bias = rng.standard_normal(40, dtype=np.float32)
+    y = Linear(40).apply({"params": {"weight": weight, "bias": bias}}, x)
+    want = np.einsum("rti,oi->rto", x.astype(np.float64), weight.astype(np.float64)) + bias
+    assert y.shape == (rows, 2, 40)
+    # float32 products over 24 terms of unit-variance values (sums ~5): ~1e-6 rounding; 1e-5 leaves no room for
+    # a transposed or mis-ordered weight, which changes values by O(1).
+    np.testing.assert_allclose(np.asarray(y), want, rtol=1e-5, atol=1e-5)
+
+
+def test_linear_init_is_out_in_and_shape_is_checked():
+    params = Linear(7).init(jax.random.key(0), jnp.ones((2, 3)))["params"]
+    assert params["weight"].shape == (7, 3) and params["bias"].shape == (7,)
+    with pytest.raises(flax.errors.ScopeParamShapeError, match="weight"):
+        Linear(7).apply({"params": {"weight": np.zeros((3, 7), np.float32), "bias": np.zeros(7, np.float32)}},
+                        jnp.ones((2, 3)))  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_layer_norm_matches_flax(dtype):
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.standard_normal((3, 5, 32)) * 4 + 2, dtype)
+    variables = {"params": {"scale": rng.standard_normal(32).astype(np.float32),
+                            "bias": rng.standard_normal(32).astype(np.float32)}}  # fmt: skip
+    ours = LayerNorm(1e-5).apply(variables, x)
+    flax_ln = nn.LayerNorm(epsilon=1e-5, use_fast_variance=False).apply(variables, x)
+    assert ours.dtype == flax_ln.dtype
+    # The same float32 operations in the same order: equal up to the compiler's fusion choices (1 ulp).
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(flax_ln), rtol=1e-6, atol=1e-6)
