@@ -389,7 +389,7 @@ def _to_device(tree: dict) -> dict:
                 out[key] = move(value)
                 continue
             out[key] = jax.device_put(value).block_until_ready()
-            freed += np.asarray(value).nbytes
+            freed += getattr(value, "nbytes", 0)  # no np.asarray: a device leaf would be copied back
             del value
             if freed >= 1 << 26:
                 release_freed_memory()
