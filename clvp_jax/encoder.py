@@ -20,7 +20,16 @@ import jax.numpy as jnp
 
 from clvp_jax.attention import ClvpSelfAttention
 from clvp_jax.config import ClvpEncoderConfig
-from clvp_jax.layers import Dtype, EncoderMLP, RMSNorm, layer_norm, linear, rotary_r0, rotary_tables
+from clvp_jax.layers import (
+    Dtype,
+    EncoderMLP,
+    RMSNorm,
+    layer_norm,
+    linear,
+    rotary_r0,
+    rotary_tables,
+    scan_layers,
+)
 
 
 @flax.struct.dataclass
@@ -76,11 +85,14 @@ class ClvpEncoder(nn.Module):
       config: the encoder config.
       masked_pooling: pool over kept tokens only (default, see module docstring) or over all (reference).
       dtype: compute dtype.
+      scan: run the layers as a loop with one compiled layer (`layers.scan_layers`; same results, a smaller
+        program). For inference only: differentiating through it is slow.
     """
 
     config: ClvpEncoderConfig
     masked_pooling: bool = True
     dtype: Dtype | None = None
+    scan: bool = False
 
     def setup(self) -> None:
         cfg = self.config
@@ -111,8 +123,13 @@ class ClvpEncoder(nn.Module):
             if cfg.use_rotary_embedding
             else None
         )
-        for layer in self.layers:
-            x = layer(x, allowed, rotary)
+        if self.scan and not self.is_initializing():
+            layer = ClvpEncoderLayer(cfg, dtype=self.dtype, parent=None)
+            params = [self.variables["params"][f"layers_{i}"] for i in range(len(self.layers))]
+            x = scan_layers(lambda p, h: layer.apply({"params": p}, h, allowed, rotary), params, x)
+        else:
+            for layer in self.layers:
+                x = layer(x, allowed, rotary)
         hidden = self.final_layer_norm(x)
         pooled = pool(hidden, cfg.summary_type, attention_mask if self.masked_pooling else None)
         return ClvpEncoderOutput(embeds=self.projection(pooled), last_hidden_state=hidden, pooler_output=pooled)

@@ -118,18 +118,24 @@ class ClvpModelForConditionalGeneration(nn.Module):
       config: the composite config.
       masked_pooling: encoders pool over kept tokens (default) or over all positions (reference behaviour).
       dtype: compute dtype (float32, or bfloat16 for speed); logits and similarities stay float32.
+      scan_layers: run the CLVP towers as loops over their layers, each compiled once (`layers.scan_layers`):
+        the same results from a smaller program. `generate` turns it on; leave it off to differentiate
+        (training), where it would be slow. (The decoder stays unrolled: its few-row decode step would pay for
+        copying each layer's weights, and scanning its prefill saved little compile time for 50 MB more
+        temporary memory.)
     """
 
     config: ClvpConfig
     masked_pooling: bool = True
     dtype: Dtype | None = None
+    scan_layers: bool = False
 
     def setup(self) -> None:
-        cfg = self.config
+        cfg, scan = self.config, self.scan_layers
         self.conditioning_encoder = ClvpConditioningEncoder(cfg, dtype=self.dtype)
         self.speech_decoder_model = ClvpForCausalLM(cfg.decoder_config, dtype=self.dtype)
-        self.text_encoder_model = ClvpEncoder(cfg.text_config, self.masked_pooling, dtype=self.dtype)
-        self.speech_encoder_model = ClvpEncoder(cfg.speech_config, self.masked_pooling, dtype=self.dtype)
+        self.text_encoder_model = ClvpEncoder(cfg.text_config, self.masked_pooling, dtype=self.dtype, scan=scan)
+        self.speech_encoder_model = ClvpEncoder(cfg.speech_config, self.masked_pooling, dtype=self.dtype, scan=scan)
         self.logit_scale = self.param(
             "logit_scale", nn.initializers.constant(cfg.logit_scale_init_value), (), jnp.float32
         )

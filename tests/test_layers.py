@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from clvp_jax.layers import WEIGHT_FIRST_MAX_ROWS, LayerNorm, Linear
+from clvp_jax.layers import WEIGHT_FIRST_MAX_ROWS, LayerNorm, Linear, scan_layers
 
 
 @pytest.mark.parametrize("rows", [1, 16, WEIGHT_FIRST_MAX_ROWS + 1])  # weight-first form, and the plain product
@@ -45,3 +45,20 @@ def test_layer_norm_matches_flax(dtype):
     assert ours.dtype == flax_ln.dtype
     # The same float32 operations in the same order: equal up to the compiler's fusion choices (1 ulp).
     np.testing.assert_allclose(np.asarray(ours), np.asarray(flax_ln), rtol=1e-6, atol=1e-6)
+
+
+def test_scan_layers_runs_each_layer_once_in_order():
+    """The scanned loop equals the Python loop: layer i gets its own parameters (a shifted or reversed index
+    changes the result, since the layers do not commute), over parameter subtrees of several leaves."""
+    rng = np.random.default_rng(0)
+    layers = [{"w": rng.standard_normal((6, 6), dtype=np.float32), "b": rng.standard_normal(6, dtype=np.float32)}]
+    layers += [{k: v * (i + 2) for k, v in layers[0].items()} for i in range(3)]
+    layers[2] = {"w": rng.standard_normal((6, 6), dtype=np.float32), "b": layers[2]["b"]}
+    apply = lambda p, x: jnp.tanh(x @ p["w"] + p["b"])  # noqa: E731
+    x = rng.standard_normal((5, 6), dtype=np.float32)
+    want = x
+    for p in layers:
+        want = apply(p, want)
+    got = jax.jit(lambda ps, x: scan_layers(apply, ps, x))(layers, x)
+    # The same float32 ops in the same order; only XLA's fusion of the loop body may differ: ~1e-7.
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-6)

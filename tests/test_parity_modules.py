@@ -38,9 +38,9 @@ def mel_batch(cfg, B, frames=23, seed=1):
     return rng.normal(size=(B, cfg.decoder_config.feature_size, frames)).astype(np.float32)
 
 
-def apply(cfg, params, fn, *args, masked_pooling=False, dtype=None):
+def apply(cfg, params, fn, *args, masked_pooling=False, dtype=None, scan_layers=False):
     """Apply `fn(module, *args)` jitted (one compilation beats hundreds of eager op dispatches)."""
-    model = ClvpModelForConditionalGeneration(cfg, masked_pooling=masked_pooling, dtype=dtype)
+    model = ClvpModelForConditionalGeneration(cfg, masked_pooling=masked_pooling, dtype=dtype, scan_layers=scan_layers)
     return jax.jit(lambda p, *a: model.apply({"params": p}, *a, method=fn))(params, *args)
 
 
@@ -48,14 +48,15 @@ def t(x):
     return torch.from_numpy(np.asarray(x))
 
 
+@pytest.mark.parametrize("scan", [False, True], ids=["unrolled", "scanned"])  # generate runs the scanned towers
 @pytest.mark.parametrize("tower", ["text_encoder_model", "speech_encoder_model"])
-def test_encoder_matches_reference_on_padded_batch(reference, tower):
+def test_encoder_matches_reference_on_padded_batch(reference, tower, scan):
     hf, _, cfg, params = reference
     enc_cfg = getattr(cfg, tower.replace("_encoder_model", "_config"))
     ids, mask = text_batch(cfg, seed=3, vocab_size=enc_cfg.vocab_size)
     with torch.no_grad():
         ref = getattr(hf, tower)(input_ids=t(ids), attention_mask=t(mask))
-    ours = apply(cfg, params, lambda m, i, a: getattr(m, tower)(i, a), ids, mask)
+    ours = apply(cfg, params, lambda m, i, a: getattr(m, tower)(i, a), ids, mask, scan_layers=scan)
     for name in ("last_hidden_state", "pooler_output", "embeds"):
         np.testing.assert_allclose(
             np.asarray(getattr(ours, name)), getattr(ref, name).numpy(), rtol=RTOL, atol=ATOL_BLOCK, err_msg=name
