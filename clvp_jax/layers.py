@@ -14,6 +14,7 @@ import flax.errors
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Dtype = jnp.dtype
 
@@ -132,12 +133,17 @@ def layer_norm(eps: float, name: str, dtype: Dtype | None = None) -> LayerNorm:
     return LayerNorm(eps, dtype=dtype, name=name)
 
 
-def rotary_inv_freq(rotary_dim: int) -> jax.Array:
+def rotary_inv_freq(rotary_dim: int) -> np.ndarray:
     """inv_freq[j] = 1 / 10000^(2j / r0) over arange(0, r0, 2), float32 (spec §4); r0 = the unrounded dim.
 
-    `rotary_dim` here is r0 = max(P // (2H), 32); the table has ceil(r0 / 2) entries.
+    `rotary_dim` here is r0 = max(P // (2H), 32); the table has ceil(r0 / 2) entries. The exponent and the
+    division are float32 as in the reference; the power is rounded correctly (computed in float64), which
+    reproduces torch's values bit for bit for every r0 up to 64 (the real model has r0 = 32), where float32
+    powers (numpy's, XLA's) are off by one ulp in a few entries.
     """
-    return 1.0 / (10000.0 ** (jnp.arange(0, rotary_dim, 2, dtype=jnp.float32) / rotary_dim))
+    exponent = np.arange(0, rotary_dim, 2).astype(np.float32) / np.float32(rotary_dim)
+    power = (10000.0 ** exponent.astype(np.float64)).astype(np.float32)
+    return np.float32(1.0) / power
 
 
 def rotary_r0(projection_dim: int, num_heads: int) -> int:

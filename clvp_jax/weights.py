@@ -26,7 +26,7 @@ import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from clvp_jax.config import ClvpConfig, ClvpEncoderConfig
-from clvp_jax.layers import rotary_r0
+from clvp_jax.layers import rotary_inv_freq, rotary_r0
 
 _INDEXED = ("layers", "group_norms", "mel_attn_blocks")
 _LEAF_NAMES = {"weight": "weight", "embedding": "weight", "scale": "weight", "bias": "bias"}
@@ -109,8 +109,7 @@ def rotary_buffers(config: ClvpConfig, parts: Collection[str] = ALL_PARTS) -> di
         enc: ClvpEncoderConfig = getattr(config, field)
         if enc.use_rotary_embedding and name in parts:
             r0 = rotary_r0(enc.projection_dim, enc.num_attention_heads)
-            inv = 1.0 / (10000 ** (np.arange(0, r0, 2, dtype=np.int64).astype(np.float32) / r0))
-            out[f"{name}.rotary_pos_emb.inv_freq"] = inv.astype(np.float32)
+            out[f"{name}.rotary_pos_emb.inv_freq"] = rotary_inv_freq(r0)
     return out
 
 

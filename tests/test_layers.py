@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from clvp_jax.layers import WEIGHT_FIRST_MAX_ROWS, LayerNorm, Linear, scan_layers
+from clvp_jax.layers import WEIGHT_FIRST_MAX_ROWS, LayerNorm, Linear, rotary_inv_freq, scan_layers
 
 
 @pytest.mark.parametrize("rows", [1, 16, WEIGHT_FIRST_MAX_ROWS + 1])  # weight-first form, and the plain product
@@ -62,3 +62,14 @@ def test_scan_layers_runs_each_layer_once_in_order():
     got = jax.jit(lambda ps, x: scan_layers(apply, ps, x))(layers, x)
     # The same float32 ops in the same order; only XLA's fusion of the loop body may differ: ~1e-7.
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-6)
+
+
+def test_rotary_inv_freq_is_torch_bit_for_bit():
+    """The exported `inv_freq` buffers must equal the reference's exactly (HF round trips are bit-exact); numpy's
+    float32 power (2.4) is one ulp off for a few entries of most widths, so a tolerance would hide that."""
+    torch = pytest.importorskip("torch")
+    for r0 in range(32, 65):  # r0 = max(P // 2H, 32); the real model has 32
+        want = (1.0 / (10000 ** (torch.arange(0, r0, 2).float() / r0))).numpy()
+        got = rotary_inv_freq(r0)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, want, err_msg=f"r0={r0}")
