@@ -205,4 +205,6 @@ def _init_params(config: ClvpConfig, rng: jax.Array, dtype) -> dict:
 
 def param_shapes(config: ClvpConfig) -> dict:
     """The parameter tree of `config` as `jax.ShapeDtypeStruct`s, without allocating anything."""
-    return jax.eval_shape(lambda r: init_params(config, r), jax.random.PRNGKey(0))
+    shapes = jax.eval_shape(lambda r: init_params(config, r), jax.random.PRNGKey(0))
+    _init_params.clear_cache()  # the traced init of the whole model (~10 MiB at the real size) is not kept
+    return shapes

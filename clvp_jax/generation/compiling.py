@@ -62,6 +62,10 @@ def compile_ahead(key: Hashable, fn, args: tuple) -> Any:
             gc.enable()
     compiled = lowered.compile()
     _AHEAD[key, signature(args)] = compiled
+    # The traced program (its jaxpr and the trace caches behind it, ~15 MiB at the real size) is not needed
+    # once compiled; executables `fn` compiled through jit for other shapes reload from the persistent cache.
+    del lowered
+    fn.clear_cache()
     release_freed_memory()
     return compiled
 
