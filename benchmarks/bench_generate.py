@@ -10,10 +10,12 @@ compilation cache, so never a disk-cache hit), then loads the weights with `from
 what a user sees who compiles before loading, with no torch in the process); every timed call runs the
 warmed-up program (the count of further compilations is printed). Both are forced to generate exactly the same
 number of tokens (min_new_tokens = max_new_tokens). Decode throughput is measured as (time for N tokens - time for
-1 token) / (N - 1) steps, which removes conditioning, prefill and (for clvp-jax, whose program also ranks) the
-CLVP towers; best of `--runs`. The parent process measures the machine's fp32 matmul GFLOP/s and memory
-bandwidth and prints each figure's share of the roofline: one decode step reads every decoder weight once
-(bandwidth floor) and at B rows costs 2 x decoder params x B FLOPs (compute floor).
+1 token) / (N - 1) steps (greedy: 4N tokens, so that its short steps stand out of the calls' jitter), which
+removes conditioning, prefill and (for clvp-jax, whose program also ranks) the CLVP towers; best of `--runs`.
+The parent process measures the machine's fp32 matmul GFLOP/s and its memory read bandwidth (the better of a
+copy and XLA's matrix-vector product over 512 MiB), and prints each figure's share of the roofline: one decode
+step reads every decoder weight once (bandwidth floor) and at B rows costs 2 x decoder params x B FLOPs (compute
+floor).
 """
 
 from __future__ import annotations
@@ -46,6 +48,11 @@ SIZES = {
 }
 TEXT_LEN, FRAMES, N_CAND = 32, 517, 16
 CASES = ("sample16", "greedy1", "e2e")
+GREEDY_FACTOR = 4  # greedy decodes 4N tokens: its ~40 ms steps would otherwise drown in the 1-token call's jitter
+
+
+def _case_tokens(case: str, tokens: int) -> int:
+    return tokens * GREEDY_FACTOR if case == "greedy1" else tokens
 
 
 def _inputs(np):
@@ -115,6 +122,7 @@ def run_reference(size: str, tokens: int, runs: int, case: str) -> dict:
             )
             cond = hf.conditioning_encoder(input_features=feats_t, input_ids=i1, attention_mask=m1)
             cands, kw = (N_CAND, sampling) if case == "sample16" else (1, {})
+            tokens = _case_tokens(case, tokens)
 
             def decode(n):
                 return hf.speech_decoder_model.generate(
@@ -149,7 +157,10 @@ def run_jax(size: str, tokens: int, runs: int, folder: str, case: str) -> dict:
     )
     opts, rows = dict(
         sample16=(tortoise, N_CAND),
-        greedy1=(GenerationOptions(max_new_tokens=tokens, min_new_tokens=tokens), 1),
+        greedy1=(
+            GenerationOptions(max_new_tokens=_case_tokens(case, tokens), min_new_tokens=_case_tokens(case, tokens)),
+            1,
+        ),
         e2e=(tortoise.replace(max_new_tokens=64, min_new_tokens=64), N_CAND),
     )[case]
     # As a memory-minded user would: compile the program from the config's shapes first, then load the
@@ -171,7 +182,8 @@ def run_jax(size: str, tokens: int, runs: int, folder: str, case: str) -> dict:
     if case == "e2e":
         out["e2e_s"] = _best(lambda: call(64), runs)
     else:
-        out[case] = dict(step_s=(_best(lambda: call(tokens), runs) - steady1) / (tokens - 1), rows=rows)
+        n = _case_tokens(case, tokens)
+        out[case] = dict(step_s=(_best(lambda: call(n), runs) - steady1) / (n - 1), rows=rows)
     out["jit_compilations"] = {case: fn._cache_size()}  # 0: every call ran the program warmup compiled
     out["peak_rss_gb"] = {case: _peak_gib()}
     return out
@@ -185,8 +197,17 @@ def machine_roofline() -> dict:
     flops = 2 * 2048**3 / _best(lambda: a @ a, 5)
     big = np.ones(2**27 // 4 * 4, np.float32)  # 512 MiB
     dst = np.empty_like(big)
-    bw = 2 * big.nbytes / _best(lambda: np.copyto(dst, big), 5)  # read + write
-    return dict(gflops=flops / 1e9, gbps=bw / 1e9)
+    copy = 2 * big.nbytes / _best(lambda: np.copyto(dst, big), 5)  # read + write
+    # A decode step reads its weights and writes almost nothing: read bandwidth, measured the way the step reads
+    # (XLA's matrix-vector product on both cores over a 512 MiB matrix); a copy alone underestimates it.
+    import jax
+    import jax.numpy as jnp
+
+    w, v = jnp.asarray(big.reshape(4096, -1)), jnp.ones(big.size // 4096, jnp.float32)
+    gemv = jax.jit(lambda w, v: w @ v)
+    gemv(w, v).block_until_ready()
+    read = w.nbytes / _best(lambda: gemv(w, v).block_until_ready(), 5)
+    return dict(gflops=flops / 1e9, gbps=max(copy, read) / 1e9, copy_gbps=copy / 1e9, read_gbps=read / 1e9)
 
 
 def prepare(size: str, folder: str) -> dict:
@@ -247,8 +268,9 @@ def main() -> None:
         ref, ours = _merge(ref), _merge(ours)
     P = ref["decoder_params"]
     print(
-        f"size={a.size} tokens={a.tokens} decoder params={P / 1e6:.1f}M  machine: {roof['gflops']:.1f} GFLOP/s, "
-        f"{roof['gbps']:.1f} GB/s  ({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores)"
+        f"size={a.size} tokens={a.tokens} (greedy {a.tokens * GREEDY_FACTOR}) decoder params={P / 1e6:.1f}M  machine: "
+        f"{roof['gflops']:.1f} GFLOP/s, read {roof['read_gbps']:.1f} GB/s (copy {roof['copy_gbps']:.1f})  "
+        f"({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores)"
     )
     print("| case | reference tok/s | clvp-jax tok/s | ratio | ref % compute / % bw | jax % compute / % bw |")
     print("|---|---|---|---|---|---|")
@@ -271,7 +293,7 @@ def main() -> None:
         f"{json.dumps({k: round(v, 1) for k, v in ours['compile_s'].items()})}; compilations by repeated calls: "
         f"{ours['jit_compilations']}"
     )
-    peaks = ", ".join(f"{c} {ref['peak_rss_gb'][c]:.2f} / {ours['peak_rss_gb'][c]:.2f}" for c in CASES)
+    peaks = ", ".join(f"{c} {ref['peak_rss_gb'][c]:.3f} / {ours['peak_rss_gb'][c]:.3f}" for c in CASES)
     print(f"peak RSS (GiB, reference / clvp-jax, one process per case): {peaks}")
 
 
