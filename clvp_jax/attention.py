@@ -94,6 +94,38 @@ def split_cache_attention(
     return acc / total[..., None], kv.replace(keys=keys, values=values)
 
 
+SCORES_PER_HEAD_BYTES = 8 << 20  # above this, full attention computes its [B, H, T, S] scores one head at a time
+
+
+def full_attention(q: jax.Array, k: jax.Array, v: jax.Array, allowed: jax.Array | None) -> jax.Array:
+    """softmax(q k^T + mask) v without a cache: q [B, T, H, K] (scaled), k, v [B, S, H, K] -> [B, T, H, K].
+
+    Scores and softmax are float32. When the scores of all heads would exceed `SCORES_PER_HEAD_BYTES` (the mel
+    blocks over a 517-frame clip: 17 MB per clip; the speech tower over 16 candidates padded to 500 codes:
+    192 MB), the heads are computed one after another (`lax.map`), so only one head's scores are ever live. The
+    values are the same (every score is the same dot product); on CPU it also keeps XLA's worker threads from
+    holding ~20 MiB each of the large matmuls' scratch after the call.
+    """
+    B, T, H, _ = q.shape
+    bias = None if allowed is None else additive_mask(allowed)  # [B, T, S]
+    if B * H * T * k.shape[1] * 4 <= SCORES_PER_HEAD_BYTES:
+        scores = jnp.einsum("bthk,bshk->bhts", q, k, preferred_element_type=jnp.float32)
+        if bias is not None:
+            scores = scores + bias[:, None, :, :]
+        probs = jax.nn.softmax(scores, axis=-1)
+        return jnp.einsum("bhts,bshk->bthk", probs.astype(v.dtype), v)
+
+    def one_head(qkv):
+        qh, kh, vh = qkv  # [B, T, K], [B, S, K], [B, S, K]
+        scores = jnp.einsum("btk,bsk->bts", qh, kh, preferred_element_type=jnp.float32)
+        if bias is not None:
+            scores = scores + bias
+        return jnp.einsum("bts,bsk->btk", jax.nn.softmax(scores, axis=-1).astype(vh.dtype), vh)
+
+    heads = jax.lax.map(one_head, tuple(jnp.moveaxis(t, 2, 0) for t in (q, k, v)))  # [H, B, T, K]
+    return jnp.moveaxis(heads, 0, 2)
+
+
 class ClvpSelfAttention(nn.Module):
     """Self-attention with optional rotary and an optional per-layer KV cache.
 
@@ -149,13 +181,10 @@ class ClvpSelfAttention(nn.Module):
             values = jax.lax.dynamic_update_slice(cache_v, v_new, (0, 0, cache_index, 0))
             new_cache = (keys, values)
             scores = jnp.einsum("bthk,bhks->bhts", q, keys.astype(q.dtype), preferred_element_type=jnp.float32)
-        else:
-            scores = jnp.einsum("bthk,bshk->bhts", q, k, preferred_element_type=jnp.float32)
-        if allowed is not None:
-            scores = scores + additive_mask(allowed)[:, None, :, :]
-        probs = jax.nn.softmax(scores, axis=-1)
-        if kv_cache is not None:
+            if allowed is not None:
+                scores = scores + additive_mask(allowed)[:, None, :, :]
+            probs = jax.nn.softmax(scores, axis=-1)
             out = jnp.einsum("bhts,bhsk->bthk", probs.astype(values.dtype), values).astype(x.dtype).reshape(B, T, D)
         else:
-            out = jnp.einsum("bhts,bshk->bthk", probs.astype(v.dtype), v).reshape(B, T, D)
+            out = full_attention(q, k, v, allowed).reshape(B, T, D)
         return linear(D, "out_proj", dtype=self.dtype)(out), new_cache

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from clvp_jax import attention
 from clvp_jax.layers import WEIGHT_FIRST_MAX_ROWS, LayerNorm, Linear, rotary_inv_freq, scan_layers
 
 
@@ -73,3 +74,21 @@ def test_rotary_inv_freq_is_torch_bit_for_bit():
         got = rotary_inv_freq(r0)
         assert got.dtype == np.float32
         np.testing.assert_array_equal(got, want, err_msg=f"r0={r0}")
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_full_attention_head_by_head_equals_all_heads(monkeypatch, masked):
+    """Above `SCORES_PER_HEAD_BYTES` the heads are computed one at a time (the mel blocks, long speech towers);
+    the tiny parity models never get there, so both paths are compared directly, padding mask included."""
+    rng = np.random.default_rng(0)
+    B, T, H, K = 2, 7, 3, 5
+    q, k, v = (rng.standard_normal((B, T, H, K), dtype=np.float32) for _ in range(3))
+    allowed = None
+    if masked:
+        allowed = np.ones((B, T, T), bool)
+        allowed[1, :, 4:] = False  # row 1 is padded after 4 keys
+    all_heads = attention.full_attention(q, k, v, allowed)
+    monkeypatch.setattr(attention, "SCORES_PER_HEAD_BYTES", 0)
+    by_head = jax.jit(attention.full_attention)(q, k, v, allowed)
+    # Identical dot products and softmaxes; XLA may order the float32 sums differently: ~1e-7.
+    np.testing.assert_allclose(np.asarray(by_head), np.asarray(all_heads), rtol=1e-6, atol=1e-6)

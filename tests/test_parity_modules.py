@@ -16,6 +16,7 @@ import pytest
 import reference_models
 import torch
 
+from clvp_jax import attention
 from clvp_jax.model import ClvpModelForConditionalGeneration
 from clvp_jax.weights import state_dict_to_params
 
@@ -75,7 +76,11 @@ def test_masked_pooling_gives_each_row_its_unpadded_embedding(reference):
         np.testing.assert_allclose(np.asarray(batched[row : row + 1]), alone, rtol=RTOL, atol=ATOL_BLOCK)
 
 
-def test_conditioning_encoder_matches_reference(reference):
+@pytest.mark.parametrize("per_head", [False, True], ids=["all_heads", "per_head"])
+def test_conditioning_encoder_matches_reference(reference, per_head, monkeypatch):
+    """Real clips are long enough for the mel blocks to compute attention head by head; force it here."""
+    if per_head:
+        monkeypatch.setattr(attention, "SCORES_PER_HEAD_BYTES", 0)
     hf, _, cfg, params = reference
     ids, mask = text_batch(cfg, seed=5)
     feats = mel_batch(cfg, ids.shape[0])
