@@ -13,7 +13,7 @@ number of tokens (min_new_tokens = max_new_tokens). Decode throughput is measure
 1 token) / (N - 1) steps (greedy: 4N tokens, so that its short steps stand out of the calls' jitter), which
 removes conditioning, prefill and (for clvp-jax, whose program also ranks) the CLVP towers; best of `--runs`.
 The parent process measures the machine's fp32 matmul GFLOP/s and its memory read bandwidth (the better of a
-copy and XLA's matrix-vector product over 512 MiB), and prints each figure's share of the roofline: one decode
+copy and XLA's matrix-vector product over 1 GiB), and prints each figure's share of the roofline: one decode
 step reads every decoder weight once (bandwidth floor) and at B rows costs 2 x decoder params x B FLOPs (compute
 floor).
 """
@@ -203,10 +203,11 @@ def machine_roofline() -> dict:
     import jax
     import jax.numpy as jnp
 
-    w, v = jnp.asarray(big.reshape(4096, -1)), jnp.ones(big.size // 4096, jnp.float32)
+    w = jnp.ones((4096, 2**16), jnp.float32)  # 1 GiB: a 512 MiB matrix gave erratic figures (up to 57 GB/s)
+    v = jnp.ones(2**16, jnp.float32)
     gemv = jax.jit(lambda w, v: w @ v)
     gemv(w, v).block_until_ready()
-    read = w.nbytes / _best(lambda: gemv(w, v).block_until_ready(), 5)
+    read = w.nbytes / _best(lambda: gemv(w, v).block_until_ready(), 10)
     return dict(gflops=flops / 1e9, gbps=max(copy, read) / 1e9, copy_gbps=copy / 1e9, read_gbps=read / 1e9)
 
 
