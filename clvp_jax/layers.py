@@ -217,7 +217,7 @@ def scan_layers(apply: Callable[[Any, jax.Array], jax.Array], layer_params: Sequ
     separate subtrees with a `lax.switch`, so the parameter tree keeps the reference's per-layer layout (the
     converter's and the optimiser's) and no stacked copy of all layers is ever made. The copy (one layer's weights
     per layer) is cheap against a pass over many rows, like the CLVP towers'. For the real-size generation program
-    this halves the HLO and cuts its XLA compile time by ~20% and its resident code by ~45 MiB.
+    (two 20-layer towers) this cut the HLO by ~30%, the compile time by ~15% and the resident executable by 44 MiB.
     For inference: differentiating through the switch adds a zero gradient for every layer in every iteration,
     so training keeps the unrolled layers.
     """

@@ -121,7 +121,7 @@ class ClvpModelForConditionalGeneration(nn.Module):
       scan_layers: run the CLVP towers as loops over their layers, each compiled once (`layers.scan_layers`):
         the same results from a smaller program. `generate` turns it on; leave it off to differentiate
         (training), where it would be slow. (The decoder stays unrolled: its few-row decode step would pay for
-        copying each layer's weights, and scanning its prefill saved little compile time for 50 MB more
+        copying each layer's weights, and scanning its prefill saved little compile time for 21 MB more
         temporary memory.)
     """
 
