@@ -102,9 +102,10 @@ def full_attention(q: jax.Array, k: jax.Array, v: jax.Array, allowed: jax.Array 
 
     Scores and softmax are float32. When the scores of all heads would exceed `SCORES_PER_HEAD_BYTES` (the mel
     blocks over a 517-frame clip: 17 MB per clip; the speech tower over 16 candidates padded to 500 codes:
-    192 MB), the heads are computed one after another (`lax.map`), so only one head's scores are ever live. The
-    values are the same (every score is the same dot product). On CPU it also cut what XLA's two worker threads
-    keep allocated after a real-size generation call from ~20 to ~5 MiB each.
+    192 MB), the heads are computed one after another (a `fori_loop` that slices each head in place), so only
+    one head's scores are ever live. The values are the same (every score is the same dot product). On CPU this
+    also ran that speech tower 1.3x faster, and cut what XLA's two worker threads keep allocated after a
+    real-size generation call from ~20 to ~5 MiB each.
     """
     B, T, H, _ = q.shape
     bias = None if allowed is None else additive_mask(allowed)  # [B, T, S]
@@ -115,15 +116,15 @@ def full_attention(q: jax.Array, k: jax.Array, v: jax.Array, allowed: jax.Array 
         probs = jax.nn.softmax(scores, axis=-1)
         return jnp.einsum("bhts,bshk->bthk", probs.astype(v.dtype), v)
 
-    def one_head(qkv):
-        qh, kh, vh = qkv  # [B, T, K], [B, S, K], [B, S, K]
+    def one_head(h, out):
+        qh, kh, vh = (jax.lax.dynamic_index_in_dim(t, h, axis=2, keepdims=False) for t in (q, k, v))  # [B, *, K]
         scores = jnp.einsum("btk,bsk->bts", qh, kh, preferred_element_type=jnp.float32)
         if bias is not None:
             scores = scores + bias
-        return jnp.einsum("bts,bsk->btk", jax.nn.softmax(scores, axis=-1).astype(vh.dtype), vh)
+        oh = jnp.einsum("bts,bsk->btk", jax.nn.softmax(scores, axis=-1).astype(vh.dtype), vh)
+        return jax.lax.dynamic_update_index_in_dim(out, oh.astype(out.dtype), h, axis=2)
 
-    heads = jax.lax.map(one_head, tuple(jnp.moveaxis(t, 2, 0) for t in (q, k, v)))  # [H, B, T, K]
-    return jnp.moveaxis(heads, 0, 2)
+    return jax.lax.fori_loop(0, H, one_head, jnp.zeros(q.shape, v.dtype))
 
 
 class ClvpSelfAttention(nn.Module):
