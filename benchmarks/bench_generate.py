@@ -148,7 +148,7 @@ def run_jax(size: str, tokens: int, runs: int, folder: str, case: str) -> dict:
     from clvp_jax.config import ClvpConfig
     from clvp_jax.generation import GenerationOptions, warmup
     from clvp_jax.generation.compiling import ahead_or_jit
-    from clvp_jax.generation.generate import _compiled, _prepare_text
+    from clvp_jax.generation.generate import _prepare_text, _program_for
     from clvp_jax.loading import from_pretrained
     from clvp_jax.model import ClvpModelForConditionalGeneration, param_shapes
 
@@ -172,7 +172,7 @@ def run_jax(size: str, tokens: int, runs: int, folder: str, case: str) -> dict:
     out = {"compile_s": {case: time.perf_counter() - t}}  # trace + lower + XLA compile, from shapes alone
     model, params = from_pretrained(folder, masked_pooling=False)
     ids, feats = _inputs(np)
-    fn = _compiled(model, opts, 1)
+    fn = _program_for(model, opts, 1, 1)
     i, m = _prepare_text(model, opts, ids, None)
     args = lambda n: (params, i, m, jax.numpy.asarray(feats), None, jax.random.key(0), np.int32(n), np.int32(0))  # noqa: E731
     run = ahead_or_jit((model, opts, 1), fn, args(1))
