@@ -127,7 +127,7 @@ def _program(
     prefill_logits, prefill_cache = out.logits[:, -1], out.cache  # [B, V]
 
     # 3. decode the R rows chunk by chunk.
-    chunk = R if opts.chunk_size is None else min(opts.chunk_size, R)
+    chunk = _chunk_rows(opts, B)
     n_chunks = math.ceil(R / chunk)
     rows = jnp.arange(n_chunks * chunk)
     text_of_row = jnp.minimum(rows // C, B - 1)  # the padding rows of the last chunk repeat the last text
@@ -216,11 +216,15 @@ LEAN_ROWS = 4
 _MEMORY_SCHEDULER = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
 
 
+def _chunk_rows(opts: GenerationOptions, batch_size: int) -> int:
+    """Rows decoded together (one chunk) for `batch_size` texts."""
+    rows = batch_size * opts.num_return_sequences
+    return rows if opts.chunk_size is None else min(opts.chunk_size, rows)
+
+
 def _program_for(model: ClvpModelForConditionalGeneration, opts: GenerationOptions, batch_size: int, n_devices: int):
     """The jitted program `generate` runs for `batch_size` texts over `n_devices` devices."""
-    rows = batch_size * opts.num_return_sequences
-    chunk = rows if opts.chunk_size is None else min(opts.chunk_size, rows)
-    return _compiled(model, opts, n_devices, lean=chunk // n_devices <= LEAN_ROWS)
+    return _compiled(model, opts, n_devices, lean=_chunk_rows(opts, batch_size) // n_devices <= LEAN_ROWS)
 
 
 @functools.lru_cache(maxsize=32)
@@ -347,8 +351,7 @@ def generate(
             raise ValueError(f"conditioning_latents must be [{B} or 1, {dec.hidden_size}], got {lat.shape}")
     n_dev = devices if isinstance(devices, int) else (len(devices) if devices is not None else 1)
     if n_dev > 1:
-        R = B * opts.num_return_sequences
-        chunk = R if opts.chunk_size is None else min(opts.chunk_size, R)
+        chunk = _chunk_rows(opts, B)
         if chunk % n_dev:
             raise ValueError(
                 f"{chunk} rows per chunk cannot be split over {n_dev} devices; make chunk_size (or texts x "
