@@ -14,6 +14,8 @@ import json
 import math
 import os
 import tempfile
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -86,6 +88,55 @@ def group_norm_groups(channels: int) -> int:
     return groups
 
 
+def _typed(cls: type, name: str, hint: Any, value: Any) -> Any:
+    """`value` of a config file checked against the field's annotation (lists become tuples); never coerced.
+
+    JSON has no tuples and no distinction of 1 and 1.0 that survives every writer, so an integral float is
+    accepted for an int field and an int for a float field; anything else of the wrong type (a string for a
+    list, "no" for a bool, a bool for a number) is a `ConfigError` naming the field and the expected form.
+    """
+
+    def fits(h: Any, v: Any) -> tuple[bool, Any]:
+        origin, args = typing.get_origin(h), typing.get_args(h)
+        if h is Any:
+            return True, v
+        if h is type(None):
+            return v is None, v
+        if origin in (typing.Union, types.UnionType):
+            for option in args:
+                ok, out = fits(option, v)
+                if ok:
+                    return True, out
+            return False, v
+        if origin is Literal:
+            return v in args and not isinstance(v, bool), v
+        if origin is tuple:
+            if not isinstance(v, list | tuple):
+                return False, v
+            items = [fits(args[0], x) for x in v]
+            return all(ok for ok, _ in items), tuple(x for _, x in items)
+        if h is bool:
+            return isinstance(v, bool), v
+        if h is int:
+            if isinstance(v, float) and v.is_integer():
+                return True, int(v)
+            return isinstance(v, int) and not isinstance(v, bool), v
+        if h is float:
+            return isinstance(v, int | float) and not isinstance(v, bool), float(v) if isinstance(v, int) else v
+        if h is str:
+            return isinstance(v, str), v
+        return True, v  # nested configs and dicts are checked by their own constructors
+
+    ok, out = fits(hint, value)
+    if not ok:
+        if typing.get_origin(hint) is Literal:
+            expected = "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+        else:
+            expected = str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
+        raise ConfigError(f"{cls.__name__}.{name} must be {expected}, got {value!r} ({type(value).__name__})")
+    return out
+
+
 class _ConfigBase:
     """Shared dict/JSON plumbing for the three configs."""
 
@@ -95,7 +146,9 @@ class _ConfigBase:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]):
-        """Build from an HF-style dict. Unknown keys raise `ConfigError` naming them."""
+        """Build from an HF-style dict. Unknown keys and values of the wrong type raise `ConfigError` naming them."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"a {cls.__name__} must be a JSON object of fields, got {type(data).__name__}")
         data = dict(data)
         model_type = data.pop("model_type", cls.model_type)
         _check(
@@ -103,15 +156,18 @@ class _ConfigBase:
             f"{cls.__name__} expects model_type {cls.model_type!r}, got {model_type!r}",
         )
         names = {f.name for f in dataclasses.fields(cls)} - {"hf_metadata"}
+        hints = typing.get_type_hints(cls)
         kwargs: dict[str, Any] = {}
         metadata: dict[str, Any] = {}
         unknown = []
         for key, value in data.items():
             if key in cls._nested:
                 sub = cls._nested[key]
+                if not (isinstance(value, sub | Mapping) or value is None):
+                    raise ConfigError(f"{cls.__name__}.{key} must be a {sub.__name__} object, got {value!r}")
                 kwargs[key] = value if isinstance(value, sub) or value is None else sub.from_dict(value)
             elif key in names:
-                kwargs[key] = tuple(value) if isinstance(value, list) else value
+                kwargs[key] = _typed(cls, key, hints[key], value)
             elif key in HF_BOOKKEEPING_FIELDS:
                 metadata[key] = value
             else:

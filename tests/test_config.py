@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import reference_models
@@ -97,3 +98,38 @@ def test_presets_and_file_errors(tmp_path):
     (tmp_path / "bad.json").write_text('{"text_config": ')
     with pytest.raises(ConfigError, match="not valid JSON"):
         ClvpConfig.from_pretrained(tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize(
+    "cls, field, value, expected",
+    [
+        (ClvpDecoderConfig, "decoder_fixing_codes", "83", "tuple"),  # was split into (8, 3)
+        (ClvpDecoderConfig, "decoder_fixing_codes", [83, 45.5], "tuple"),
+        (ClvpEncoderConfig, "use_rotary_embedding", "no", "bool"),  # was truthy
+        (ClvpEncoderConfig, "use_rotary_embedding", 1, "bool"),
+        (ClvpDecoderConfig, "hidden_size", "1024", "int"),
+        (ClvpDecoderConfig, "hidden_size", True, "int"),
+        (ClvpDecoderConfig, "hidden_size", 1024.5, "int"),
+        (ClvpEncoderConfig, "layer_norm_eps", "1e-5", "float"),
+        (ClvpEncoderConfig, "summary_type", "max", "one of 'mean'"),
+        (ClvpEncoderConfig, "bos_token_id", [255], "int"),
+    ],
+)
+def test_config_file_values_of_the_wrong_type_name_the_field(cls, field, value, expected):
+    with pytest.raises(ConfigError, match=re.escape(f"{cls.__name__}.{field} must be {expected}")) as err:
+        cls.from_dict({field: value})
+    assert f"got {value!r}" in str(err.value)
+
+
+def test_config_file_values_accept_json_number_forms():
+    dec = ClvpDecoderConfig.from_dict({"hidden_size": 64.0, "layer_norm_epsilon": 1, "n_inner": None})
+    assert dec.hidden_size == 64 and isinstance(dec.hidden_size, int)
+    assert dec.layer_norm_epsilon == 1.0 and isinstance(dec.layer_norm_epsilon, float)
+    assert ClvpDecoderConfig.from_dict({"decoder_fixing_codes": [83, 45]}).decoder_fixing_codes == (83, 45)
+
+
+def test_nested_config_of_the_wrong_type_is_named():
+    with pytest.raises(ConfigError, match=r"ClvpConfig\.text_config must be a ClvpEncoderConfig object"):
+        ClvpConfig.from_dict({"text_config": "small"})
+    with pytest.raises(ConfigError, match="must be a JSON object of fields, got list"):
+        ClvpConfig.from_dict([1, 2])
