@@ -148,6 +148,8 @@ def test_jax_output(clips, extractors):
         (np.array(["a", "b"]), "non-numeric"),
         (np.float32(0.5), "single number"),
         ([np.zeros((50, 50), np.float32)], "not \\(samples, channels\\)"),
+        (np.zeros(100, np.int64), "int64 have no PCM scale"),
+        (np.zeros(100, bool), "bool have no PCM scale"),
     ],
 )
 def test_bad_audio_raises_audio_error(extractors, audio, message):
@@ -155,6 +157,24 @@ def test_bad_audio_raises_audio_error(extractors, audio, message):
     with pytest.raises(AudioError, match=message):
         ours(audio)
     assert issubclass(AudioError, ValueError)
+
+
+@pytest.mark.parametrize("dtype, scale", [(np.int16, 2**15), (np.int32, 2**31), (np.int8, 2**7), (np.uint8, None)])
+def test_integer_pcm_is_scaled_as_audio_libraries_read_it(clips, extractors, dtype, scale):
+    ours, _ = extractors
+    clip = np.clip(clips[0][:22050], -1, 1 - 1 / 128)  # one second; full scale is 1 - 2^-(bits-1)
+    if scale is None:  # 8-bit WAV: unsigned, centred on 128
+        pcm = np.round(clip * 128 + 128).astype(np.uint8)
+        back = (pcm.astype(np.float32) - 128) / 128
+    else:
+        pcm = np.round(clip * scale).astype(dtype)
+        back = (pcm / scale).astype(np.float32)
+    got = ours(pcm, return_tensors="np")["input_features"]
+    want = ours(back, return_tensors="np")["input_features"]
+    # The same float32 samples as the reference scaling: the same features bit for bit.
+    np.testing.assert_array_equal(got, want)
+    unscaled = ours(pcm.astype(np.float32), return_tensors="np")["input_features"]
+    assert np.abs(unscaled - want).max() > 1.0  # what unscaled integers gave before
 
 
 def test_load_audio_resamples_and_downmixes(tmp_path, clips):

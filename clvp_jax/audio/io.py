@@ -44,11 +44,26 @@ def _downmix(clip: np.ndarray, channel_axis: int) -> np.ndarray:
     return clip.astype(np.float64).mean(axis=channel_axis).astype(np.float32)
 
 
+# Integer PCM is scaled to [-1, 1) as audio libraries read it (soundfile, librosa's `buf_to_float`): signed
+# types by 2^(bits - 1), 8-bit WAV's unsigned samples around 128. Other integer types have no PCM meaning.
+_PCM_SCALE = {np.dtype(np.int8): 2.0**7, np.dtype(np.int16): 2.0**15, np.dtype(np.int32): 2.0**31}
+
+
 def _to_array(data: Any) -> np.ndarray:
     try:
-        return np.asarray(data)
+        array = np.asarray(data)
     except ValueError as error:  # ragged nested lists
         raise AudioError(f"audio could not be read as an array ({error}); pass a list of 1-D clips") from None
+    if array.dtype in _PCM_SCALE:
+        return (array / _PCM_SCALE[array.dtype]).astype(np.float32)
+    if array.dtype == np.uint8:
+        return ((array.astype(np.float32) - 128.0) / 128.0).astype(np.float32)
+    if array.dtype.kind in "iub":
+        raise AudioError(
+            f"audio samples of dtype {array.dtype} have no PCM scale; pass float samples in [-1, 1], or int16, "
+            "int32, int8 or uint8 PCM (scaled to [-1, 1] as audio libraries read them)"
+        )
+    return array
 
 
 def as_clips(raw: Any, layout: str = "auto") -> list[np.ndarray]:
