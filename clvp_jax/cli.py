@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -24,6 +25,19 @@ PROG = "clvp-jax"
 
 class UsageError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP, raised in the main thread like Ctrl-C's KeyboardInterrupt, so that every `finally`
+    and temporary-output cleanup runs before the process ends with status 128 + signal number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, frame) -> None:
+    raise Terminated(signum)
 
 
 def _say(message: str) -> None:
@@ -271,6 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _say("interrupted")
         return 130
+    except Terminated as sig:
+        _say(f"terminated by signal {sig.signum}")
+        return 128 + sig.signum
     except Exception as err:  # noqa: BLE001 - the CLI's contract: one line, status 2, no traceback
         if os.environ.get("CLVP_JAX_DEBUG"):
             raise
@@ -279,5 +296,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def entry() -> None:
+    """The installed `clvp-jax` command: `main` with SIGTERM/SIGHUP handled like Ctrl-C.
+
+    After an interrupt the process ends at once with `os._exit` (cleanup has run by then): a normal interpreter
+    shutdown would tear down XLA while its compiler or compute threads still run, which crashed with a
+    segmentation fault or `FATAL: exception not rethrown` in about half the tries.
+    """
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _raise_terminated)
+    code = main()
+    if code >= 128:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
