@@ -179,9 +179,20 @@ def _speech_sequences(args: argparse.Namespace) -> list[list[int]]:
             data = json.loads(path.read_text())
             if isinstance(data, dict) and "chunks" in data:  # a `generate` result: score every best candidate
                 data = [c["best"]["codes"] for c in data["chunks"]]
-            seqs += [list(map(int, s)) for s in data]
+            if not (isinstance(data, list) and all(isinstance(s, list) for s in data)):
+                raise UsageError(f"{path} must hold a JSON list of code lists (or a `generate` candidates.json)")
+            for s in data:
+                if not all(isinstance(x, int) and not isinstance(x, bool) for x in s):
+                    raise UsageError(f"{path}: speech codes must be integers, got {s[:8]}")
+                seqs.append(list(s))
         else:
-            arr = np.load(path, allow_pickle=False)
+            try:
+                arr = np.load(path, allow_pickle=False)
+            except (ValueError, OSError) as err:
+                raise UsageError(f"{path} is not a .npy array of speech codes ({err})") from None
+            if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "iu" or arr.ndim not in (1, 2):
+                what = f"dtype {arr.dtype}, shape {arr.shape}" if isinstance(arr, np.ndarray) else "an .npz archive"
+                raise UsageError(f"{path} must hold integer speech codes [sequences, codes] or [codes], got {what}")
             seqs += [list(map(int, row)) for row in np.atleast_2d(arr)]
     if not seqs:
         raise UsageError("give speech codes with --speech-ids 1,2,3 or --speech-file codes.npy|.json")
@@ -194,6 +205,16 @@ def cmd_score(args: argparse.Namespace) -> int:
     text = _read_text(args)
     seqs = _speech_sequences(args)
     model, params = _model(args)
+    dec = model.config.decoder_config
+    for j, seq in enumerate(seqs):
+        bad = [x for x in seq if not (0 <= x < dec.bos_token_id or x == dec.eos_token_id)]
+        if bad:
+            raise UsageError(
+                f"speech sequence {j} holds {bad[:5]}: codes are 0..{dec.bos_token_id - 1} (or the stop token "
+                f"{dec.eos_token_id}); the start token {dec.bos_token_id} is not a code"
+            )
+        if not seq:
+            raise UsageError(f"speech sequence {j} is empty; give at least one code")
     logits = pipeline.score(text=text, speech_ids=seqs, model=model, params=params)
     for j, value in enumerate(logits[0]):
         print(f"sequence {j}: {len(seqs[j])} codes  score {float(value):.4f}")

@@ -157,3 +157,19 @@ def test_incompatible_checkpoint(tmp_path):
     (tmp_path / "hf" / "config.json").write_text(json.dumps(cfg))
     res = run_cli("info", str(tmp_path / "hf"))
     assert res.returncode == 2 and "missing" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_score_refuses_what_is_not_a_code(tiny_checkpoint, tmp_path):
+    dec = ClvpConfig.tiny().decoder_config
+    floats, pickled = tmp_path / "codes.npy", tmp_path / "codes.json"
+    np.save(floats, np.array([[1.7, 2.2, 3.9]]))  # was silently truncated to [1, 2, 3]
+    pickled.write_text("[[1, 2.5]]")
+    cases = [
+        (["--speech-ids", f"1,{dec.bos_token_id},3"], f"the start token {dec.bos_token_id} is not a code"),  # was nan
+        (["--speech-ids", "1,-4"], "holds [-4]"),
+        (["--speech-file", str(floats)], "must hold integer speech codes"),
+        (["--speech-file", str(pickled)], "speech codes must be integers"),
+    ]
+    for extra, message in cases:
+        res = run_cli("score", "Hello world.", "--checkpoint", str(tiny_checkpoint), *extra)
+        assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr, (extra, res.stderr)
