@@ -27,6 +27,10 @@ from clvp_jax.config import ClvpConfig, ClvpDecoderConfig, ClvpEncoderConfig
 PRESETS: dict[str, int] = {"ultra_fast": 16, "fast": 96, "standard": 256, "high_quality": 256}
 """Tortoise's presets: candidates per text (all sample with temperature 0.8, top-p 0.8, repetition penalty 2.0)."""
 
+TEXT_NORMALIZER = "tortoise"
+"""Text normaliser of every tokenizer built here: Tortoise's own (`english_cleaners`, what the real weights were
+trained on), not transformers' default; `ClvpTokenizer(normalizer="hf")` gives transformers' ids."""
+
 DEFAULT_NOTICE = (
     "using the packaged default model: RANDOM weights (real vocabulary and voice clip), so the codes and scores "
     "are meaningless. Convert real Tortoise weights with `clvp-jax convert autoregressive+clvp2 folder OUT` and pass "
@@ -67,7 +71,7 @@ def load_model(checkpoint: str | os.PathLike | None = None, *, dtype: str | None
 def _processor():
     from clvp_jax.processor import ClvpProcessor
 
-    return ClvpProcessor.default()
+    return ClvpProcessor.default(normalizer=TEXT_NORMALIZER)
 
 
 def compute_latents(
@@ -182,7 +186,7 @@ def rank_speech(
     options = generation_options(
         preset, config=config, candidates=candidates, max_new_tokens=max_new_tokens, dtype=dtype
     )
-    tokenizer = ClvpTokenizer.from_pretrained()
+    tokenizer = ClvpTokenizer.from_pretrained(normalizer=TEXT_NORMALIZER)
     chunks = split_text(text, tokenizer, max_tokens=config.decoder_config.max_text_tokens - 3)
     if not chunks:
         raise ValueError("the text has nothing to say (no letters or digits)")
@@ -258,7 +262,7 @@ def score(*, text: str | Sequence[str], speech_ids: Sequence[Sequence[int]], mod
 
     cfg: ClvpConfig = model.config
     texts = [text] if isinstance(text, str) else list(text)
-    enc = ClvpTokenizer.from_pretrained()(texts, padding=True, return_tensors="np")
+    enc = ClvpTokenizer.from_pretrained(normalizer=TEXT_NORMALIZER)(texts, padding=True, return_tensors="np")
     ids, mask = add_bos_eos(enc["input_ids"], enc["attention_mask"], 0, cfg.text_config.eos_token_id, add_bos=False)
     dec = cfg.decoder_config
     speech_embeds = []

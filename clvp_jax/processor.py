@@ -40,7 +40,10 @@ class ClvpProcessor:
 
     @classmethod
     def default(cls, **tokenizer_kwargs: Any) -> ClvpProcessor:
-        """The packaged Tortoise vocabulary and the Tortoise audio settings with the real `mel_norms`."""
+        """The packaged Tortoise vocabulary and the Tortoise audio settings with the real `mel_norms`.
+
+        `tokenizer_kwargs` go to `ClvpTokenizer`: `normalizer="tortoise"` selects Tortoise's own text cleaning
+        (what the real weights were trained on) instead of transformers' default ("hf")."""
         return cls(ClvpFeatureExtractor.from_pretrained(None), ClvpTokenizer.from_pretrained(None, **tokenizer_kwargs))
 
     def __call__(
@@ -107,7 +110,8 @@ class ClvpProcessor:
     def from_pretrained(cls, path: str | os.PathLike | None = None, **tokenizer_kwargs: Any) -> ClvpProcessor:
         """Load an HF-style folder: vocab.json + merges.txt (or tokenizer.json) and preprocessor_config.json or
         processor_config.json (whose "feature_extractor" entry holds the extractor's settings). None loads the
-        packaged defaults (`default()`)."""
+        packaged defaults (`default()`). `tokenizer_kwargs` (e.g. `normalizer="tortoise"`) override the folder's
+        tokenizer_config.json."""
         if path is None:
             return cls.default(**tokenizer_kwargs)
         path = Path(path)

@@ -10,11 +10,17 @@ The Rust model runs on an *extended* vocabulary: vocab.json plus every byte symb
 result. `_final_ids[ext_id]` then maps each extended id to the reference's id (itself, "[SPACE]" or "[UNK]"), so
 unknown symbols and merge results missing from vocab.json behave as in the reference.
 
+`normalizer="tortoise"` gives the ids of Tortoise's own `VoiceBpeTokenizer.encode` instead: the whole text goes
+through `tortoise_cleaners.clean` (no special-token strings are split out: Tortoise lowercases "[STOP]" to
+"[stop]" like any other text), then Tortoise's `Whitespace` pre-split (`_TORTOISE_SPLIT`) with every space a word
+of its own, which becomes "[SPACE]" (Tortoise writes "[SPACE]" for each space), then the same BPE.
+
 Differences from the reference (all on inputs where the reference loses data or raises):
 - merges.txt: a `#version` first line is skipped only when present and the last merge is kept even without a
   final newline (the reference always drops line 1 and the last line); `save_pretrained` writes the header, so
   files round-trip in both directions (the reference's own save drops one merge per round trip, spec 14.12).
-- `ascii_mode="transliterate"` (not in the reference) transliterates non-ASCII text instead of deleting it.
+- `ascii_mode="transliterate"` and `normalizer="tortoise"` (not in the reference) are options; the default is the
+  reference's normaliser.
 - decoding an id outside the vocabulary raises ValueError (the reference fails with a TypeError).
 - Equivalence of the BPE needs a well-formed merge table (each merge's parts are single symbols or results of
   earlier merges), which any trained table is; a warning is issued for other tables.
@@ -30,12 +36,15 @@ import warnings
 from collections.abc import Iterable, Sequence
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from tokenizers import Tokenizer, models
 
+from clvp_jax.text import tortoise_cleaners
 from clvp_jax.text.normalizer import AsciiMode, normalize
+
+Normalizer = Literal["hf", "tortoise"]
 
 VOCAB_FILES_NAMES = {"vocab_file": "vocab.json", "merges_file": "merges.txt"}
 MERGES_HEADER = "#version: 0.2"
@@ -44,6 +53,9 @@ _SPACE_SYMBOL = "\u0120"  # "Ġ": the byte-level symbol of " "
 # restricted to what the normaliser can output (ASCII whose only whitespace is " "), where \p{L} is [A-Za-z]
 # and \p{N} is [0-9]. Python's `re` runs it several times faster than the Rust ByteLevel pre-tokenizer.
 _PRE_SPLIT = re.compile(r"'s|'t|'re|'ve|'m|'ll|'d| ?[A-Za-z]+| ?[0-9]+| ?[^\sA-Za-z0-9]+|\s+(?!\S)|\s+")
+# Tortoise's `Whitespace` pre-tokenizer, `\w+|[^\w\s]+`, on the ASCII text its cleaners output (\w is
+# [A-Za-z0-9_] there), plus each space as a one-character word: its byte symbol "Ġ" maps to "[SPACE]".
+_TORTOISE_SPLIT = re.compile(r"[A-Za-z0-9_]+|[^A-Za-z0-9_\s]+| ")
 _CACHE_LIMIT = 200_000  # words; the cache is cleared when it would grow past this
 
 
@@ -108,7 +120,11 @@ class ClvpTokenizer:
         errors: how undecodable bytes are handled by `decode` (`bytes.decode` errors argument).
         unk_token, bos_token, eos_token, pad_token: special tokens; one missing from the vocabulary is added with
             the next free id (the real vocabulary has 255 entries, so "<|endoftext|>" gets id 255).
-        ascii_mode: "drop" (reference) or "transliterate" non-ASCII characters, see `normalizer`.
+        normalizer: "hf" (default): transformers' `EnglishNormalizer` and pre-split, ids identical to transformers'
+            `ClvpTokenizer`; "tortoise": Tortoise's `english_cleaners` (inflect, unidecode), the text the real
+            Tortoise models were trained on, ids identical to its `VoiceBpeTokenizer.encode`. It needs a
+            "[SPACE]" token in the vocabulary.
+        ascii_mode: "drop" (reference) or "transliterate" non-ASCII characters, see `normalizer`; "hf" only.
         clean_up_tokenization_spaces: default of `decode`'s argument (False, as in the reference).
         model_max_length: length used by `truncation=True` / `padding="max_length"` when `max_length` is unset.
         add_prefix_space, add_bos_token, add_eos_token and other transformers init options are accepted and
@@ -131,6 +147,7 @@ class ClvpTokenizer:
         bos_token: str = "<|endoftext|>",
         eos_token: str = "[STOP]",
         pad_token: str = "[STOP]",
+        normalizer: Normalizer = "hf",
         ascii_mode: AsciiMode = "drop",
         clean_up_tokenization_spaces: bool = False,
         model_max_length: int | None = None,
@@ -145,6 +162,14 @@ class ClvpTokenizer:
                 raise ValueError("ClvpTokenizer needs merges_file (or merges=)")
             merges = read_merges(merges_file)
         normalize("", ascii_mode)  # validates ascii_mode
+        if normalizer not in ("hf", "tortoise"):
+            raise ValueError(f"normalizer must be 'hf' (transformers) or 'tortoise' (tortoise-tts), got {normalizer!r}")
+        if normalizer == "tortoise" and ascii_mode != "drop":
+            raise ValueError("ascii_mode applies to normalizer='hf' only; the 'tortoise' one transliterates itself")
+        if normalizer == "tortoise" and "[SPACE]" not in vocab:
+            raise ValueError("normalizer='tortoise' needs a '[SPACE]' token in the vocabulary (Tortoise's spaces)")
+        self.normalizer: Normalizer = normalizer
+        self._pre_split = _TORTOISE_SPLIT if normalizer == "tortoise" else _PRE_SPLIT
         self.encoder: dict[str, int] = dict(vocab)
         # As dict(zip(merges, range)) in the reference: a repeated merge keeps the rank of its last occurrence.
         ranks = {tuple(pair): rank for rank, pair in enumerate(merges)}
@@ -226,17 +251,24 @@ class ClvpTokenizer:
         return [self._token_id(token) for token in self.all_special_tokens]
 
     def __repr__(self) -> str:
-        return f"ClvpTokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, ascii_mode={self.ascii_mode!r})"
+        return (
+            f"ClvpTokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, normalizer={self.normalizer!r}, "
+            f"ascii_mode={self.ascii_mode!r})"
+        )
 
     # ---------------------------------------------------------------------------------------------- encoding
     def normalize(self, text: str) -> str:
-        """The reference's `EnglishNormalizer` (or its transliterating variant) applied to `text`."""
+        """The text this tokenizer's BPE sees: `normalizer.normalize` ("hf") or `tortoise_cleaners.clean`."""
+        if self.normalizer == "tortoise":
+            return tortoise_cleaners.clean(text)
         return normalize(text, self.ascii_mode)
 
     def _pieces(self, text: str) -> list[str | int]:
         """Split raw text into normalised pieces (str) and special-token ids (int)."""
         if not isinstance(text, str):
             raise TypeError(f"text must be a str or a list of str, got {type(text).__name__}")
+        if self.normalizer == "tortoise":
+            return [cleaned] if (cleaned := tortoise_cleaners.clean(text)) else []
         parts = self._special_split.split(text) if any(c in text for c in self._special_firsts) else [text]
         pieces: list[str | int] = []
         for i, part in enumerate(parts):
@@ -253,7 +285,7 @@ class ClvpTokenizer:
         return [encoding.ids for encoding in encode(symbols, add_special_tokens=False)]
 
     def _encode_many(self, texts: Sequence[str]) -> list[list[int]]:
-        plans = [[_PRE_SPLIT.findall(p) if isinstance(p, str) else p for p in self._pieces(t)] for t in texts]
+        plans = [[self._pre_split.findall(p) if isinstance(p, str) else p for p in self._pieces(t)] for t in texts]
         cache = self._cache  # word -> final ids; like the reference's BPE cache, it persists across calls
         missing = {word for plan in plans for piece in plan if isinstance(piece, list) for word in piece}
         missing.difference_update(cache)
@@ -285,7 +317,7 @@ class ClvpTokenizer:
         tokens: list[str] = []
         for piece in self._pieces(text):
             if isinstance(piece, str):
-                words = _PRE_SPLIT.findall(piece)
+                words = self._pre_split.findall(piece)
                 tokens.extend(self._ext_names[i] for ext_ids in self._bpe(words) for i in ext_ids)
             else:
                 tokens.append(self.decoder[piece])
@@ -453,6 +485,8 @@ class ClvpTokenizer:
         config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.exists() else {}
         keys = ("errors", "unk_token", "bos_token", "eos_token", "pad_token", "ascii_mode")
         options = {k: _content(config[k]) for k in keys if config.get(k) is not None}
+        if config.get("text_normalizer") is not None:
+            options["normalizer"] = config["text_normalizer"]
         options |= {k: config[k] for k in ("clean_up_tokenization_spaces", "model_max_length") if k in config}
         if isinstance(options.get("model_max_length"), (int, float)) and options["model_max_length"] > 1e12:
             del options["model_max_length"]  # transformers' "no limit" sentinel
@@ -480,6 +514,9 @@ class ClvpTokenizer:
         }
         if self.model_max_length is not None:
             config["model_max_length"] = self.model_max_length
+        if self.normalizer != "hf":
+            # Not "normalizer": transformers refuses that key (it names a tokenizer method there).
+            config["text_normalizer"] = self.normalizer
         if self.ascii_mode != "drop":
             config["ascii_mode"] = self.ascii_mode
         files = {
