@@ -166,10 +166,13 @@ class DiffusionTts(nn.Module):
 
     # ---- every sampler step --------------------------------------------------------------------------------
 
+    def time_mlp(self, embedding: jax.Array) -> jax.Array:
+        """The time_embed MLP (Linear, SiLU, Linear) on a sinusoidal embedding [B, C] -> [B, C]."""
+        return self.time_embed_2(nn.silu(self.time_embed_0(embedding.astype(self.dtype))))
+
     def time_embedding(self, timesteps: jax.Array) -> jax.Array:
         """time_embed(timestep_embedding(t)) [B, C] for original-scale integer timesteps [B]."""
-        emb = timestep_embedding(timesteps, self.config.model_channels)
-        return self.time_embed_2(nn.silu(self.time_embed_0(emb.astype(self.dtype))))
+        return self.time_mlp(timestep_embedding(timesteps, self.config.model_channels))
 
     def integrate(self, code_emb: jax.Array, time_emb: jax.Array) -> jax.Array:
         """conditioning_timestep_integrator: 3 DiffusionLayers over the aligned embedding [B, C, L]."""
