@@ -24,9 +24,11 @@ from clvp_jax.checkpoint.tortoise_diffusion import (
     original_from_params,
     params_from_original,
 )
+from clvp_jax.waveform.conv import Conv1d
 from clvp_jax.waveform.diffusion import DiffusionTts, count_params, nearest_indices
 from clvp_jax.waveform.diffusion_blocks import relative_buckets, timestep_embedding, timestep_frequencies
 from clvp_jax.waveform.diffusion_config import DiffusionConfig
+from clvp_jax.waveform.pointwise import PointwiseConv1d
 
 REF = reference()
 L = int(REF["ti_output_len"])
@@ -91,6 +93,14 @@ def test_relative_buckets_follow_the_spec():
     assert b[0, 49] == 30 and b[49, 0] == 14  # 8 + trunc(ln(49/8) / ln 8 * 8) = 14
     # Toeplitz: only the distance matters.
     assert (b[1:, 1:] == b[:-1, :-1]).all()
+
+
+def test_pointwise_conv_equals_conv1d():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 12, 9)).astype(np.float32)
+    p = {"params": {"weight": rng.standard_normal((5, 12, 1)).astype(np.float32), "bias": np.ones(5, np.float32)}}
+    # The same 12-term fp32 dot products, summed in a possibly different order: an ulp or two of O(3) values.
+    np.testing.assert_allclose(PointwiseConv1d(5).apply(p, x), Conv1d(5, 1).apply(p, x), rtol=1e-6, atol=1e-6)
 
 
 def test_nearest_indices_match_torch_interpolate():

@@ -39,6 +39,7 @@ from clvp_jax.waveform.diffusion_config import (
     DiffusionConfig,
     norm_groups,
 )
+from clvp_jax.waveform.pointwise import PointwiseConv1d
 
 
 def nearest_indices(source_length: int, length: int) -> np.ndarray:
@@ -74,7 +75,7 @@ class DiffusionTts(nn.Module):
         ]
         self.unconditioned_embedding = self.param("unconditioned_embedding", nn.initializers.normal(1.0), (1, c, 1))
         self.conditioning_timestep_integrator = [DiffusionLayer(heads, dtype=dt) for _ in range(INTEGRATOR_LAYERS)]
-        self.integrating_conv = Conv1d(c, 1)
+        self.integrating_conv = PointwiseConv1d(c)
         self.mel_head = Conv1d(cfg.in_channels, 3, padding=1)
         self.layers = [DiffusionLayer(heads, dtype=dt) for _ in range(cfg.num_layers)] + [
             ResBlock(dtype=dt) for _ in range(TRAILING_RESBLOCKS)
