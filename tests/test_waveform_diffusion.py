@@ -78,6 +78,11 @@ def test_config_from_original_kwargs_inference_and_real_size():
         DiffusionConfig(model_channels=48, num_heads=5)
     with pytest.raises(ValueError, match="out_channels 100 must be 2 \\* in_channels"):
         DiffusionConfig(out_channels=100)
+    assert infer_config(source(), num_heads=4) == DiffusionConfig.tiny()
+    with pytest.raises(ValueError, match="num_heads=16 was asked for, but the relative-bias tables .* 4 heads"):
+        infer_config(source(), num_heads=16)
+    with pytest.raises(DiffusionCheckpointError, match="missing \\(1\\): inp_block.weight"):
+        infer_config({k: v for k, v in source().items() if k != "inp_block.weight"})
     # The spec §1 count for the real diffusion_decoder.pth (359 entries), from the shapes alone.
     assert count_params(DiffusionConfig.tortoise()) == 292_334_380
 
