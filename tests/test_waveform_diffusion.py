@@ -57,6 +57,7 @@ conditioning = _method("get_conditioning")
 latent_conditioner = _method("latent_conditioning")
 aligned_fn = _method("timestep_independent", static_argnums=(3, 4))
 time_mlp = _method("time_mlp")
+guided = _method("guided")
 integrate = _method("integrate")
 forward = jax.jit(MODEL.apply, static_argnums=(4,))  # (variables, x, t, aligned, conditioning_free: bool)
 forward_masked = jax.jit(MODEL.apply)  # conditioning_free as a per-row mask
@@ -218,6 +219,10 @@ def test_batched_guidance_equals_separate_calls():
     )
     # Same maths on a larger batch: XLA may block the convolutions differently, so a few ulps, not bits.
     np.testing.assert_allclose(both, jnp.concatenate([cond, uncond]), rtol=1e-6, atol=1e-6)
+    guided_cond, guided_eps = guided(variables(), x, t, aligned)  # the same 2B-row call, packaged
+    # The same program in another jit: equal up to fusion choices (bit-equal today).
+    np.testing.assert_allclose(guided_cond, both[:2], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(guided_eps, both[2:, :100], rtol=0, atol=1e-6)
     # Any per-row mix (the aligned rows of cond-free rows are ignored).
     rows = np.array([0, 0, 1, 1])
     mixed = forward_masked(variables(), x[rows], t[rows], aligned[rows], jnp.array([False, True, True, False]))
