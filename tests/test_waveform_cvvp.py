@@ -76,6 +76,18 @@ def test_config_inferred_from_the_weights():
     assert conv.infer_config(state_dict("cvvp")) == CvvpConfig.tiny()
 
 
+def test_real_size_structure():
+    """The real cvvp.pth layout (spec §1, §6) from abstract shapes only: 37 780 225 parameters in 208 tensors,
+    plus the two 16-entry rotary buffers (210 state-dict entries)."""
+    expected = conv.expected_params(CvvpConfig.tortoise())
+    assert len(expected) == 208
+    assert sum(int(np.prod(s.shape)) for s in expected.values()) == 37_780_225
+    keys = {conv.torch_key(path): tuple(s.shape) for path, s in expected.items()}
+    assert keys["conditioning_transformer.transformer.attn_layers.layers.15.1.net.3.weight"] == (512, 512)
+    assert keys["speech_transformer.pre_combiner.1.qkv.weight"] == (1536, 512, 1)
+    assert keys["speech_emb.emb.weight"] == (8192, 512)
+
+
 # ------------------------------------------------------------------------------------------------ parity
 
 
@@ -112,6 +124,18 @@ def test_scores_from_the_voice_clips(cvvp):
     np.testing.assert_allclose(cvvp_score_matrix(model, params, mels, ref["cvvp_codes"]).mean(0), scores, atol=0)
     # The mel difference moves the scores by ~1e-5 at most (measured 2.4e-6).
     np.testing.assert_allclose(scores, ref["cvvp_scores"], rtol=0, atol=2e-5)
+
+
+def test_scoring_refuses_bad_input(cvvp):
+    _, params, model, _ = cvvp
+    ref = reference()
+    mels, codes = ref["cvvp_cond_mels"], ref["cvvp_codes"]
+    with pytest.raises(ValueError, match=r"codes range over \[0, 64\] but the model has 64 codes"):
+        cvvp_scores(model, params, mels, np.where(codes == codes.max(), 64, codes))
+    with pytest.raises(ValueError, match=r"mels must be \[clips, 80, frames\]"):
+        cvvp_scores(model, params, mels[:, :79], codes)
+    with pytest.raises(ValueError, match="codes must be integer"):
+        cvvp_scores(model, params, mels, codes.astype(np.float32))
 
 
 def test_bfloat16_compute_stays_close(cvvp):

@@ -334,8 +334,25 @@ def _score_matrix_fn(model: CVVP):
 
 
 def cvvp_score_matrix(model: CVVP, params: Mapping, mels: jax.Array, codes: jax.Array) -> jax.Array:
-    """Jitted `CVVP.score_matrix` (compiled once per model and shapes): mels [n, 80, L], codes [N, T] -> [n, N]."""
-    return _score_matrix_fn(model)(params, jnp.asarray(mels), jnp.asarray(codes))
+    """Jitted `CVVP.score_matrix` (compiled once per model and shapes): mels [n, 80, L], codes [N, T] -> [n, N].
+
+    Raises:
+        ValueError: mels or codes of the wrong rank or width, or codes outside [0, mel_codes) (the original's
+            embedding raises; inside the compiled program a lookup would silently clamp).
+    """
+    cfg = model.config
+    mels, codes = jnp.asarray(mels), jnp.asarray(codes)
+    if mels.ndim != 3 or mels.shape[1] != cfg.mel_channels or mels.shape[0] == 0:
+        raise ValueError(f"CVVP: mels must be [clips, {cfg.mel_channels}, frames], got shape {mels.shape}")
+    if codes.ndim != 2 or codes.size == 0 or not jnp.issubdtype(codes.dtype, jnp.integer):
+        raise ValueError(f"CVVP: codes must be integer [candidates, length], got {codes.dtype} {codes.shape}")
+    low, high = int(codes.min()), int(codes.max())
+    if low < 0 or high >= cfg.mel_codes:
+        raise ValueError(
+            f"CVVP: codes range over [{low}, {high}] but the model has {cfg.mel_codes} codes; pass speech codes "
+            "after `fix_autoregressive_output` (no start / stop tokens)"
+        )
+    return _score_matrix_fn(model)(params, mels, codes)
 
 
 def cvvp_scores(model: CVVP, params: Mapping, mels: jax.Array, codes: jax.Array) -> jax.Array:
