@@ -8,9 +8,11 @@ Hann window -> |DFT| (magnitude: power 1, not the AR mel's power 2) -> Slaney-sc
 normalisation, 0..12 kHz -> natural log of max(., 1e-5). Not normalised: this is the diffusion *conditioning* input
 and the vocoder input; the diffusion model *generates* mels normalised to [-1, 1] (`normalize_tacotron_mel`).
 
-The original computes the STFT as a float32 convolution with a float32 DFT basis (windowed); here the same float32
-basis and float32 filters are used and the sums are taken in float64, which reproduces the original to float32
-rounding (tests/test_waveform_frontend.py). The mel filters are re-derived from the Slaney definition (the
+The original computes the STFT as a float32 convolution with a windowed float32 DFT basis (1024 products per bin);
+here it is a float64 FFT of the frames times the same float32 window, then the same float32 filters with float64
+sums. The results agree with the original to its own float32 rounding: 2.9e-6 on mel values up to 5 (about 6 ulps),
+the same difference as with the original's float32 basis in float64 arithmetic, at a sixteenth of the cost of that
+matrix product (tests/test_waveform_frontend.py). The mel filters are re-derived from the Slaney definition (the
 `librosa.filters.mel(htk=False, norm="slaney")` that the original calls) and checked against librosa in the tests.
 """
 
@@ -83,18 +85,13 @@ def slaney_mel_filters(
 
 
 @functools.cache
-def _windowed_dft_basis(n_fft: int) -> np.ndarray:
-    """[2K, n_fft] float32: the real rows then the imaginary rows of the first K DFT rows, times a periodic Hann
-    window, each factor rounded to float32 before the product as the original builds its conv weight."""
+def _hann_window(n_fft: int) -> np.ndarray:
+    """The periodic Hann window as the original stores it (`scipy.signal.get_window`, rounded to float32)."""
     import scipy.signal  # local: only voice preparation needs it
 
-    k = n_fft // 2 + 1
-    dft = np.fft.fft(np.eye(n_fft))[:k]  # [K, n_fft] complex128: the first K rows of the DFT matrix
-    basis = np.concatenate([dft.real, dft.imag]).astype(np.float32)  # [2K, n_fft]
-    window = scipy.signal.get_window("hann", n_fft, fftbins=True).astype(np.float32)  # periodic Hann
-    out = basis * window[None, :]
-    out.flags.writeable = False
-    return out
+    window = scipy.signal.get_window("hann", n_fft, fftbins=True).astype(np.float32).astype(np.float64)
+    window.flags.writeable = False
+    return window
 
 
 def univnet_log_mel(waveforms: np.ndarray) -> np.ndarray:
@@ -130,11 +127,10 @@ def univnet_log_mel(waveforms: np.ndarray) -> np.ndarray:
     x = np.clip(x, -1.0, 1.0)
     padded = np.pad(x, ((0, 0), (half, half)), mode="reflect")  # [B, N + n_fft]
     frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT, axis=-1)[:, ::HOP_LENGTH]  # [B, F, n_fft]
-    basis = _windowed_dft_basis(N_FFT).astype(np.float64)  # [2K, n_fft]
-    spectrum = np.einsum("bfn,cn->bfc", frames.astype(np.float64), basis).astype(np.float32)  # [B, F, 2K]
-    k = N_FFT // 2 + 1
-    real, imag = spectrum[..., :k].astype(np.float64), spectrum[..., k:].astype(np.float64)
-    magnitude = np.sqrt(real * real + imag * imag).astype(np.float32)  # [B, F, K], power 1
+    import scipy.fft  # local, as scipy.signal above
+
+    spectrum = scipy.fft.rfft(frames.astype(np.float64) * _hann_window(N_FFT), axis=-1)  # [B, F, K] complex128
+    magnitude = np.abs(spectrum).astype(np.float32)  # power 1, rounded as the original's float32 sqrt
     filters = slaney_mel_filters().astype(np.float64)  # [M, K]
     mel = np.einsum("mk,bfk->bmf", filters, magnitude.astype(np.float64)).astype(np.float32)  # [B, M, F]
     log_mel = np.log(np.maximum(mel, np.float32(LOG_FLOOR))).astype(np.float32)
