@@ -31,8 +31,8 @@ import jax
 import jax.numpy as jnp
 
 from clvp_jax.layers import Dtype, LayerNorm, Linear, apply_rotary, param, rotary_tables
-from clvp_jax.waveform.attention_block import AttentionBlock, norm_groups
-from clvp_jax.waveform.conv import Conv1d
+from clvp_jax.waveform.attention_block import AttentionBlock
+from clvp_jax.waveform.conv import Conv1d, norm_groups
 
 HEAD_DIM = 64  # x-transformers' DEFAULT_DIM_HEAD; CollapsingTransformer never overrides it
 ROTARY_DIM = max(HEAD_DIM // 2, 32)  # x-transformers: max(dim_head // 2, 32)
