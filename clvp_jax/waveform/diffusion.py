@@ -1,0 +1,269 @@
+"""Tortoise's diffusion decoder `DiffusionTts` (`diffusion_decoder.pth`): AR latents + a voice -> 100-bin mel.
+
+Axis legend: B batch, C model channels (1024), m AR latent frames (one per code), L output mel frames, F frames
+of a conditioning mel, n conditioning clips, M mel bins (100).
+
+Architecture (spec §2): a contextual embedder (two stride-2 convs + 5 attention blocks at width 2C) turns each
+conditioning mel into the 2C-wide conditioning latent (C scales | C shifts); `timestep_independent` runs once per
+sample: latent conditioner (conv + 4 attention blocks) over the AR latents, GroupNorm, scale-shift by the latent,
+nearest upsampling m -> L. Each sampler step then calls the model: sinusoidal timestep embedding -> MLP; the
+conditioning_timestep_integrator (3 DiffusionLayers) over the aligned embedding; a k3 conv over the noisy mel;
+a 1x1 conv over both; num_layers DiffusionLayers + 3 ResBlocks; GroupNorm, SiLU, conv -> [B, 200, L]
+(epsilon | learned-range variance values).
+
+Differences from the original, on purpose:
+- `conditioning_free` may be a per-row mask, so the conditional and unconditional passes of guidance run as one
+  batched call (the original makes two calls);
+- the original's `0 * mean(p)` over unused parameters (a DDP trick) is left out: it only matters for NaN weights;
+- dropout, layer drop and unconditioned-percentage masking are training-only and absent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from clvp_jax.layers import Dtype, Linear
+from clvp_jax.waveform.conv import Conv1d, GroupNorm
+from clvp_jax.waveform.diffusion_blocks import AttentionBlock, DiffusionLayer, ResBlock, timestep_embedding
+from clvp_jax.waveform.diffusion_config import (
+    CODE_CONVERTER_BLOCKS,
+    CONTEXTUAL_EMBEDDER_BLOCKS,
+    INTEGRATOR_LAYERS,
+    LATENT_CONDITIONER_BLOCKS,
+    TRAILING_RESBLOCKS,
+    DiffusionConfig,
+    norm_groups,
+)
+
+
+def nearest_indices(source_length: int, length: int) -> np.ndarray:
+    """Source frame of each output frame of PyTorch's legacy 'nearest' resize: floor(i * m / L), exact integers.
+
+    Not half-pixel centres (`jax.image.resize` picks another frame for ~11% of frames)."""
+    return (np.arange(length, dtype=np.int64) * source_length // length).astype(np.int32)
+
+
+class DiffusionTts(nn.Module):
+    """The diffusion decoder; see the module docstring. Submodules are named after the torch keys.
+
+    Attributes: config, dtype (compute dtype; norms and softmax stay float32, the output is float32).
+    """
+
+    config: DiffusionConfig
+    dtype: Dtype = jnp.float32
+
+    def setup(self) -> None:
+        cfg = self.config
+        c, heads, dt = cfg.model_channels, cfg.num_heads, self.dtype
+        self.inp_block = Conv1d(c, 3, padding=1)
+        self.time_embed_0 = Linear(c, dtype=dt)
+        self.time_embed_2 = Linear(c, dtype=dt)
+        self.code_embedding = nn.Embed(cfg.in_tokens, c, embedding_init=nn.initializers.normal(1.0))
+        self.code_converter = [AttentionBlock(heads, dtype=dt) for _ in range(CODE_CONVERTER_BLOCKS)]
+        self.code_norm = GroupNorm(norm_groups(c))
+        self.latent_conditioner = [Conv1d(c, 3, padding=1)] + [
+            AttentionBlock(heads, dtype=dt) for _ in range(LATENT_CONDITIONER_BLOCKS)
+        ]
+        self.contextual_embedder = [Conv1d(c, 3, stride=2, padding=1), Conv1d(2 * c, 3, stride=2, padding=1)] + [
+            AttentionBlock(heads, dtype=dt) for _ in range(CONTEXTUAL_EMBEDDER_BLOCKS)
+        ]
+        self.unconditioned_embedding = self.param("unconditioned_embedding", nn.initializers.normal(1.0), (1, c, 1))
+        self.conditioning_timestep_integrator = [DiffusionLayer(heads, dtype=dt) for _ in range(INTEGRATOR_LAYERS)]
+        self.integrating_conv = Conv1d(c, 1)
+        self.mel_head = Conv1d(cfg.in_channels, 3, padding=1)
+        self.layers = [DiffusionLayer(heads, dtype=dt) for _ in range(cfg.num_layers)] + [
+            ResBlock(dtype=dt) for _ in range(TRAILING_RESBLOCKS)
+        ]
+        self.out_0 = GroupNorm(norm_groups(c))
+        self.out_2 = Conv1d(cfg.out_channels, 3, padding=1)
+
+    # ---- once per voice ------------------------------------------------------------------------------------
+
+    def contextual_embedding(self, mel: jax.Array) -> jax.Array:
+        """The contextual embedder on raw log-mels [B, M, F] -> [B, 2C, ceil(ceil(F / 2) / 2)]."""
+        h = mel.astype(self.dtype)
+        for block in self.contextual_embedder:
+            h = block(h)
+        return h
+
+    def get_conditioning(self, mels: jax.Array) -> jax.Array:
+        """The diffusion conditioning latent [B, 2C] (C scales, then C shifts), float32.
+
+        Args:
+            mels: raw (not normalised) 24 kHz log-mels, [B, n, M, F] (n clips of one voice per row: their
+                embeddings are concatenated along time, then averaged) or [B, M, F] (one clip per row).
+        """
+        if mels.ndim == 3:
+            mels = mels[:, None]
+        if mels.ndim != 4 or mels.shape[2] != self.config.in_channels:
+            raise ValueError(
+                f"get_conditioning expects mels [B, clips, {self.config.in_channels}, frames] or "
+                f"[B, {self.config.in_channels}, frames], got shape {tuple(mels.shape)}"
+            )
+        batch, clips = mels.shape[:2]
+        h = self.contextual_embedding(mels.reshape(batch * clips, *mels.shape[2:]))  # [B n, 2C, F']
+        # Concatenating equal-length clips along time and averaging is the mean over clips and time.
+        h = h.reshape(batch, clips, *h.shape[1:]).astype(jnp.float32)
+        return h.mean(axis=(1, 3))
+
+    # ---- once per sample -----------------------------------------------------------------------------------
+
+    def latent_conditioning(self, latents: jax.Array) -> jax.Array:
+        """The latent conditioner on AR latents [B, m, C_lat] -> [B, C, m] (before code_norm)."""
+        h = latents.astype(self.dtype).transpose(0, 2, 1)
+        for block in self.latent_conditioner:
+            h = block(h)
+        return h
+
+    def timestep_independent(
+        self,
+        aligned_conditioning: jax.Array,
+        conditioning_latent: jax.Array,
+        output_length: int,
+        return_code_pred: bool = False,
+    ) -> jax.Array | tuple[jax.Array, jax.Array]:
+        """The aligned embedding [B, C, L] every model call of one sample takes (`precomputed_aligned_embeddings`).
+
+        Args:
+            aligned_conditioning: AR latents [B, m, C_lat] (floating), or speech codes [B, m] (integer: the token
+                path, unused by api.py).
+            conditioning_latent: [B or 1, 2C] from `get_conditioning`.
+            output_length: L, the mel frames to produce (static).
+            return_code_pred: also return `mel_head` of the result [B, M, L] (a training-only head).
+        """
+        c = self.config.model_channels
+        if jnp.issubdtype(aligned_conditioning.dtype, jnp.floating):
+            if aligned_conditioning.ndim != 3 or aligned_conditioning.shape[2] != self.config.in_latent_channels:
+                raise ValueError(
+                    f"AR latents must be [B, m, {self.config.in_latent_channels}], "
+                    f"got {tuple(aligned_conditioning.shape)}"
+                )
+            h = self.latent_conditioning(aligned_conditioning)
+        elif jnp.issubdtype(aligned_conditioning.dtype, jnp.integer):
+            if aligned_conditioning.ndim != 2:
+                raise ValueError(f"speech codes must be [B, m], got {tuple(aligned_conditioning.shape)}")
+            h = self.code_embedding(aligned_conditioning).astype(self.dtype).transpose(0, 2, 1)
+            for block in self.code_converter:
+                h = block(h)
+        else:
+            raise ValueError(
+                f"aligned_conditioning must be float latents or int codes, got {aligned_conditioning.dtype}"
+            )
+        if conditioning_latent.ndim != 2 or conditioning_latent.shape[1] != 2 * c:
+            raise ValueError(f"conditioning_latent must be [B, {2 * c}], got {tuple(conditioning_latent.shape)}")
+        latent = conditioning_latent.astype(h.dtype)
+        scale, shift = latent[:, :c, None], latent[:, c:, None]
+        h = self.code_norm(h) * (1 + scale) + shift  # [B, C, m]
+        expanded = jnp.take(h, nearest_indices(h.shape[2], output_length), axis=2)  # [B, C, L]
+        if not return_code_pred:
+            return expanded
+        return expanded, self.mel_head(expanded).astype(jnp.float32)
+
+    # ---- every sampler step --------------------------------------------------------------------------------
+
+    def time_mlp(self, embedding: jax.Array) -> jax.Array:
+        """The time_embed MLP (Linear, SiLU, Linear) on a sinusoidal embedding [B, C] -> [B, C]."""
+        return self.time_embed_2(nn.silu(self.time_embed_0(embedding.astype(self.dtype))))
+
+    def time_embedding(self, timesteps: jax.Array) -> jax.Array:
+        """time_embed(timestep_embedding(t)) [B, C] for original-scale integer timesteps [B]."""
+        return self.time_mlp(timestep_embedding(timesteps, self.config.model_channels))
+
+    def integrate(self, code_emb: jax.Array, time_emb: jax.Array) -> jax.Array:
+        """conditioning_timestep_integrator: 3 DiffusionLayers over the aligned embedding [B, C, L]."""
+        for layer in self.conditioning_timestep_integrator:
+            code_emb = layer(code_emb, time_emb)
+        return code_emb
+
+    def __call__(
+        self,
+        x: jax.Array,
+        timesteps: jax.Array,
+        aligned: jax.Array | None = None,
+        conditioning_free: bool | jax.Array = False,
+    ) -> jax.Array:
+        """One model evaluation: [B, 2M, L] float32 (channels 0..M-1 epsilon, M..2M-1 variance values).
+
+        Args:
+            x: the noisy normalised mel [B, M, L].
+            timesteps: [B] integer timesteps on the ORIGINAL 0..3999 scale (the sampler's `timestep_map[t]`).
+            aligned: `timestep_independent` output [B or 1, C, L]; may be None when `conditioning_free` is True.
+            conditioning_free: True (every row uses the unconditioned embedding, `aligned` is ignored), False, or
+                a [B] bool mask choosing per row, so guidance's two passes run as one batched call.
+        """
+        cfg = self.config
+        if x.ndim != 3 or x.shape[1] != cfg.in_channels:
+            raise ValueError(f"x must be [B, {cfg.in_channels}, L], got {tuple(x.shape)}")
+        batch, _, length = x.shape
+        if timesteps.shape != (batch,):
+            raise ValueError(f"timesteps must be [B] = [{batch}], got {tuple(timesteps.shape)}")
+        unconditioned = jnp.broadcast_to(
+            self.unconditioned_embedding.astype(self.dtype), (batch, cfg.model_channels, length)
+        )
+        if conditioning_free is True:
+            code_emb = unconditioned
+        else:
+            if aligned is None:
+                raise ValueError("aligned (the timestep_independent output) is required unless conditioning_free=True")
+            if (
+                aligned.ndim != 3
+                or aligned.shape[0] not in (1, batch)
+                or aligned.shape[1:] != (cfg.model_channels, length)
+            ):
+                raise ValueError(
+                    f"aligned must be [{batch} or 1, {cfg.model_channels}, {length}], got {tuple(aligned.shape)}"
+                )
+            code_emb = jnp.broadcast_to(aligned.astype(self.dtype), unconditioned.shape)
+            if conditioning_free is not False:
+                mask = jnp.asarray(conditioning_free)
+                if mask.shape != (batch,) or mask.dtype != jnp.bool_:
+                    raise ValueError(
+                        f"conditioning_free must be a bool or a [{batch}] bool mask, got {mask.dtype} {mask.shape}"
+                    )
+                code_emb = jnp.where(mask[:, None, None], unconditioned, code_emb)
+        time_emb = self.time_embedding(timesteps)  # [B, C]
+        code_emb = self.integrate(code_emb, time_emb)
+        h = jnp.concatenate([self.inp_block(x.astype(self.dtype)), code_emb], axis=1)  # [B, 2C, L]
+        h = self.integrating_conv(h)
+        for layer in self.layers:
+            h = layer(h, time_emb)
+        h = nn.silu(self.out_0(h.astype(jnp.float32)))
+        return self.out_2(h)
+
+    def touch_all(self, x: jax.Array, latents: jax.Array, codes: jax.Array, mels: jax.Array) -> Any:
+        """Runs every submodule once (for `init` and `jax.eval_shape`): conditioning, both token paths, the
+        mel head and a model call."""
+        latent = self.get_conditioning(mels)
+        aligned, _ = self.timestep_independent(latents, latent, x.shape[2], return_code_pred=True)
+        self.timestep_independent(codes, latent, x.shape[2])
+        return self(x, jnp.zeros((x.shape[0],), jnp.int32), aligned)
+
+
+def _init_inputs(config: DiffusionConfig) -> tuple[jax.Array, ...]:
+    # The smallest inputs that reach every parameter; shapes of the params do not depend on them.
+    return (
+        jnp.zeros((1, config.in_channels, 4), jnp.float32),
+        jnp.zeros((1, 2, config.in_latent_channels), jnp.float32),
+        jnp.zeros((1, 2), jnp.int32),
+        jnp.zeros((1, 1, config.in_channels, 8), jnp.float32),
+    )
+
+
+def init_params(config: DiffusionConfig, rng: jax.Array) -> dict:
+    """Random parameters {'params': ...} of `DiffusionTts(config)` (float32)."""
+    return DiffusionTts(config).init(rng, *_init_inputs(config), method=DiffusionTts.touch_all)
+
+
+def param_shapes(config: DiffusionConfig) -> dict:
+    """The parameter tree {'params': ...} as `jax.ShapeDtypeStruct`s, without allocating it."""
+    return jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
+
+
+def count_params(config: DiffusionConfig) -> int:
+    """Number of parameters (the real model: 292 334 380)."""
+    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(param_shapes(config)))
