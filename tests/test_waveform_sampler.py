@@ -8,13 +8,18 @@ solution are known in closed form) against a float64 oracle written from the spe
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.tree_util import Partial
-from waveform_fixture import reference
+from waveform_fixture import reference, state_dict
 
+from clvp_jax.checkpoint.tortoise_diffusion import params_from_original
+from clvp_jax.waveform.diffusion import DiffusionTts
+from clvp_jax.waveform.diffusion_config import DiffusionConfig
 from clvp_jax.waveform.mel_scale import denormalize_tacotron_mel, normalize_tacotron_mel
 from clvp_jax.waveform.sampler import SamplerConfig, SamplerNoise, sample
 from clvp_jax.waveform.schedule import linear_betas, space_timesteps, spaced_schedule
@@ -302,3 +307,101 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match=r"model_fn returned shape \(2, 100, 16\), expected \(2, 200, 16\)"):
         # with guidance the call has 2B rows
         sample(lambda x, t, cf: x, (1, 100, 16), config=config, key=jax.random.key(0))
+
+
+# ----------------------------------------------------------------- the real tiny DiffusionTts (full runs)
+
+MODEL = DiffusionTts(DiffusionConfig.tiny())
+_timestep_independent = jax.jit(
+    functools.partial(MODEL.apply, method=DiffusionTts.timestep_independent), static_argnums=(3,)
+)
+
+
+@functools.cache
+def _variables() -> dict:
+    return params_from_original(state_dict("diffusion_decoder"))[1]
+
+
+def _decoder(variables, aligned, x, t, cond_free):
+    """The sampler's model_fn: DiffusionTts with the precomputed aligned embedding [B, C, L], rows chosen by the
+    mask; with guidance the sampler sends 2B rows [cond; uncond], so the embedding is repeated to match."""
+    aligned = jnp.concatenate([aligned] * (x.shape[0] // aligned.shape[0]), axis=0)
+    return MODEL.apply(variables, x, t, aligned, cond_free)
+
+
+def _decoder_fn(latents: np.ndarray, cond_latent: np.ndarray, frames: int) -> Partial:
+    aligned = _timestep_independent(_variables(), jnp.asarray(latents), jnp.asarray(cond_latent), frames)
+    return Partial(_decoder, _variables(), aligned)
+
+
+# The model's own error against the original is <= 6e-5 at t >= 1000 (the original's float32 cos/sin of the
+# timestep embedding; tests/test_waveform_diffusion.py). x0 multiplies eps by sqrt(1/abar - 1) = 153 at the first
+# step (and guidance by up to 1 + 2k_t = 1.8): up to ~1e-2 before clipping, 1.5e-3 seen; most first-step values
+# are clipped. The samples take it times coef1 <= 0.67 (3.7e-4 seen), the denormalised mel times 6.9 (1.3e-3
+# seen). A wrong step (formula, table, guidance, noise order) moves them by > 0.05.
+ATOL_X0, ATOL_X, ATOL_MEL = 5e-3, 1e-3, 7e-3
+
+
+@pytest.mark.parametrize("tag", ["nocf", "cf"])
+def test_ddpm_full_run_with_the_model(tag):
+    ref = reference()
+    config = SamplerConfig(kind="ddpm", steps=K, cond_free=tag == "cf", **CFG)
+    latents, cond_latent, batch = ref["samp_latents"], ref["samp_cond_latent"], 1
+    if tag == "cf":  # batch 2 (guidance: 4 model rows per call); row 1 has other latents and its own draws
+        latents = np.concatenate([latents, ref["ar_latents"][1:]])
+        cond_latent = np.concatenate([cond_latent, ref["ti_cond_latent"][1:]])
+        batch = 2
+    noise = _recorded_noise(batch)
+    if batch == 2:
+        sign = np.array([1, -1], np.float32)[:, None, None]
+        noise = noise.replace(init=noise.init * sign, steps=noise.steps * sign)
+    x, traj = sample(
+        _decoder_fn(latents, cond_latent, L), (batch, 100, L), config=config, noise=noise, return_trajectory=True
+    )
+    np.testing.assert_allclose(traj.pred_xstart[:, :1], ref[f"samp_{tag}_pred_xstart"], rtol=0, atol=ATOL_X0)
+    np.testing.assert_allclose(traj.x[:, :1], ref[f"samp_{tag}_x"], rtol=0, atol=ATOL_X)
+    np.testing.assert_allclose(x[:1], ref[f"samp_{tag}_mel_norm"], rtol=0, atol=ATOL_X)
+    np.testing.assert_allclose(denormalize_tacotron_mel(x[:1]), ref[f"samp_{tag}_mel"], rtol=0, atol=ATOL_MEL)
+    if batch == 2:
+        assert np.isfinite(x).all() and np.abs(x[1] - x[0]).max() > 0.1
+
+
+def test_ddim_full_run_with_the_model():
+    ref = reference()
+    config = SamplerConfig(kind="ddim", steps=K, cond_free=True, **CFG)
+    model_fn = _decoder_fn(ref["samp_latents"], ref["samp_cond_latent"], L)
+    x = sample(model_fn, SHAPE, config=config, noise=SamplerNoise(init=ref["samp_noise_init"]))
+    np.testing.assert_allclose(x, ref["ddim_cf_mel_norm"], rtol=0, atol=ATOL_X)  # 5.1e-4 seen; as above
+
+
+def test_end_to_end_mel_with_the_model():
+    # AR latents -> timestep_independent -> 5 guided DDPM steps at temperature 1 -> denormalised mel.
+    ref = reference()
+    frames = ref["e2e_mel"].shape[-1]
+    config = SamplerConfig(kind="ddpm", steps=K, cond_free=True, cond_free_k=2.0, temperature=1.0)
+    model_fn = _decoder_fn(ref["e2e_ar_latents"], ref["diff_cond_latent"], frames)
+    noise = SamplerNoise(init=ref["e2e_noise_init"], steps=ref["e2e_noises"])
+    x = sample(model_fn, (1, 100, frames), config=config, noise=noise)
+    np.testing.assert_allclose(denormalize_tacotron_mel(x), ref["e2e_mel"], rtol=0, atol=ATOL_MEL)  # 1.3e-3 seen
+
+
+def test_dpm_solver_converges_to_ddim_on_the_model():
+    # Both solve the same guided probability-flow ODE (x_T = 0.8 z, cond-free k = 2). The tiny model has random
+    # weights, so its x0 prediction is far from smooth in t (most values clipped): the observed convergence is
+    # slow, and no faster than DDIM's (rms vs the 400-step DDIM at 5/10/20/27: 0.29, 0.15, 0.094, 0.078; DDIM
+    # 0.25, 0.14, 0.089, 0.072; DDIM 200 vs 400: 0.032). The order itself is shown on smooth data above.
+    ref = reference()
+    model_fn = _decoder_fn(ref["samp_latents"], ref["samp_cond_latent"], L)
+    noise = SamplerNoise(init=ref["samp_noise_init"])
+
+    def run(kind, steps):
+        config = SamplerConfig(kind=kind, steps=steps, cond_free=True, **CFG)
+        return np.asarray(sample(model_fn, SHAPE, config=config, noise=noise))
+
+    target = run("ddim", 400)
+    rms = [float(np.sqrt(np.mean((run("dpm++2m", n) - target) ** 2))) for n in (5, 10, 20, 27)]
+    print("dpm++2m rms error vs 400-step DDIM at 5/10/20/27 steps:", rms)
+    assert all(a > b for a, b in zip(rms, rms[1:], strict=False)), rms
+    # At 27 steps (1/3 of the `fast` preset's 80): within 0.1 rms of the reference, i.e. ~3% of the mel's
+    # [-1, 1] range (0.078 measured).
+    assert rms[-1] < 0.1, rms
