@@ -16,17 +16,20 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from waveform_fixture import original_config, reference, state_dict
+from waveform_fixture import WAVEFORM_DIR, original_config, reference, state_dict
 
 from clvp_jax.checkpoint.tortoise_diffusion import (
     DiffusionCheckpointError,
     infer_config,
+    load_original,
     original_from_params,
     params_from_original,
 )
+from clvp_jax.waveform.conv import Conv1d
 from clvp_jax.waveform.diffusion import DiffusionTts, count_params, nearest_indices
 from clvp_jax.waveform.diffusion_blocks import relative_buckets, timestep_embedding, timestep_frequencies
 from clvp_jax.waveform.diffusion_config import DiffusionConfig
+from clvp_jax.waveform.pointwise import PointwiseConv1d
 
 REF = reference()
 L = int(REF["ti_output_len"])
@@ -75,6 +78,11 @@ def test_config_from_original_kwargs_inference_and_real_size():
         DiffusionConfig(model_channels=48, num_heads=5)
     with pytest.raises(ValueError, match="out_channels 100 must be 2 \\* in_channels"):
         DiffusionConfig(out_channels=100)
+    assert infer_config(source(), num_heads=4) == DiffusionConfig.tiny()
+    with pytest.raises(ValueError, match="num_heads=16 was asked for, but the relative-bias tables .* 4 heads"):
+        infer_config(source(), num_heads=16)
+    with pytest.raises(DiffusionCheckpointError, match="missing \\(1\\): inp_block.weight"):
+        infer_config({k: v for k, v in source().items() if k != "inp_block.weight"})
     # The spec §1 count for the real diffusion_decoder.pth (359 entries), from the shapes alone.
     assert count_params(DiffusionConfig.tortoise()) == 292_334_380
 
@@ -91,6 +99,14 @@ def test_relative_buckets_follow_the_spec():
     assert b[0, 49] == 30 and b[49, 0] == 14  # 8 + trunc(ln(49/8) / ln 8 * 8) = 14
     # Toeplitz: only the distance matters.
     assert (b[1:, 1:] == b[:-1, :-1]).all()
+
+
+def test_pointwise_conv_equals_conv1d():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 12, 9)).astype(np.float32)
+    p = {"params": {"weight": rng.standard_normal((5, 12, 1)).astype(np.float32), "bias": np.ones(5, np.float32)}}
+    # The same 12-term fp32 dot products, summed in a possibly different order: an ulp or two of O(3) values.
+    np.testing.assert_allclose(PointwiseConv1d(5).apply(p, x), Conv1d(5, 1).apply(p, x), rtol=1e-6, atol=1e-6)
 
 
 def test_nearest_indices_match_torch_interpolate():
@@ -225,7 +241,8 @@ def test_bad_inputs_are_named():
 
 def test_converter_round_trip_is_exact():
     sd = source()
-    config, converted = params_from_original(sd)
+    config, converted = load_original(WAVEFORM_DIR / "diffusion_decoder.pth")  # torch.load(weights_only=True)
+    assert config == DiffusionConfig.tiny()
     back = original_from_params(converted, config)
     assert sorted(back) == sorted(sd) and len(sd) == 223  # 359 at real size: 8 fewer DiffusionLayers of 17 keys
     for key, value in sd.items():

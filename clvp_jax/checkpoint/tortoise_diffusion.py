@@ -75,53 +75,67 @@ def _target_leaves(config: DiffusionConfig) -> dict[str, tuple[tuple[str, ...], 
     return table
 
 
-def infer_config(state_dict: Mapping[str, np.ndarray]) -> DiffusionConfig:
-    """The config the weights' shapes determine: widths, vocabulary, layer count and heads (from the [32, heads]
-    relative-bias tables). Raises a `DiffusionCheckpointError` naming the keys it needs when they are absent."""
-    needed = {
-        "inp_block.weight": 3,
-        "out.2.weight": 3,
-        "latent_conditioner.0.weight": 3,
-        "code_embedding.weight": 2,
-        _HEADS_KEY: 2,
+def infer_config(state_dict: Mapping[str, np.ndarray], num_heads: int | None = None) -> DiffusionConfig:
+    """The config the weights' shapes determine: widths, vocabulary, layer count, and the head count.
+
+    The heads are read from the relative-bias tables ([32, heads]: the original builds them with the attention's
+    `num_heads`), so `num_heads` need not be given; if it is, it must agree with the tables. Raises a
+    `DiffusionCheckpointError` naming the keys it needs when they are absent or have the wrong rank.
+    """
+    ranks = {
+        "inp_block.weight": 3,  # [C, in_channels, 3]
+        "out.2.weight": 3,  # [out_channels, C, 3]
+        "latent_conditioner.0.weight": 3,  # [C, in_latent_channels, 3]
+        "code_embedding.weight": 2,  # [in_tokens, C]
+        _HEADS_KEY: 2,  # [32, heads]
     }
-    missing = [key for key in needed if key not in state_dict]
-    bad = [(key, tuple(np.shape(state_dict[key])), f"{n} dims") for key, n in needed.items() if key not in missing]
-    bad = [entry for entry in bad if len(entry[1]) != needed[entry[0]]]
+    missing = [key for key in ranks if key not in state_dict]
+    bad = [
+        (key, f"shape {np.shape(state_dict[key])}", f"{rank} dims")
+        for key, rank in ranks.items()
+        if key in state_dict and np.ndim(state_dict[key]) != rank
+    ]
     indices = {int(m.group(1)) for key in state_dict if (m := re.match(r"^layers\.(\d+)\.", key))}
     if not indices:
         missing.append("layers.0.*")
     if missing or bad:
         raise DiffusionCheckpointError(missing, (), bad, context="config inference")
-    model_channels, in_channels = np.shape(state_dict["inp_block.weight"])[:2]
+    table_heads = int(np.shape(state_dict[_HEADS_KEY])[1])
+    if num_heads is not None and num_heads != table_heads:
+        raise ValueError(
+            f"diffusion_decoder: num_heads={num_heads} was asked for, but the relative-bias tables of these weights "
+            f"are [32, {table_heads}], i.e. {table_heads} heads; omit num_heads to use the weights' value"
+        )
+    shape = {key: np.shape(state_dict[key]) for key in ranks}
     try:
         return DiffusionConfig(
-            model_channels=int(model_channels),
+            model_channels=int(shape["inp_block.weight"][0]),
             num_layers=max(indices) + 1 - TRAILING_RESBLOCKS,
-            in_channels=int(in_channels),
-            in_latent_channels=int(np.shape(state_dict["latent_conditioner.0.weight"])[1]),
-            in_tokens=int(np.shape(state_dict["code_embedding.weight"])[0]),
-            out_channels=int(np.shape(state_dict["out.2.weight"])[0]),
-            num_heads=int(np.shape(state_dict[_HEADS_KEY])[1]),
+            in_channels=int(shape["inp_block.weight"][1]),
+            in_latent_channels=int(shape["latent_conditioner.0.weight"][1]),
+            in_tokens=int(shape["code_embedding.weight"][0]),
+            out_channels=int(shape["out.2.weight"][0]),
+            num_heads=table_heads,
         )
     except ValueError as error:
         raise ValueError(f"diffusion_decoder: the weights' shapes give no valid config: {error}") from None
 
 
 def params_from_original(
-    state_dict: Mapping[str, np.ndarray], config: DiffusionConfig | None = None
+    state_dict: Mapping[str, np.ndarray], config: DiffusionConfig | None = None, *, num_heads: int | None = None
 ) -> tuple[DiffusionConfig, dict]:
     """Converts a DiffusionTts state dict (numpy arrays) to ({'params': ...}, checked) with its config.
 
     Args:
         state_dict: the original keys -> arrays (`torch.load(..., weights_only=True)` then `.numpy()`).
         config: the expected config; inferred from the shapes when None.
+        num_heads: for the inference only: the head count to insist on (it is read from the weights anyway).
     Returns:
         (config, variables) where variables = {'params': nested dict of numpy arrays}.
     Raises:
         DiffusionCheckpointError listing every missing, unexpected, mis-shaped or mis-typed key.
     """
-    config = config or infer_config(state_dict)
+    config = config or infer_config(state_dict, num_heads)
     targets = _target_leaves(config)
     missing = sorted(set(targets) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(targets) - set(IGNORED_KEYS))
@@ -160,7 +174,9 @@ def original_from_params(variables: Mapping, config: DiffusionConfig) -> dict[st
     return state
 
 
-def load_original(path: str | PathLike, config: DiffusionConfig | None = None) -> tuple[DiffusionConfig, dict]:
+def load_original(
+    path: str | PathLike, config: DiffusionConfig | None = None, *, num_heads: int | None = None
+) -> tuple[DiffusionConfig, dict]:
     """Reads `diffusion_decoder.pth` (`torch.load(weights_only=True)`; torch is only needed here) and converts it."""
     try:
         import torch
@@ -169,4 +185,4 @@ def load_original(path: str | PathLike, config: DiffusionConfig | None = None) -
     loaded = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(loaded, Mapping):
         raise DiffusionCheckpointError(context=f"{path}: expected a state dict, got {type(loaded).__name__}")
-    return params_from_original({k: v.numpy() for k, v in loaded.items()}, config)
+    return params_from_original({k: v.numpy() for k, v in loaded.items()}, config, num_heads=num_heads)

@@ -14,6 +14,8 @@ a 1x1 conv over both; num_layers DiffusionLayers + 3 ResBlocks; GroupNorm, SiLU,
 Differences from the original, on purpose:
 - `conditioning_free` may be a per-row mask, so the conditional and unconditional passes of guidance run as one
   batched call (the original makes two calls);
+- `timestep_independent` routes any floating input to the latent path and integer input to the token path (the
+  original tests for exactly float32, so bf16/fp16 latents would take the token path);
 - the original's `0 * mean(p)` over unused parameters (a DDP trick) is left out: it only matters for NaN weights;
 - dropout, layer drop and unconditioned-percentage masking are training-only and absent.
 """
@@ -39,6 +41,7 @@ from clvp_jax.waveform.diffusion_config import (
     DiffusionConfig,
     norm_groups,
 )
+from clvp_jax.waveform.pointwise import PointwiseConv1d
 
 
 def nearest_indices(source_length: int, length: int) -> np.ndarray:
@@ -74,7 +77,7 @@ class DiffusionTts(nn.Module):
         ]
         self.unconditioned_embedding = self.param("unconditioned_embedding", nn.initializers.normal(1.0), (1, c, 1))
         self.conditioning_timestep_integrator = [DiffusionLayer(heads, dtype=dt) for _ in range(INTEGRATOR_LAYERS)]
-        self.integrating_conv = Conv1d(c, 1)
+        self.integrating_conv = PointwiseConv1d(c)
         self.mel_head = Conv1d(cfg.in_channels, 3, padding=1)
         self.layers = [DiffusionLayer(heads, dtype=dt) for _ in range(cfg.num_layers)] + [
             ResBlock(dtype=dt) for _ in range(TRAILING_RESBLOCKS)
@@ -194,7 +197,8 @@ class DiffusionTts(nn.Module):
             timesteps: [B] integer timesteps on the ORIGINAL 0..3999 scale (the sampler's `timestep_map[t]`).
             aligned: `timestep_independent` output [B or 1, C, L]; may be None when `conditioning_free` is True.
             conditioning_free: True (every row uses the unconditioned embedding, `aligned` is ignored), False, or
-                a [B] bool mask choosing per row, so guidance's two passes run as one batched call.
+                a [B] bool mask choosing per row, so guidance's two passes run as one batched call (a 0-d bool
+                array applies to every row; `aligned` is then still required).
         """
         cfg = self.config
         if x.ndim != 3 or x.shape[1] != cfg.in_channels:
@@ -221,6 +225,8 @@ class DiffusionTts(nn.Module):
             code_emb = jnp.broadcast_to(aligned.astype(self.dtype), unconditioned.shape)
             if conditioning_free is not False:
                 mask = jnp.asarray(conditioning_free)
+                if mask.shape == () and mask.dtype == jnp.bool_:  # one flag for the batch, e.g. a traced one
+                    mask = jnp.broadcast_to(mask, (batch,))
                 if mask.shape != (batch,) or mask.dtype != jnp.bool_:
                     raise ValueError(
                         f"conditioning_free must be a bool or a [{batch}] bool mask, got {mask.dtype} {mask.shape}"
