@@ -4,6 +4,8 @@ The sampler arithmetic is checked without the model: a stub `model_fn` replays t
 outputs step by step, and the recorded draws are injected, so DDPM must reproduce the original's trajectory.
 DDIM and DPM++ are checked on an analytic stub (Gaussian data, whose exact denoiser and probability-flow ODE
 solution are known in closed form) against a float64 oracle written from the spec and against the exact solution.
+Then the full runs with the tiny DiffusionTts (converted from the fixture's original checkpoint): DDPM with and
+without guidance, DDIM and the end-to-end mel, and DPM++ converging to a 400-step DDIM on that model.
 """
 
 from __future__ import annotations
@@ -183,8 +185,8 @@ def _gaussian_case(batch: int = 1, frames: int = 16):
     return Partial(_gaussian_model, BASE_ABAR.astype(np.float32), mu_c, mu_u), mu_c, mu_u, x_T
 
 
-def _ddim_oracle(x_T, mu_c, mu_u, steps, k, cond_free):
-    """Float64 DDIM (eta 0) written from the spec, on the Gaussian stub's exact eps."""
+def _ddim_oracle(x_T, mu_c, mu_u, steps, k, cond_free, eta=0.0, noises=None):
+    """Float64 DDIM written from the spec, on the Gaussian stub's exact eps (`noises[i]` at the i-th step)."""
     sched = spaced_schedule(steps)
     x = x_T.astype(np.float64)
 
@@ -200,7 +202,10 @@ def _ddim_oracle(x_T, mu_c, mu_u, steps, k, cond_free):
         a, a_prev = sched.alphas_cumprod[t], sched.alphas_cumprod_prev[t]
         x0 = np.clip(np.sqrt(1 / a) * x - np.sqrt(1 / a - 1) * eps, -1, 1)
         eps = (np.sqrt(1 / a) * x - x0) / np.sqrt(1 / a - 1)
-        x = np.sqrt(a_prev) * x0 + np.sqrt(1 - a_prev) * eps
+        sigma = eta * np.sqrt((1 - a_prev) / (1 - a)) * np.sqrt(1 - a / a_prev)
+        x = np.sqrt(a_prev) * x0 + np.sqrt(1 - a_prev - sigma**2) * eps
+        if eta:
+            x = x + (t != 0) * sigma * noises[steps - 1 - t]
     return x
 
 
@@ -213,12 +218,13 @@ def _exact_endpoint(x_T, mu):
     return mu + S**2 * np.sqrt(a_0) * (x_0 - np.sqrt(a_0) * mu) / (a_0 * S**2 + 1 - a_0)
 
 
-@pytest.mark.parametrize("cond_free", [False, True])
-def test_ddim_matches_float64_oracle(cond_free):
+@pytest.mark.parametrize("cond_free, eta", [(False, 0.0), (True, 0.0), (True, 0.7)])
+def test_ddim_matches_float64_oracle(cond_free, eta):
     model_fn, mu_c, mu_u, x_T = _gaussian_case()
-    config = SamplerConfig(kind="ddim", steps=10, cond_free=cond_free, cond_free_k=2.0, temperature=1.0)
-    x = sample(model_fn, x_T.shape, config=config, noise=SamplerNoise(init=x_T))
-    want = _ddim_oracle(x_T, mu_c, mu_u, 10, 2.0, cond_free)
+    noises = np.random.default_rng(6).standard_normal((10, *x_T.shape)).astype(np.float32)
+    config = SamplerConfig(kind="ddim", steps=10, cond_free=cond_free, cond_free_k=2.0, ddim_eta=eta)
+    x = sample(model_fn, x_T.shape, config=config, noise=SamplerNoise(init=x_T, steps=noises))
+    want = _ddim_oracle(x_T, mu_c, mu_u, 10, 2.0, cond_free, eta, noises)
     # float32 against float64 over 10 steps; the first x0 carries the FMA-level cancellation of ~1e-5 (see
     # the DDPM test), damped by sqrt(abar_prev) afterwards. A wrong coefficient or ramp is off by > 1e-2.
     np.testing.assert_allclose(x, want, rtol=0, atol=2e-5)
@@ -297,6 +303,12 @@ def test_bad_input_is_named():
         SamplerConfig(kind="ddpm", ddim_eta=0.5)
     with pytest.raises(TypeError):
         SamplerConfig(stpes=5)  # unknown field
+    with pytest.raises(TypeError, match="temperature must be a number"):
+        SamplerConfig(temperature="hot")
+    with pytest.raises(ValueError, match="unknown preset 'turbo'"):
+        SamplerConfig.tortoise("turbo")
+    assert SamplerConfig.tortoise("ultra_fast") == SamplerConfig(steps=30, cond_free=False, cond_free_k=2.0)
+    assert SamplerConfig.tortoise("standard", kind="dpm++2m", steps=30).steps == 30
     config = SamplerConfig(kind="ddpm", steps=3)
     with pytest.raises(ValueError, match="exactly one of key"):
         sample(model_fn, (1, 100, 16), config=config)

@@ -53,6 +53,14 @@ from clvp_jax.waveform.schedule import TRAINED_STEPS, spaced_schedule
 SamplerKind = Literal["ddpm", "ddim", "dpm++2m"]
 SAMPLER_KINDS: tuple[str, ...] = get_args(SamplerKind)
 
+# Tortoise's `tts_with_preset` diffusion settings (api.py; every preset also sets cond_free_k 2 and temperature 1).
+TORTOISE_PRESETS: dict[str, dict] = {
+    "ultra_fast": {"steps": 30, "cond_free": False},
+    "fast": {"steps": 80, "cond_free": True},
+    "standard": {"steps": 200, "cond_free": True},
+    "high_quality": {"steps": 400, "cond_free": True},
+}
+
 # model_fn(x [B', C, L] float, t_model [B'] int32 (original scale 0..3999), cond_free [B'] bool) -> [B', 2C, L]
 ModelFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
@@ -79,13 +87,29 @@ class SamplerConfig:
     ddim_eta: float = 0.0
     trained_steps: int = TRAINED_STEPS
 
+    @classmethod
+    def tortoise(cls, preset: str = "fast", **overrides) -> SamplerConfig:
+        """The diffusion settings of a Tortoise preset (`TORTOISE_PRESETS`), any field overridden by keyword."""
+        if preset not in TORTOISE_PRESETS:
+            raise ValueError(
+                f"SamplerConfig.tortoise: unknown preset {preset!r}; choose one of {list(TORTOISE_PRESETS)}"
+            )
+        fields = {"kind": "ddpm", "cond_free_k": 2.0, "temperature": 1.0, **TORTOISE_PRESETS[preset]}
+        return cls(**(fields | overrides))
+
     def __post_init__(self):
         problems = []
+        for name in ("cond_free_k", "temperature", "ddim_eta"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise TypeError(f"SamplerConfig: {name} must be a number, got {value!r}")
         if self.kind not in SAMPLER_KINDS:
             problems.append(f"kind must be one of {SAMPLER_KINDS}, got {self.kind!r}")
-        if not isinstance(self.trained_steps, int) or self.trained_steps < 2:
+        if isinstance(self.trained_steps, bool) or not isinstance(self.trained_steps, int) or self.trained_steps < 2:
             problems.append(f"trained_steps must be an integer >= 2, got {self.trained_steps!r}")
-        elif not isinstance(self.steps, int) or not 2 <= self.steps <= self.trained_steps:
+        elif (
+            isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 2 <= self.steps <= self.trained_steps
+        ):
             problems.append(f"steps must be an integer in [2, {self.trained_steps}], got {self.steps!r}")
         if not isinstance(self.cond_free, bool):
             problems.append(f"cond_free must be a bool, got {self.cond_free!r}")
