@@ -209,6 +209,32 @@ def _ddim_oracle(x_T, mu_c, mu_u, steps, k, cond_free, eta=0.0, noises=None):
     return x
 
 
+def _dpm_oracle(x_T, mu_c, mu_u, steps, k):
+    """Float64 guided DPM-Solver++(2M) from the paper's update in lambda, first order at t = K-1 and t = 1."""
+    sched = spaced_schedule(steps)
+    x, x0_prev, h_prev = x_T.astype(np.float64), None, None
+    for t in range(steps - 1, -1, -1):
+        a_model = BASE_ABAR[sched.timestep_map[t]]
+        eps_c, eps_u = (
+            np.sqrt(1 - a_model) * (x - np.sqrt(a_model) * mu) / (a_model * S**2 + 1 - a_model) for mu in (mu_c, mu_u)
+        )
+        kt = k * (1 - t / steps)
+        eps = (1 + kt) * eps_c - kt * eps_u
+        a = sched.alphas_cumprod[t]
+        x0 = np.clip((x - np.sqrt(1 - a) * eps) / np.sqrt(a), -1, 1)
+        if t == 0:
+            return x0
+        a_next = sched.alphas_cumprod[t - 1]
+        lam, lam_next = (0.5 * np.log(v / (1 - v)) for v in (a, a_next))
+        h = lam_next - lam
+        d = x0
+        if x0_prev is not None and t > 1:
+            d = x0 + (x0 - x0_prev) * h / (2 * h_prev)  # x0 + (x0 - x0_prev) / 2r, r = h_prev / h
+        x = np.sqrt((1 - a_next) / (1 - a)) * x + np.sqrt(a_next) * (1 - np.exp(-h)) * d
+        x0_prev, h_prev = x0, h
+    raise AssertionError("unreachable")
+
+
 def _exact_endpoint(x_T, mu):
     """The probability-flow ODE of N(mu, S^2) data from abar[3999] to abar[0] (x_t = sqrt(a) mu + sqrt(a S^2 +
     1 - a) z, z constant), then the exact x0 prediction at t = 0, where every sampler ends."""
@@ -228,6 +254,13 @@ def test_ddim_matches_float64_oracle(cond_free, eta):
     # float32 against float64 over 10 steps; the first x0 carries the FMA-level cancellation of ~1e-5 (see
     # the DDPM test), damped by sqrt(abar_prev) afterwards. A wrong coefficient or ramp is off by > 1e-2.
     np.testing.assert_allclose(x, want, rtol=0, atol=2e-5)
+
+
+def test_guided_dpm_solver_matches_float64_oracle():
+    model_fn, mu_c, mu_u, x_T = _gaussian_case()
+    config = SamplerConfig(kind="dpm++2m", steps=10, cond_free=True, cond_free_k=2.0)
+    x = sample(model_fn, x_T.shape, config=config, noise=SamplerNoise(init=x_T))
+    np.testing.assert_allclose(x, _dpm_oracle(x_T, mu_c, mu_u, 10, 2.0), rtol=0, atol=2e-5)  # as DDIM's
 
 
 def test_dpm_solver_converges_at_second_order_and_faster_than_ddim():
@@ -260,6 +293,8 @@ def test_keys_determinism_and_per_row_keys():
     b = np.asarray(sample(model_fn, shape, config=config, key=jax.random.key(1)))
     c = np.asarray(sample(model_fn, shape, config=config, key=jax.random.key(2)))
     np.testing.assert_array_equal(a, b)  # same key, same program: bit-identical
+    legacy = np.asarray(sample(model_fn, shape, config=config, key=jax.random.PRNGKey(1)))
+    np.testing.assert_array_equal(legacy, a)  # a raw uint32 key is wrapped as the same typed key
     assert np.abs(a - c).max() > 0.1  # another key, other draws
     assert np.abs(a[0] - a[1]).max() > 0.1  # the rows of one key get different draws
     # One key per row: a row's result does not depend on its batch mates or the batch size.
