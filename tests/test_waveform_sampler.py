@@ -23,7 +23,7 @@ from clvp_jax.checkpoint.tortoise_diffusion import params_from_original
 from clvp_jax.waveform.diffusion import DiffusionTts
 from clvp_jax.waveform.diffusion_config import DiffusionConfig
 from clvp_jax.waveform.mel_scale import denormalize_tacotron_mel, normalize_tacotron_mel
-from clvp_jax.waveform.sampler import SamplerConfig, SamplerNoise, sample
+from clvp_jax.waveform.sampler import SamplerConfig, SamplerNoise, _step_tables, sample
 from clvp_jax.waveform.schedule import linear_betas, space_timesteps, spaced_schedule
 
 SCHED_KS = (4, 5, 7, 10, 20, 30, 31, 80, 81, 100, 200, 400)
@@ -133,6 +133,8 @@ def test_ddpm_reproduces_the_recorded_run(tag):
     jax.effects_barrier()
     assert _SEEN_TIMESTEPS == ref[f"samp_{tag}_model_timesteps"].tolist()
     np.testing.assert_array_equal(traj.model_timesteps, ref[f"samp_{tag}_model_timesteps"])
+    # The guidance ramp k (1 - t/K) per step, float64 cast to float32: within half a float32 ulp.
+    np.testing.assert_allclose(_step_tables(config)["cfk"], ref["samp_cond_free_k_per_step"], rtol=6e-8, atol=0)
     # x0 = sqrt(1/abar) x - sqrt(1/abar - 1) eps at t = K-1 subtracts two numbers of up to ~500 (sqrt(1/abar) =
     # 153): XLA fuses it into one FMA (one rounding instead of the original's two), a difference of one ulp of
     # that intermediate, 3e-5. A wrong table or formula is off by > 1e-2.
