@@ -241,6 +241,23 @@ class DiffusionTts(nn.Module):
         h = nn.silu(self.out_0(h.astype(jnp.float32)))
         return self.out_2(h)
 
+    def guided(self, x: jax.Array, timesteps: jax.Array, aligned: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Both passes of conditioning-free guidance as ONE batched call of 2B rows.
+
+        Args: as `__call__` (aligned [B or 1, C, L]).
+        Returns:
+            (the conditional output [B, 2M, L] (epsilon | variance values), the unconditional epsilon [B, M, L]);
+            the unconditional variance half is not used by the sampler, as in the original.
+        """
+        batch = x.shape[0]
+        if aligned.ndim == 3 and aligned.shape[0] == 1:
+            aligned = jnp.broadcast_to(aligned, (batch, *aligned.shape[1:]))
+        mask = jnp.arange(2 * batch) >= batch  # rows B..2B-1 are conditioning-free
+        out = self(
+            jnp.concatenate([x, x]), jnp.concatenate([timesteps, timesteps]), jnp.concatenate([aligned, aligned]), mask
+        )
+        return out[:batch], out[batch:, : self.config.in_channels]
+
     def touch_all(self, x: jax.Array, latents: jax.Array, codes: jax.Array, mels: jax.Array) -> Any:
         """Runs every submodule once (for `init` and `jax.eval_shape`): conditioning, both token paths, the
         mel head and a model call."""
