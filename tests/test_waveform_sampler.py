@@ -19,10 +19,10 @@ import pytest
 from jax.tree_util import Partial
 from waveform_fixture import reference, state_dict
 
+from clvp_jax.audio.univnet_mel import denormalize_tacotron_mel, normalize_tacotron_mel
 from clvp_jax.checkpoint.tortoise_diffusion import params_from_original
 from clvp_jax.waveform.diffusion import DiffusionTts
 from clvp_jax.waveform.diffusion_config import DiffusionConfig
-from clvp_jax.waveform.mel_scale import denormalize_tacotron_mel, normalize_tacotron_mel
 from clvp_jax.waveform.sampler import SamplerConfig, SamplerNoise, _step_tables, sample
 from clvp_jax.waveform.schedule import linear_betas, space_timesteps, spaced_schedule
 
