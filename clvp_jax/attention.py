@@ -56,15 +56,15 @@ OnlineSoftmax = tuple[jax.Array, jax.Array, jax.Array]  # running max [R, H], to
 
 
 def _add_keys(state: OnlineSoftmax, q: jax.Array, keys: jax.Array, values: jax.Array, allowed: jax.Array):
-    """The online-softmax recurrence: fold scores of q [R, H, K] against keys [R, H, K, n], values [R, H, n, K]
-    (float32; `allowed` [n] or broadcastable to [R, H, n]) into `state`."""
+    """The online-softmax recurrence: fold scores of q [R, H, K] against keys [R, H, K, S], values [R, H, S, K]
+    (float32; `allowed` [S] or broadcastable to [R, H, S]) into `state`."""
     m, total, acc = state
-    s = jnp.einsum("rhk,rhkn->rhn", q, keys)
+    s = jnp.einsum("rhk,rhks->rhs", q, keys)
     s = jnp.where(allowed, s, -jnp.inf)
     m_new = jnp.maximum(m, s.max(axis=-1))
     scale = jnp.exp(m - m_new)
     p = jnp.exp(s - m_new[..., None])
-    return m_new, total * scale + p.sum(axis=-1), acc * scale[..., None] + jnp.einsum("rhn,rhnk->rhk", p, values)
+    return m_new, total * scale + p.sum(axis=-1), acc * scale[..., None] + jnp.einsum("rhs,rhsk->rhk", p, values)
 
 
 def split_cache_attention(

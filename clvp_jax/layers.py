@@ -241,7 +241,7 @@ def stacked_scan_layers(
     """
     if not layer_params:
         return x
-    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *layer_params)  # each leaf [L, ...]
+    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *layer_params)  # each leaf [n_layers, ...]
     return jax.lax.scan(lambda h, p: (apply(p, h), None), x, stacked)[0]
 
 

@@ -24,7 +24,7 @@ FullAttention = Literal["einsum", "dot_product_attention"]
 SharedPrefixRead = Literal["blocked", "dense"]
 TowerLoop = Literal["switch", "stacked", "unrolled"]
 
-_MEMORY_SCHEDULER = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
+MEMORY_SCHEDULER_OPTIONS = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}  # XLA compiler options
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,11 +117,14 @@ class Tuning:
             raise ValueError(f"backend must be a JAX platform name such as 'cpu', 'gpu' or 'tpu', got {backend!r}")
         return cls.cpu() if name.lower() == "cpu" else cls.portable()
 
+    def use_memory_scheduler(self, rows_per_device: int) -> bool:
+        """Whether a generation program decoding `rows_per_device` rows per device (per chunk) is compiled with
+        `MEMORY_SCHEDULER_OPTIONS`."""
+        return 0 < self.memory_scheduler_max_rows and rows_per_device <= self.memory_scheduler_max_rows
+
     def compiler_options(self, rows_per_device: int) -> dict[str, str] | None:
-        """XLA compiler options for a generation program decoding `rows_per_device` rows per device (or None)."""
-        if self.memory_scheduler_max_rows and rows_per_device <= self.memory_scheduler_max_rows:
-            return dict(_MEMORY_SCHEDULER)
-        return None
+        """The `compiler_options` for `jax.jit` of such a program: `MEMORY_SCHEDULER_OPTIONS` or None."""
+        return dict(MEMORY_SCHEDULER_OPTIONS) if self.use_memory_scheduler(rows_per_device) else None
 
     def release_freed_memory(self) -> None:
         """`host_memory.release_freed_memory()` if `trim_heap`, else nothing."""

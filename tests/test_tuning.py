@@ -63,6 +63,7 @@ def test_for_backend_picks_the_documented_forms():
         == {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
     )
     assert CPU.compiler_options(5) is None and PORTABLE.compiler_options(1) is None
+    assert CPU.use_memory_scheduler(4) and not CPU.use_memory_scheduler(5) and not PORTABLE.use_memory_scheduler(1)
     # Modules built without a tuning take the backend's; the model passes its own down.
     assert ClvpModelForConditionalGeneration(ClvpConfig.tiny()).tuning == Tuning.for_backend()
 
