@@ -120,7 +120,7 @@ class ClvpModelForConditionalGeneration(nn.Module):
       config: the composite config.
       masked_pooling: encoders pool over kept tokens (default) or over all positions (reference behaviour).
       dtype: compute dtype (float32, or bfloat16 for speed); logits and similarities stay float32.
-      scan_layers: run the CLVP towers as loops over their layers, each compiled once (`layers.scan_layers`):
+      scan_layers: run the CLVP towers as loops over their layers, each compiled once (`layers.loop_layers`):
         the same results from a smaller program. `generate` turns it on; leave it off to differentiate
         (training), where it would be slow. (The decoder stays unrolled: its few-row decode step would pay for
         copying each layer's weights, and scanning its prefill saved little compile time for 21 MB more
