@@ -134,6 +134,41 @@ def test_vocode_noise_from_key_and_errors():
         vocode(voc_params(), mel[:, :80], config=config, key=key)
 
 
+def _randomize_weight_norm(module: torch.nn.Module, seed: int) -> dict[str, np.ndarray]:
+    """The state dict of `module` with every weight_g redrawn (a fresh weight_norm has g = ||v||, which would let a
+    fold that ignores g pass)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, value in module.named_parameters():
+            if name.endswith("weight_g"):
+                value.copy_(torch.rand(value.shape, generator=generator) + 0.5)
+    return {k: v.numpy() for k, v in module.state_dict().items()}
+
+
+def test_univnet_odd_strides_and_other_options_match_the_original_class():
+    from tortoise.models.vocoder import UnivNetGenerator as Original
+
+    kwargs = dict(noise_dim=3, channel_size=2, dilations=[1, 2], strides=[3, 2], lReLU_slope=0.1, kpnet_conv_size=5)
+    kwargs.update(hop_length=6, n_mel_channels=7)
+    torch.manual_seed(1)
+    original = Original(**kwargs)
+    sd = _randomize_weight_norm(original, 1)
+    config = tortoise_vocoder.infer_config(sd, dilations=(1, 2), lrelu_slope=0.1)
+    assert config == UnivNetConfig.from_original(kwargs)
+    params = tortoise_vocoder.state_dict_to_params({"model_g": sd})  # dilations 3^l: same shapes, so no error,
+    params = tortoise_vocoder.state_dict_to_params(sd, config)  # but the real ones come from the config
+    rng = np.random.default_rng(1)
+    mel = rng.standard_normal((1, 7, 5)).astype(np.float32)
+    z = rng.standard_normal((1, 3, 15)).astype(np.float32)
+    original.eval(inference=True)
+    with torch.no_grad():
+        want = original.inference(torch.from_numpy(mel), torch.from_numpy(z)).numpy()
+    wav = vocode(params, mel, config=config, z=z)
+    assert wav.shape == want.shape == (1, 1, 5 * 6)  # odd stride 3: output_padding 1 keeps the length x 3
+    # Small random net, float32: a few ulps per layer (as voc_wav).
+    np.testing.assert_allclose(wav, want, rtol=1e-5, atol=6e-5)
+
+
 def test_location_variable_conv_reads_across_frames():
     rng = np.random.default_rng(0)
     batch, cin, cout, frames, hop = 2, 3, 4, 5, 7
@@ -146,7 +181,8 @@ def test_location_variable_conv_reads_across_frames():
         f = t // hop
         want[:, :, t] = bias[:, :, f] + np.einsum("bij,bioj->bo", xp[:, :, t : t + 3], kernel[..., f])
     # 9 products of O(1) per output in float32 vs float64 [~5e-7].
-    np.testing.assert_allclose(location_variable_conv(x, kernel, bias, hop), want, rtol=1e-5, atol=3e-6)
+    got = jax.jit(location_variable_conv, static_argnums=3)(x, kernel, bias, hop)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=3e-6)
 
 
 def shapes_only(shapes: dict) -> dict:
@@ -185,10 +221,15 @@ def test_hifigan_config_matches_fixture_and_original_kwargs():
         HifiganConfig(resblock_type="2")
 
 
-def test_hifigan_interpolation_matches_original():
-    x = np.swapaxes(REF["hifi_latents"], 1, 2)
+@jax.jit
+def upsample_latents(x: jax.Array) -> jax.Array:
     for scale in LATENT_SCALE_FACTORS:
         x = interpolate_linear(x, scale)
+    return x
+
+
+def test_hifigan_interpolation_matches_original():
+    x = upsample_latents(np.swapaxes(REF["hifi_latents"], 1, 2))
     assert x.shape == REF["hifi_upsampled_in"].shape and x.shape[2] == latent_frames(20) == 87
     # Same taps (index and weight bit for bit); torch blends with a fused multiply-add: 1-2 ulps of O(3) [2.4e-7].
     np.testing.assert_allclose(x, REF["hifi_upsampled_in"], rtol=1e-6, atol=1e-6)
@@ -197,10 +238,10 @@ def test_hifigan_interpolation_matches_original():
 @pytest.mark.parametrize("codes", [64, 500])
 def test_hifigan_interpolation_matches_torch_at_real_lengths(codes):
     x = np.random.default_rng(codes).standard_normal((1, 3, codes)).astype(np.float32)
-    want, ours = torch.tensor(x), x
+    want = torch.tensor(x)
     for scale in LATENT_SCALE_FACTORS:
         want = torch.nn.functional.interpolate(want, scale_factor=[scale], mode="linear")
-        ours = interpolate_linear(ours, scale)
+    ours = upsample_latents(x)
     assert ours.shape[2] == latent_frames(codes) == codes * 4 * 24000 // 22050
     # As above: a size-based resize would be off by up to 0.8 frame here (errors of O(1)) [4.8e-7].
     np.testing.assert_allclose(ours, want.numpy(), rtol=1e-6, atol=1e-6)
@@ -225,6 +266,29 @@ def test_hifigan_real_size_keys_and_parameter_count():
     assert tortoise_hifigan.infer_config(shapes_only(weight_norm)) == config
     tiny_file = {k: v.shape for k, v in state_dict("hifidecoder").items()}
     assert tortoise_hifigan.original_shapes(HifiganConfig.tiny()) == tiny_file
+
+
+def test_hifigan_without_cond_layer_or_pre_post_weight_norm_matches_the_original_class():
+    from tortoise.models.hifigan_decoder import HifiganGenerator as Original
+
+    kwargs = dict(in_channels=5, out_channels=1, resblock_type="1", resblock_dilation_sizes=[[1, 2, 3]])
+    kwargs.update(resblock_kernel_sizes=[3], upsample_kernel_sizes=[6, 3], upsample_initial_channel=8)
+    kwargs.update(upsample_factors=[3, 1], cond_channels=0, conv_pre_weight_norm=False, conv_post_bias=False)
+    torch.manual_seed(2)
+    original = Original(**kwargs).eval()
+    sd = _randomize_weight_norm(original, 2)
+    assert "conv_pre.weight" in sd and "cond_layer.weight" not in sd and "conv_post.bias" not in sd
+    config = tortoise_hifigan.infer_config(sd, upsample_factors=(3, 1), resblock_dilation_sizes=((1, 2, 3),))
+    assert config == HifiganConfig.from_original(kwargs)
+    params = tortoise_hifigan.state_dict_to_params(sd, config)
+    x = np.random.default_rng(2).standard_normal((1, 5, 6)).astype(np.float32)
+    with torch.no_grad():
+        want = original(torch.from_numpy(x)).numpy()
+    wav = jax.jit(HifiganGenerator(config).apply)({"params": params}, x)
+    assert wav.shape == want.shape == (1, 1, 6 * 3 + 1)  # k - u = 3 is odd: one extra sample, as the original
+    np.testing.assert_allclose(wav, want, rtol=1e-5, atol=3e-6)  # as hifi_wav
+    written = tortoise_hifigan.params_to_state_dict(params, config)
+    assert {k: v.shape for k, v in written.items()} == {k: v.shape for k, v in sd.items()}
 
 
 def test_hifigan_speaker_embedding_is_required():
