@@ -160,6 +160,8 @@ def read(
         problems = {"missing": missing, "unexpected": unexpected, "mis-shaped": mis_shaped, "wrong dtype": wrong_dtype}
         if not folded_form and any(k.endswith(".weight") and k + "_g" in missing for k in unexpected):
             problems["mixed forms"] = [k for k in unexpected if k.endswith(".weight") and k + "_g" in missing]
+        if wrong_dtype:
+            hint += " The models hold float32 weights: cast the tensors to float32 first."
         raise StateDictMismatchError(context, hint, problems)
     return unflatten_dict(flat)
 

@@ -150,8 +150,8 @@ class HifiganConfig:
         return out
 
 
-def _lrelu(x: jax.Array, slope: float) -> jax.Array:
-    return jnp.where(x >= 0, x, slope * x)
+def _lrelu(x: jax.Array, slope: float = LRELU_SLOPE) -> jax.Array:
+    return jax.nn.leaky_relu(x, negative_slope=slope)
 
 
 def _linear_taps(size: int, scale: float) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
@@ -201,8 +201,9 @@ class ResBlock1(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         k, channels = self.kernel_size, x.shape[1]
         for j, d in enumerate(self.dilations):
-            h = Conv1d(channels, k, padding=d * (k - 1) // 2, dilation=d, name=f"convs1_{j}")(_lrelu(x, LRELU_SLOPE))
-            x = x + Conv1d(channels, k, padding=(k - 1) // 2, name=f"convs2_{j}")(_lrelu(h, LRELU_SLOPE))
+            conv1 = Conv1d(channels, k, padding=d * (k - 1) // 2, dilation=d, name=f"convs1_{j}")
+            conv2 = Conv1d(channels, k, padding=(k - 1) // 2, name=f"convs2_{j}")
+            x = x + conv2(_lrelu(conv1(_lrelu(x))))
         return x
 
 
@@ -236,15 +237,15 @@ class HifiganGenerator(nn.Module):
         kernels = len(cfg.resblock_kernel_sizes)
         for i, (u, k) in enumerate(zip(cfg.upsample_factors, cfg.upsample_kernel_sizes, strict=True)):
             channels = cfg.upsample_initial_channel // 2 ** (i + 1)
-            o = ConvTranspose1d(channels, k, stride=u, padding=(k - u) // 2, name=f"ups_{i}")(_lrelu(o, LRELU_SLOPE))
+            upsample = ConvTranspose1d(channels, k, stride=u, padding=(k - u) // 2, name=f"ups_{i}")
+            o = upsample(_lrelu(o))
             total = None
             for j, (rk, dil) in enumerate(zip(cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes, strict=True)):
                 y = ResBlock1(rk, dil, name=f"resblocks_{i * kernels + j}")(o)
                 total = y if total is None else total + y
             o = total / kernels  # [B, C_i, L prod(u_0..u_i)]
-        o = Conv1d(cfg.out_channels, PRE_POST_KERNEL, padding=3, use_bias=cfg.conv_post_bias, name="conv_post")(
-            _lrelu(o, FINAL_LRELU_SLOPE)
-        )
+        post = Conv1d(cfg.out_channels, PRE_POST_KERNEL, padding=3, use_bias=cfg.conv_post_bias, name="conv_post")
+        o = post(_lrelu(o, FINAL_LRELU_SLOPE))
         return jnp.tanh(o).astype(jnp.float32)  # [B, 1, N]
 
     def inference(self, latents: jax.Array, g: jax.Array | None = None) -> jax.Array:

@@ -133,8 +133,9 @@ class UnivNetConfig:
         }
 
 
-def _lrelu(x: jax.Array, slope: float) -> jax.Array:
-    return jnp.where(x >= 0, x, slope * x)
+def _activation(config: UnivNetConfig):
+    """Every LeakyReLU of the generator, the kernel predictor's included, has the config's slope."""
+    return functools.partial(jax.nn.leaky_relu, negative_slope=config.lrelu_slope)
 
 
 class KernelPredictor(nn.Module):
@@ -148,13 +149,12 @@ class KernelPredictor(nn.Module):
 
     @nn.compact
     def __call__(self, c: jax.Array) -> tuple[jax.Array, jax.Array]:
-        cfg = self.config
-        slope, k = cfg.lrelu_slope, cfg.kpnet_conv_size
-        hidden = KPNET_HIDDEN_CHANNELS
-        h = _lrelu(Conv1d(hidden, KPNET_INPUT_KERNEL, padding=2, name="input_conv_0")(c), slope)  # [B, 64, F]
-        for r in range(KPNET_RESIDUAL_BLOCKS):
-            y = _lrelu(Conv1d(hidden, k, padding=(k - 1) // 2, name=f"residual_convs_{r}_1")(h), slope)
-            h = h + _lrelu(Conv1d(hidden, k, padding=(k - 1) // 2, name=f"residual_convs_{r}_3")(y), slope)
+        cfg, act = self.config, _activation(self.config)
+        k, hidden = cfg.kpnet_conv_size, KPNET_HIDDEN_CHANNELS
+        h = act(Conv1d(hidden, KPNET_INPUT_KERNEL, padding=2, name="input_conv_0")(c))  # [B, 64, F]
+        for r in range(KPNET_RESIDUAL_BLOCKS):  # torch: Sequential(Dropout, conv, LReLU, conv, LReLU)
+            y = act(Conv1d(hidden, k, padding=(k - 1) // 2, name=f"residual_convs_{r}_1")(h))
+            h = h + act(Conv1d(hidden, k, padding=(k - 1) // 2, name=f"residual_convs_{r}_3")(y))
         kernels = Conv1d(cfg.kernel_channels, k, padding=(k - 1) // 2, name="kernel_conv")(h)  # [B, l C O k, F]
         layers, channels = len(cfg.dilations), cfg.channel_size
         bias = Conv1d(layers * 2 * channels, k, padding=(k - 1) // 2, name="bias_conv")(h)  # [B, l O, F]
@@ -205,18 +205,20 @@ class LVCBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, c: jax.Array) -> jax.Array:
-        cfg, s = self.config, self.stride
+        cfg, s, act = self.config, self.stride, _activation(self.config)
         channels = x.shape[1]
-        x = ConvTranspose1d(
+        # Odd strides need output_padding 1 for the length to be exactly x s.
+        upsample = ConvTranspose1d(
             channels, 2 * s, stride=s, padding=s // 2 + s % 2, output_padding=s % 2, name="convt_pre_1"
-        )(_lrelu(x, cfg.lrelu_slope))  # [B, C, F H]
+        )
+        x = upsample(act(x))  # [B, C, F H]
         kernels, bias = KernelPredictor(cfg, name="kernel_predictor")(c.astype(x.dtype))
         for layer, dilation in enumerate(cfg.dilations):
             conv = Conv1d(
                 channels, LVC_KERNEL_SIZE, padding=dilation * (LVC_KERNEL_SIZE - 1) // 2, dilation=dilation,
                 name=f"conv_blocks_{layer}_1",
             )  # fmt: skip
-            y = _lrelu(conv(_lrelu(x, cfg.lrelu_slope)), cfg.lrelu_slope)
+            y = act(conv(act(x)))
             y = location_variable_conv(y, kernels[:, layer], bias[:, layer], self.hop)  # [B, O, F H]
             x = x + jax.nn.sigmoid(y[:, :channels]) * jnp.tanh(y[:, channels:])
         return x
@@ -249,9 +251,7 @@ class UnivNetGenerator(nn.Module):
         for b, stride in enumerate(cfg.strides):
             hop *= stride
             x = LVCBlock(cfg, stride, hop, name=f"res_stack_{b}")(x, c)  # [B, C, F hop]
-        x = Conv1d(1, PRE_POST_KERNEL, padding=pad, padding_mode="reflect", name="conv_post_1")(
-            _lrelu(x, cfg.lrelu_slope)
-        )
+        x = Conv1d(1, PRE_POST_KERNEL, padding=pad, padding_mode="reflect", name="conv_post_1")(_activation(cfg)(x))
         return jnp.tanh(x).astype(jnp.float32)  # [B, 1, N]
 
     def inference(self, c: jax.Array, z: jax.Array) -> jax.Array:
