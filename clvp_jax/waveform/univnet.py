@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from clvp_jax.config import ConfigError
+from clvp_jax.layers import param
 from clvp_jax.waveform.conv import Conv1d, ConvTranspose1d
 
 # Fixed by the original code (not constructor arguments).
@@ -138,6 +139,28 @@ def _activation(config: UnivNetConfig):
     return functools.partial(jax.nn.leaky_relu, negative_slope=config.lrelu_slope)
 
 
+class FrameConv1d(nn.Module):
+    """A stride-1, zero-'same'-padded Conv1d computed as one matmul over the unfolded taps: [B, C, F] ->
+    [B, features, F], parameters as `Conv1d` (`weight` [out, in, k], `bias` [out]).
+
+    For the kernel predictor's `kernel_conv` (64 -> 24 576 channels at frame rate, a third of the vocoder's work)
+    this contraction ran ~1.5-2x faster than XLA's convolution on the 2-core CPU; it is the same sum.
+    """
+
+    features: int
+    kernel_size: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k, frames = self.kernel_size, x.shape[2]
+        weight = param(self, "weight", nn.initializers.lecun_normal(), (self.features, x.shape[1], k))
+        bias = param(self, "bias", nn.initializers.zeros, (self.features,))
+        padded = jnp.pad(x, ((0, 0), (0, 0), ((k - 1) // 2, (k - 1) // 2)))
+        taps = jnp.stack([padded[:, :, j : j + frames] for j in range(k)], axis=2)  # [B, C, k, F]
+        y = jnp.einsum("bcjf,ocj->bof", taps, weight.astype(x.dtype), precision=jax.lax.Precision.HIGHEST)
+        return y + bias.astype(y.dtype)[:, None]
+
+
 class KernelPredictor(nn.Module):
     """Predicts every LVC kernel and bias of one block from the mel, at frame rate.
 
@@ -155,7 +178,7 @@ class KernelPredictor(nn.Module):
         for r in range(KPNET_RESIDUAL_BLOCKS):  # torch: Sequential(Dropout, conv, LReLU, conv, LReLU)
             y = act(Conv1d(hidden, k, padding=(k - 1) // 2, name=f"residual_convs_{r}_1")(h))
             h = h + act(Conv1d(hidden, k, padding=(k - 1) // 2, name=f"residual_convs_{r}_3")(y))
-        kernels = Conv1d(cfg.kernel_channels, k, padding=(k - 1) // 2, name="kernel_conv")(h)  # [B, l C O k, F]
+        kernels = FrameConv1d(cfg.kernel_channels, k, name="kernel_conv")(h)  # [B, l C O k, F]
         layers, channels = len(cfg.dilations), cfg.channel_size
         bias = Conv1d(layers * 2 * channels, k, padding=(k - 1) // 2, name="bias_conv")(h)  # [B, l O, F]
         batch, frames = c.shape[0], c.shape[2]
