@@ -1,0 +1,435 @@
+"""Text + voice -> 24 kHz speech: Tortoise's whole `tts_with_preset`, as keyword-only library functions.
+
+  synthesize(text=..., model=..., waveform_models=..., voice=...)   the pipeline below, every chunk of the text
+  voice_conditioning(model=..., voice=...)                           clips / latents file -> both voice latents
+  render_waveform(waveform_models, latents, diffusion_latent, ...)   AR latents -> diffusion -> vocoder (one sample)
+
+Per text chunk (`rank_speech` splits long text):
+  1. candidates: sampled by the AR decoder and ranked by CLVP (`pipeline.rank_speech`); with a CVVP model and
+     `cvvp_amount` > 0 the score becomes cvvp_amount * CVVP + (1 - cvvp_amount) * CLVP (CVVP alone at 1), where
+     CVVP is the mean over the voice's clips, as `api.tts` mixes them;
+  2. the k best, padded to 500 codes and fixed, give their AR latents (`waveform.ar_latents`), each cut before
+     the 9th consecutive calm code;
+  3. per sample: `timestep_independent` once, the sampler (preset steps, guidance, temperature; "ddpm", "ddim"
+     or "dpm++2m"), L = m * 4 * 24000 // 22050 frames; de-normalised; UnivNet -> samples in [-1, 1] at 24 kHz.
+The joined waveform of a rank is its chunks' waveforms one after another (as Tortoise's read.py joins them).
+
+Randomness: the AR draws of chunk i, candidate c come from fold_in(fold_in(key(seed), i), c) (`rank_speech`); the
+waveform draws of that candidate from fold_in(fold_in(fold_in(key(seed), WAVEFORM_STREAM), i), c) (then 0:
+diffusion, 1: vocoder). A candidate's waveform therefore depends only on the seed, its chunk's index, its own
+codes and the voice: not on k, the other chunks, or the order things are computed in.
+Where this differs from Tortoise: its `tts` draws from torch's global generator (irreproducible without
+re-seeding); samples of different lengths run one after another here too (the decoder has no frame mask, so
+padding them to one length would change them), and each new length compiles the sampler loop once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from clvp_jax.audio.univnet_mel import SAMPLING_RATE, denormalize_tacotron_mel
+from clvp_jax.pipeline import Candidate, RankResult, rank_speech
+from clvp_jax.waveform.ar_latents import MAX_MEL_TOKENS, ar_latents, fixed_codes, trim_length
+from clvp_jax.waveform.bundle import WaveformModels
+from clvp_jax.waveform.diffusion import DiffusionTts
+from clvp_jax.waveform.presets import SpeechPreset, speech_preset
+from clvp_jax.waveform.sampler import SamplerConfig, SamplerNoise, sample
+from clvp_jax.waveform.univnet import vocode
+
+WAVEFORM_STREAM = 2**30 + 1  # keeps the waveform draws apart from the AR draws of the same (seed, chunk, candidate)
+AR_SAMPLING_RATE = 22050  # Hz of the AR codes' mel frames (1024 samples per code)
+TEXT_BUCKET = 16  # text lengths of the latents pass are padded (masked) to a multiple of this: fewer compilations
+
+# progress(stage, done, total); stage is "candidates", "diffusion" (steps) or "vocoder" (samples).
+Progress = Callable[[str, int, int], None]
+
+
+def output_frames(codes: int) -> int:
+    """Mel frames L the diffusion decoder makes for `codes` AR latent frames: codes * 4 * 24000 // 22050."""
+    return codes * 4 * SAMPLING_RATE // AR_SAMPLING_RATE
+
+
+@dataclasses.dataclass(frozen=True)
+class Voice:
+    """One voice's conditioning for both stages.
+
+    Attributes:
+      autoregressive: float32 [D], the AR conditioning latent.
+      diffusion: float32 [W], the diffusion conditioning latent.
+      cvvp_mels: float32 [n, 80, F], the clips' AR-front-end mels (for CVVP), or None (voice from a latents file).
+    """
+
+    autoregressive: np.ndarray
+    diffusion: np.ndarray
+    cvvp_mels: np.ndarray | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeechCandidate:
+    """One rendered candidate.
+
+    Attributes:
+      candidate: the AR candidate (index, CLVP score, codes up to its stop token, stopped).
+      score: the ranking score (CLVP, or the CVVP mix); cvvp_score: its CVVP score (None when not mixed).
+      frames: AR latent frames kept after the calm-code trim; waveform: float32 [samples] in [-1, 1] at 24 kHz.
+    """
+
+    candidate: Candidate
+    score: float
+    cvvp_score: float | None
+    frames: int
+    waveform: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeechChunk:
+    """One chunk of the text: every candidate ranked (best first, by `scores`) and the k rendered ones."""
+
+    text: str
+    ranked: list[Candidate]
+    scores: list[float]
+    outputs: list[SpeechCandidate]
+
+    @property
+    def waveform(self) -> np.ndarray:
+        """The best candidate's waveform."""
+        return self.outputs[0].waveform
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeechResult:
+    """What `synthesize` made. `waveform` is the joined best; `waveforms[r]` the joined rank-r candidates."""
+
+    chunks: list[SpeechChunk]
+    settings: dict[str, Any]
+    random_weights: bool
+    sampling_rate: int = SAMPLING_RATE
+
+    @property
+    def waveforms(self) -> list[np.ndarray]:
+        k = len(self.chunks[0].outputs)
+        return [np.concatenate([c.outputs[r].waveform for c in self.chunks]) for r in range(k)]
+
+    @property
+    def waveform(self) -> np.ndarray:
+        return self.waveforms[0]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "settings": self.settings,
+            "random_weights": self.random_weights,
+            "sampling_rate": self.sampling_rate,
+            "chunks": [
+                {
+                    "text": c.text,
+                    "outputs": [
+                        {
+                            "candidate": o.candidate.index,
+                            "score": o.score,
+                            "clvp_score": o.candidate.score,
+                            "cvvp_score": o.cvvp_score,
+                            "codes": len(o.candidate.codes),
+                            "latent_frames": o.frames,
+                            "samples": int(o.waveform.size),
+                        }
+                        for o in c.outputs
+                    ],
+                    "ranked": [
+                        dataclasses.asdict(x) | {"score_used": s} for x, s in zip(c.ranked, c.scores, strict=True)
+                    ],
+                }
+                for c in self.chunks
+            ],
+        }
+
+
+# ---- voice --------------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4)
+def _conditioning_fn(model: DiffusionTts):
+    return jax.jit(lambda v, mels: model.apply(v, mels, method=DiffusionTts.get_conditioning))
+
+
+def diffusion_latent(waveform_models: WaveformModels, clips: Sequence[np.ndarray]) -> np.ndarray:
+    """The diffusion conditioning latent [W] of a voice's clips (22.05 kHz float samples), as Tortoise's
+    `get_conditioning_latents`: 24 kHz log-mels of each clip, contextual embeddings averaged over all of them."""
+    from clvp_jax.audio.diffusion_conditioning import diffusion_conditioning_mels
+
+    mels = diffusion_conditioning_mels(list(clips))  # [n, 100, 401]
+    fn = _conditioning_fn(waveform_models.diffusion)
+    return np.asarray(fn(waveform_models.diffusion_variables, jnp.asarray(mels)[None]))[0]
+
+
+def voice_conditioning(*, model, params, waveform_models: WaveformModels, voice: Any = None) -> Voice:
+    """Both voice latents (and CVVP's mels) from a voice.
+
+    Args:
+      voice: None (the bundled LJ clip); a clip file, a folder of clips or a list of files; a list of 1-D
+        numpy clips at 22.05 kHz (Tortoise's `voice_samples`); a latents file (version 2, `.npz`, with both
+        latents); or a `VoiceLatents`.
+    Raises:
+      MissingDiffusionLatentError: latents without the diffusion latent (a version-1 `.npy`).
+      LatentsFileError: latents of the wrong width for these models.
+    """
+    from clvp_jax.audio import load_voice
+    from clvp_jax.generation.latents import LatentsFileError, VoiceLatents, get_conditioning_latents, load_voice_latents
+    from clvp_jax.pipeline import TEXT_NORMALIZER
+    from clvp_jax.processor import ClvpProcessor
+
+    width = waveform_models.diffusion_width
+    if isinstance(voice, (str, os.PathLike)) and Path(voice).is_file() and Path(voice).suffix in (".npz", ".npy"):
+        voice = load_voice_latents(voice, model, width)
+    if isinstance(voice, VoiceLatents):
+        where = voice.source or "the given latents"
+        diffusion = np.asarray(voice.require_diffusion(), np.float32).reshape(-1)
+        ar = np.asarray(voice.autoregressive, np.float32)
+        ar = ar.reshape(-1, ar.shape[-1]).mean(axis=0)  # [n, D] latents of several clips: their mean, as Tortoise
+        for name, value, want in (
+            ("autoregressive", ar, model.config.decoder_config.hidden_size),
+            ("diffusion", diffusion, width),
+        ):
+            if value.shape != (want,):
+                raise LatentsFileError(
+                    f"{where}: the {name} latent has width {value.shape[-1]} but the model expects {want}; recompute "
+                    "the latents with this checkpoint"
+                )
+        return Voice(ar, diffusion)
+    if voice is None:
+        from clvp_jax.assets import default_voice_path
+
+        voice = default_voice_path()
+    if isinstance(voice, (str, os.PathLike)) or (
+        isinstance(voice, (list, tuple)) and voice and not isinstance(voice[0], np.ndarray)
+    ):
+        clips = load_voice(voice, AR_SAMPLING_RATE)
+    else:
+        clips = [np.asarray(c, np.float32).reshape(-1) for c in voice]
+    features = ClvpProcessor.default(normalizer=TEXT_NORMALIZER).voice_features(
+        clips
+    )  # [n, 80, F] normalised AR mels (format_conditioning's)
+    ar = get_conditioning_latents(model, params, list(features))
+    return Voice(ar, diffusion_latent(waveform_models, clips), np.asarray(features, np.float32))
+
+
+# ---- one sample: AR latents -> diffusion -> vocoder ---------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4)
+def _aligned_fn(model: DiffusionTts):
+    def run(variables, latents, cond, *, frames):
+        return model.apply(variables, latents, cond, frames, method=DiffusionTts.timestep_independent)
+
+    return jax.jit(run, static_argnames="frames")
+
+
+@functools.lru_cache(maxsize=4)
+def _model_call(model: DiffusionTts):
+    # One function object per model, so the sampler's compiled loop is reused across samples of a length.
+    def call(variables, aligned, x, t, cond_free):
+        return model.apply(variables, x, t, aligned, cond_free)
+
+    return call
+
+
+def render_waveform(
+    waveform_models: WaveformModels,
+    latents: np.ndarray,
+    diffusion_latent: np.ndarray,
+    *,
+    sampler: SamplerConfig,
+    key: jax.Array | None = None,
+    noise: SamplerNoise | None = None,
+    vocoder_noise: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One sample: AR latents [1, m, D] -> (de-normalised mel [1, 100, L], waveform [1, 1, hop * L]).
+
+    Args:
+      latents: the (trimmed) AR latents of one candidate.
+      diffusion_latent: [W] or [1, W] the voice's diffusion conditioning latent.
+      sampler: the sampler settings.
+      key: the sample's key (diffusion draws from fold_in(key, 0), the vocoder's noise from fold_in(key, 1)); or
+      noise / vocoder_noise: given draws instead (`SamplerNoise`; z [1, Z, L + 10]), e.g. the original's recorded ones.
+    """
+    if key is None and (noise is None or vocoder_noise is None):
+        raise ValueError("render_waveform: pass key=, or both noise= and vocoder_noise=")
+    latents = jnp.asarray(latents, jnp.float32)
+    frames = output_frames(latents.shape[1])
+    cond = jnp.asarray(diffusion_latent, jnp.float32).reshape(1, -1)
+    variables = waveform_models.diffusion_variables
+    aligned = _aligned_fn(waveform_models.diffusion)(variables, latents, cond, frames=frames)  # [1, C, L]
+    model_fn = jax.tree_util.Partial(_model_call(waveform_models.diffusion), variables, aligned)
+    shape = (1, waveform_models.diffusion.config.in_channels, frames)
+    if noise is None:
+        x = sample(model_fn, shape, config=sampler, key=jax.random.fold_in(key, 0))
+    else:
+        x = sample(model_fn, shape, config=sampler, noise=noise)
+    mel = denormalize_tacotron_mel(x)[:, :, :frames]
+    vocoder_key = None if vocoder_noise is not None else jax.random.fold_in(key, 1)
+    wav = vocode(
+        waveform_models.vocoder_params,
+        mel,
+        config=waveform_models.vocoder_config,
+        key=vocoder_key,
+        z=None if vocoder_noise is None else jnp.asarray(vocoder_noise),
+    )
+    return np.asarray(mel), np.asarray(wav)
+
+
+def waveform_key(seed: int, chunk: int, candidate: int) -> jax.Array:
+    """The key of candidate `candidate` of chunk `chunk`'s waveform (see the module docstring)."""
+    key = jax.random.fold_in(jax.random.key(seed), WAVEFORM_STREAM)
+    return jax.random.fold_in(jax.random.fold_in(key, chunk), candidate)
+
+
+# ---- the pipeline -------------------------------------------------------------------------------------------
+
+
+def _mix_cvvp(chunk_candidates: list[Candidate], codes: np.ndarray, voice: Voice, wm: WaveformModels, amount: float):
+    """(scores [C], cvvp [C] or None) in candidate-index order."""
+    clvp = np.array([c.score for c in chunk_candidates], np.float64)
+    if amount <= 0:
+        return clvp, None
+    from clvp_jax.waveform.cvvp import cvvp_scores
+
+    cvvp = np.asarray(
+        cvvp_scores(wm.cvvp, wm.cvvp_params, jnp.asarray(voice.cvvp_mels), jnp.asarray(codes)), np.float64
+    )
+    return (cvvp if amount == 1 else cvvp * amount + clvp * (1 - amount)), cvvp
+
+
+def synthesize(
+    *,
+    text: str,
+    model,
+    params,
+    waveform_models: WaveformModels,
+    voice: Any = None,
+    preset: str | SpeechPreset = "fast",
+    k: int = 1,
+    sampler: str | None = None,
+    diffusion_steps: int | None = None,
+    candidates: int | None = None,
+    cvvp_amount: float = 0.0,
+    seed: int = 0,
+    max_new_tokens: int | None = None,
+    dtype: str = "float32",
+    progress: Progress | None = None,
+) -> SpeechResult:
+    """Speak `text` in `voice`: every chunk's candidates, the k best rendered to 24 kHz audio.
+
+    Args:
+      text: the text (long text is split into chunks that fit the model).
+      model, params: the AR + CLVP model (`pipeline.load_model`); waveform_models: diffusion + vocoder (+ CVVP).
+      voice: see `voice_conditioning` (None: the bundled LJ clip).
+      preset: a preset name (`waveform.presets.PRESET_NAMES`) or a ready `SpeechPreset`.
+      k: candidates rendered per chunk (the best k by score).
+      sampler, diffusion_steps, candidates: override the preset's sampler kind, steps and AR candidate count.
+      cvvp_amount: in [0, 1]; > 0 mixes CVVP into the ranking (needs a CVVP model and voice clips).
+      seed: every random draw derives from it (see the module docstring).
+      max_new_tokens: AR codes per candidate (default: Tortoise's 500, capped by the position table).
+      dtype: the AR stage's compute dtype ("float32" or "bfloat16"); the waveform stage runs in float32.
+      progress: progress(stage, done, total) after each unit of work.
+    Raises:
+      ValueError: bad settings (the message names them), or CVVP asked for without a CVVP model or clips.
+    """
+    settings = preset if isinstance(preset, SpeechPreset) else None
+    if settings is None:
+        settings = speech_preset(preset, sampler=sampler, diffusion_steps=diffusion_steps, candidates=candidates)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= settings.candidates:
+        raise ValueError(f"k must be an integer in [1, candidates = {settings.candidates}], got {k!r}")
+    if not 0 <= cvvp_amount <= 1:
+        raise ValueError(f"cvvp_amount must be in [0, 1], got {cvvp_amount!r}")
+    if cvvp_amount > 0 and waveform_models.cvvp is None:
+        raise ValueError(
+            "cvvp_amount > 0 needs the CVVP model: put Tortoise's cvvp.pth in the checkpoint folder (the packaged "
+            "default has none), or leave cvvp_amount at 0"
+        )
+    dec = model.config.decoder_config
+    voice = voice_conditioning(model=model, params=params, waveform_models=waveform_models, voice=voice)
+    if cvvp_amount > 0 and voice.cvvp_mels is None:
+        raise ValueError("cvvp_amount > 0 needs the voice clips (CVVP reads their mels), not a latents file")
+    say = progress or (lambda stage, done, total: None)
+    ranked: RankResult = rank_speech(
+        text=text,
+        model=model,
+        params=params,
+        latents=voice.autoregressive,
+        preset=settings.name,
+        candidates=settings.candidates,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        dtype=dtype,
+        progress=lambda done, total: say("candidates", done, total),
+    )
+    length = max(MAX_MEL_TOKENS, ranked.settings["max_new_tokens"])
+    length = min(length, dec.max_position_embeddings)  # [start, c_0 .. c_{m-2}] sit at positions 0 .. m - 1
+    from clvp_jax.pipeline import TEXT_NORMALIZER
+    from clvp_jax.text import ClvpTokenizer
+
+    tokenizer = ClvpTokenizer.from_pretrained(normalizer=TEXT_NORMALIZER)
+    fixing = dec.decoder_fixing_codes
+    steps_total = len(ranked.chunks) * k * settings.sampler.steps
+    chunks, steps_done, vocoded = [], 0, 0
+    for i, chunk in enumerate(ranked.chunks):
+        by_index = sorted(chunk.candidates, key=lambda c: c.index)
+        all_codes = fixed_codes(
+            [c.codes for c in by_index], length=length, stop_token=dec.eos_token_id, fixing_codes=fixing
+        )
+        scores, cvvp = _mix_cvvp(by_index, all_codes, voice, waveform_models, cvvp_amount)
+        order = sorted(range(len(by_index)), key=lambda j: (-scores[j], j))
+        best = order[:k]
+        # The chunk's text alone (padded to a bucket, masked): its latents do not depend on the other chunks.
+        enc = tokenizer([chunk.text], return_tensors="np")
+        ids, mask = _bucket(np.asarray(enc["input_ids"]), np.asarray(enc["attention_mask"]), dec, TEXT_BUCKET)
+        latents = ar_latents(
+            model, params, text_ids=ids, text_mask=mask, voice_latent=voice.autoregressive, codes=all_codes[best]
+        )
+        outputs = []
+        for r, j in enumerate(best):
+            keep = trim_length(all_codes[j], fixing[0])
+            _, wav = render_waveform(
+                waveform_models,
+                latents[r : r + 1, :keep],
+                voice.diffusion,
+                sampler=settings.sampler,
+                key=waveform_key(seed, i, by_index[j].index),
+            )
+            steps_done += settings.sampler.steps
+            say("diffusion", steps_done, steps_total)
+            vocoded += 1
+            say("vocoder", vocoded, len(ranked.chunks) * k)
+            outputs.append(
+                SpeechCandidate(
+                    by_index[j], float(scores[j]), None if cvvp is None else float(cvvp[j]), keep, wav.reshape(-1)
+                )
+            )
+        chunks.append(SpeechChunk(chunk.text, [by_index[j] for j in order], [float(scores[j]) for j in order], outputs))
+    info = dict(ranked.settings)
+    info |= {
+        "k": k,
+        "sampler": settings.sampler.kind,
+        "diffusion_steps": settings.sampler.steps,
+        "cond_free": settings.sampler.cond_free,
+        "cond_free_k": settings.sampler.cond_free_k,
+        "diffusion_temperature": settings.sampler.temperature,
+        "cvvp_amount": cvvp_amount,
+        "latent_length": length,
+    }
+    return SpeechResult(chunks, info, waveform_models.random_weights)
+
+
+def _bucket(ids: np.ndarray, mask: np.ndarray, dec, size: int) -> tuple[np.ndarray, np.ndarray]:
+    limit = dec.max_text_tokens - 3  # the prefix's text positions (generation checks the same limit)
+    T = ids.shape[1]
+    T2 = min(max(size, -(-T // size) * size), max(T, limit))
+    return np.pad(ids, ((0, 0), (0, T2 - T))), np.pad(mask, ((0, 0), (0, T2 - T)))
