@@ -22,6 +22,7 @@ from clvp_jax.generation import GenerationOptions, GenerationOutput, generate, g
 from clvp_jax.loading import CheckpointError, from_pretrained
 from clvp_jax.processor import ClvpProcessor
 from clvp_jax.text import ClvpTokenizer, split_text
+from clvp_jax.tts import TextToSpeech
 from clvp_jax.tuning import Tuning
 from clvp_jax.writing import export_hf, save_checkpoint
 
@@ -29,5 +30,6 @@ __all__ = ["ClvpConfig", "ClvpDecoderConfig", "ClvpEncoderConfig", "ConfigError"
 __all__ += ["ClvpFeatureExtractor", "ClvpProcessor", "ClvpTokenizer", "load_audio", "load_voice", "split_text"]
 __all__ += ["GenerationOptions", "GenerationOutput", "generate", "get_conditioning_latents", "warmup"]
 __all__ += ["CheckpointError", "export_hf", "from_pretrained", "save_checkpoint"]
+__all__ += ["TextToSpeech"]
 __all__ += ["Tuning"]
 __version__ = "0.1.0"

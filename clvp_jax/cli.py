@@ -1,6 +1,7 @@
 """`clvp-jax`: the command line, thin over `clvp_jax.pipeline` (and `convert.cli` for `convert`).
 
   clvp-jax generate "Some text." [--voice CLIP_OR_FOLDER | --latents F.npy] [--checkpoint DIR] [--preset P]
+  clvp-jax speak "Some text." [--voice CLIPS | latents.npz] [--checkpoint DIR] [--preset P] -o out.wav
   clvp-jax latents --voice CLIPS... --out voice.npy
   clvp-jax score "Some text." --speech-ids 12,55,903 [--speech-ids ...] | --speech-file codes.npy
   clvp-jax convert SRC DST [--format clvp-jax|hf] [--dtype ...] [--dry-run] [--force]
@@ -149,6 +150,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_speak(args: argparse.Namespace) -> int:
+    from clvp_jax.cli_speak import cmd_speak as run
+
+    return run(args, usage_error=UsageError, say=_say)
+
+
 def cmd_latents(args: argparse.Namespace) -> int:
     from clvp_jax import pipeline
     from clvp_jax.generation.latents import save_conditioning_latents
@@ -267,6 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--show", type=int, default=3, help="candidates to list per chunk")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=cmd_generate)
+
+    from clvp_jax.cli_speak import add_arguments as add_speak_arguments
+
+    sp = sub.add_parser("speak", help="text + voice -> 24 kHz WAV (AR candidates, diffusion, vocoder)")
+    add_speak_arguments(sp)
+    sp.set_defaults(func=cmd_speak)
 
     lat = sub.add_parser("latents", help="voice clips -> a saved conditioning latent (.npy)")
     _common(lat)

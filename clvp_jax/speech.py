@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from clvp_jax.audio.univnet_mel import SAMPLING_RATE, denormalize_tacotron_mel
-from clvp_jax.pipeline import Candidate, RankResult, rank_speech
+from clvp_jax.pipeline import Candidate, ChunkResult, RankResult, rank_speech
 from clvp_jax.waveform.ar_latents import MAX_MEL_TOKENS, ar_latents, fixed_codes, trim_length
 from clvp_jax.waveform.bundle import WaveformModels
 from clvp_jax.waveform.diffusion import DiffusionTts
@@ -174,7 +174,7 @@ def voice_conditioning(*, model, params, waveform_models: WaveformModels, voice:
     """Both voice latents (and CVVP's mels) from a voice.
 
     Args:
-      voice: None (the bundled LJ clip); a clip file, a folder of clips or a list of files; a list of 1-D
+      voice: a `Voice` (returned as is); None (the bundled LJ clip); a clip file, a folder of clips or a list of files; a list of 1-D
         numpy clips at 22.05 kHz (Tortoise's `voice_samples`); a latents file (version 2, `.npz`, with both
         latents); or a `VoiceLatents`.
     Raises:
@@ -186,6 +186,8 @@ def voice_conditioning(*, model, params, waveform_models: WaveformModels, voice:
     from clvp_jax.pipeline import TEXT_NORMALIZER
     from clvp_jax.processor import ClvpProcessor
 
+    if isinstance(voice, Voice):
+        return voice
     width = waveform_models.diffusion_width
     if isinstance(voice, (str, os.PathLike)) and Path(voice).is_file() and Path(voice).suffix in (".npz", ".npy"):
         voice = load_voice_latents(voice, model, width)
@@ -307,6 +309,73 @@ def _mix_cvvp(chunk_candidates: list[Candidate], codes: np.ndarray, voice: Voice
     return (cvvp if amount == 1 else cvvp * amount + clvp * (1 - amount)), cvvp
 
 
+def latent_length(model, max_new_tokens: int) -> int:
+    """Codes m every candidate is padded to before fixing: Tortoise's 500 (or more, for longer candidates), capped
+    by the decoder's position table ([start, c_0 .. c_{m-2}] sit at positions 0 .. m - 1)."""
+    return min(max(MAX_MEL_TOKENS, max_new_tokens), model.config.decoder_config.max_position_embeddings)
+
+
+def render_chunk(
+    chunk: ChunkResult,
+    *,
+    index: int,
+    model,
+    params,
+    waveform_models: WaveformModels,
+    voice: Voice,
+    sampler: SamplerConfig,
+    k: int = 1,
+    cvvp_amount: float = 0.0,
+    seed: int = 0,
+    length: int = MAX_MEL_TOKENS,
+    progress: Progress | None = None,
+) -> SpeechChunk:
+    """The waveform stage of one chunk: (CVVP mix,) the k best, their AR latents, trim, diffusion, vocoder.
+
+    Depends only on its arguments: chunk `index` i's candidate c draws from `waveform_key(seed, i, c)`, and its
+    text is tokenized alone, so the result is the same whatever other chunks the text has.
+
+    Args:
+      chunk: the chunk's candidates as `rank_speech` ranked them (CLVP scores).
+      index: the chunk's index in its text (part of every key).
+      voice: both latents (`voice_conditioning`); sampler: the diffusion settings.
+      length: codes m each candidate is padded to (`latent_length`).
+      progress: progress(stage, done, total) for "diffusion" (steps) and "vocoder" (samples) of this chunk.
+    """
+    say = progress or (lambda stage, done, total: None)
+    dec = model.config.decoder_config
+    fixing = dec.decoder_fixing_codes
+    by_index = sorted(chunk.candidates, key=lambda c: c.index)
+    all_codes = fixed_codes(
+        [c.codes for c in by_index], length=length, stop_token=dec.eos_token_id, fixing_codes=fixing
+    )
+    scores, cvvp = _mix_cvvp(by_index, all_codes, voice, waveform_models, cvvp_amount)
+    order = sorted(range(len(by_index)), key=lambda j: (-scores[j], j))
+    best = order[:k]
+    from clvp_jax.pipeline import TEXT_NORMALIZER
+    from clvp_jax.text import ClvpTokenizer
+
+    enc = ClvpTokenizer.from_pretrained(normalizer=TEXT_NORMALIZER)([chunk.text], return_tensors="np")
+    ids, mask = _bucket(np.asarray(enc["input_ids"]), np.asarray(enc["attention_mask"]), dec, TEXT_BUCKET)
+    outputs = []
+    say("diffusion", 0, k * sampler.steps)
+    say("vocoder", 0, k)
+    for r, j in enumerate(best):
+        # One row per call: batched rows differ from single ones in the last float32 ulp, which the diffusion
+        # amplifies to ~1e-2, and a candidate's waveform should not depend on k. (The pass is cheap: one row.)
+        latents = ar_latents(
+            model, params, text_ids=ids, text_mask=mask, voice_latent=voice.autoregressive, codes=all_codes[j : j + 1]
+        )
+        keep = trim_length(all_codes[j], fixing[0])
+        key = waveform_key(seed, index, by_index[j].index)
+        _, wav = render_waveform(waveform_models, latents[:, :keep], voice.diffusion, sampler=sampler, key=key)
+        say("diffusion", (r + 1) * sampler.steps, k * sampler.steps)
+        say("vocoder", r + 1, k)
+        cvvp_score = None if cvvp is None else float(cvvp[j])
+        outputs.append(SpeechCandidate(by_index[j], float(scores[j]), cvvp_score, keep, wav.reshape(-1)))
+    return SpeechChunk(chunk.text, [by_index[j] for j in order], [float(scores[j]) for j in order], outputs)
+
+
 def synthesize(
     *,
     text: str,
@@ -354,7 +423,6 @@ def synthesize(
             "cvvp_amount > 0 needs the CVVP model: put Tortoise's cvvp.pth in the checkpoint folder (the packaged "
             "default has none), or leave cvvp_amount at 0"
         )
-    dec = model.config.decoder_config
     voice = voice_conditioning(model=model, params=params, waveform_models=waveform_models, voice=voice)
     if cvvp_amount > 0 and voice.cvvp_mels is None:
         raise ValueError("cvvp_amount > 0 needs the voice clips (CVVP reads their mels), not a latents file")
@@ -371,49 +439,30 @@ def synthesize(
         dtype=dtype,
         progress=lambda done, total: say("candidates", done, total),
     )
-    length = max(MAX_MEL_TOKENS, ranked.settings["max_new_tokens"])
-    length = min(length, dec.max_position_embeddings)  # [start, c_0 .. c_{m-2}] sit at positions 0 .. m - 1
-    from clvp_jax.pipeline import TEXT_NORMALIZER
-    from clvp_jax.text import ClvpTokenizer
-
-    tokenizer = ClvpTokenizer.from_pretrained(normalizer=TEXT_NORMALIZER)
-    fixing = dec.decoder_fixing_codes
-    steps_total = len(ranked.chunks) * k * settings.sampler.steps
-    chunks, steps_done, vocoded = [], 0, 0
+    length = latent_length(model, ranked.settings["max_new_tokens"])
+    n_chunks = len(ranked.chunks)
+    chunks = []
     for i, chunk in enumerate(ranked.chunks):
-        by_index = sorted(chunk.candidates, key=lambda c: c.index)
-        all_codes = fixed_codes(
-            [c.codes for c in by_index], length=length, stop_token=dec.eos_token_id, fixing_codes=fixing
-        )
-        scores, cvvp = _mix_cvvp(by_index, all_codes, voice, waveform_models, cvvp_amount)
-        order = sorted(range(len(by_index)), key=lambda j: (-scores[j], j))
-        best = order[:k]
-        # The chunk's text alone (padded to a bucket, masked): its latents do not depend on the other chunks.
-        enc = tokenizer([chunk.text], return_tensors="np")
-        ids, mask = _bucket(np.asarray(enc["input_ids"]), np.asarray(enc["attention_mask"]), dec, TEXT_BUCKET)
-        latents = ar_latents(
-            model, params, text_ids=ids, text_mask=mask, voice_latent=voice.autoregressive, codes=all_codes[best]
-        )
-        outputs = []
-        for r, j in enumerate(best):
-            keep = trim_length(all_codes[j], fixing[0])
-            _, wav = render_waveform(
-                waveform_models,
-                latents[r : r + 1, :keep],
-                voice.diffusion,
+
+        def chunk_progress(stage: str, done: int, total: int, i=i) -> None:
+            say(stage, i * total + done, n_chunks * total)  # every chunk has the same amount of work
+
+        chunks.append(
+            render_chunk(
+                chunk,
+                index=i,
+                model=model,
+                params=params,
+                waveform_models=waveform_models,
+                voice=voice,
                 sampler=settings.sampler,
-                key=waveform_key(seed, i, by_index[j].index),
+                k=k,
+                cvvp_amount=cvvp_amount,
+                seed=seed,
+                length=length,
+                progress=chunk_progress,
             )
-            steps_done += settings.sampler.steps
-            say("diffusion", steps_done, steps_total)
-            vocoded += 1
-            say("vocoder", vocoded, len(ranked.chunks) * k)
-            outputs.append(
-                SpeechCandidate(
-                    by_index[j], float(scores[j]), None if cvvp is None else float(cvvp[j]), keep, wav.reshape(-1)
-                )
-            )
-        chunks.append(SpeechChunk(chunk.text, [by_index[j] for j in order], [float(scores[j]) for j in order], outputs))
+        )
     info = dict(ranked.settings)
     info |= {
         "k": k,

@@ -1,0 +1,127 @@
+"""`TextToSpeech`: the Python entry point in the spirit of Tortoise's `tortoise.api.TextToSpeech`.
+
+    tts = TextToSpeech()                         # packaged default: RANDOM weights, meaningless audio
+    tts = TextToSpeech("models/")                # a Tortoise models folder (autoregressive.pth, clvp2.pth,
+                                                 # diffusion_decoder.pth, vocoder.pth[, cvvp.pth])
+    result = tts.tts_with_preset("Hello.", voice_samples=clips, preset="fast")
+    result.waveform                              # float32 [samples] in [-1, 1] at 24 kHz (the best candidate)
+    result.chunks[0].ranked                      # every candidate, best first
+
+Differences from Tortoise's: the result carries everything (waveforms of the k best, joined over the chunks of a
+long text, and the ranked candidates with their scores) instead of a tensor or a list of tensors; every draw comes
+from `seed`; `voice_samples` are 1-D numpy clips at 22.05 kHz (or files / a folder), `voice` a saved latents file
+or `VoiceLatents`. The diffusion decoder and vocoder are loaded on first use, so a codes-only checkpoint still
+builds, and `tts_with_preset` on it raises `MissingAudioModelsError` naming the missing files.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from clvp_jax.speech import Progress, SpeechResult, Voice, synthesize, voice_conditioning
+from clvp_jax.waveform.bundle import WaveformModels, default_waveform_models, load_waveform_models
+
+
+class TextToSpeech:
+    """Text + voice -> 24 kHz speech with one checkpoint.
+
+    Args:
+      checkpoint: None (the packaged default: tiny random weights, real vocabulary) or a checkpoint folder that
+        `clvp_jax.from_pretrained` reads; audio also needs `diffusion_decoder.pth` and `vocoder.pth` in it.
+      dtype: compute dtype of the AR stage ("float32" or "bfloat16").
+    """
+
+    def __init__(self, checkpoint: str | os.PathLike | None = None, *, dtype: str = "float32") -> None:
+        from clvp_jax.pipeline import load_model
+
+        self.checkpoint = checkpoint
+        self.dtype = dtype
+        self.model, self.params = load_model(checkpoint, dtype=dtype)
+        self._waveform: WaveformModels | None = None
+
+    @property
+    def random_weights(self) -> bool:
+        """True for the packaged default: its speech is meaningless."""
+        return self.checkpoint is None
+
+    def waveform_models(self, *, with_cvvp: bool = False) -> WaveformModels:
+        """The diffusion decoder and vocoder (and CVVP with `with_cvvp`, if the folder has it), loaded once."""
+        wm = self._waveform
+        if wm is None or (with_cvvp and wm.cvvp is None and not wm.random_weights):
+            if self.checkpoint is None:
+                wm = default_waveform_models(self.model.config.decoder_config.hidden_size)
+            else:
+                wm = load_waveform_models(self.checkpoint, with_cvvp=with_cvvp)
+            self._waveform = wm
+        return wm
+
+    def get_conditioning_latents(self, voice_samples: Any = None) -> Voice:
+        """The AR and diffusion latents of a voice (clips, files or a folder; None: the bundled LJ clip).
+
+        Save them with `clvp_jax.generation.latents.save_conditioning_latents(path, v.autoregressive, v.diffusion)`.
+        """
+        return voice_conditioning(
+            model=self.model, params=self.params, waveform_models=self.waveform_models(), voice=voice_samples
+        )
+
+    def tts_with_preset(
+        self,
+        text: str,
+        *,
+        voice_samples: Sequence[np.ndarray] | str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+        voice: Any = None,
+        preset: str = "fast",
+        k: int = 1,
+        sampler: str | None = None,
+        diffusion_steps: int | None = None,
+        candidates: int | None = None,
+        cvvp_amount: float = 0.0,
+        seed: int = 0,
+        max_new_tokens: int | None = None,
+        progress: Progress | None = None,
+    ) -> SpeechResult:
+        """Speak `text` with a Tortoise preset ("ultra_fast", "fast", "standard", "high_quality").
+
+        Args:
+          text: what to say (long text is split into chunks; their waveforms are joined).
+          voice_samples: clips of the voice (1-D float numpy arrays at 22.05 kHz), clip files or a folder.
+          voice: instead, saved latents (a version-2 latents file, a `VoiceLatents` or a `Voice`).
+          preset: candidates and diffusion settings; k: candidates rendered per chunk (best first).
+          sampler: "ddpm" (Tortoise's), "ddim" or "dpm++2m"; diffusion_steps: override the preset's steps.
+          candidates: AR candidates per chunk (overrides the preset's count).
+          cvvp_amount: mix CVVP into the ranking (0..1; needs `cvvp.pth` and voice clips).
+          seed: the seed of every random draw (same seed, same waveform).
+          max_new_tokens: AR codes per candidate (Tortoise: 500).
+          progress: progress(stage, done, total) for "candidates", "diffusion" and "vocoder".
+        Returns:
+          `SpeechResult`: `.waveform` (best, float32, 24 kHz), `.waveforms` (the k best), `.chunks` (per chunk:
+          ranked candidates, scores, rendered outputs).
+        Raises:
+          MissingAudioModelsError: the checkpoint has no diffusion decoder / vocoder files.
+          ValueError: bad settings; both or neither of voice_samples / voice given where one is needed.
+        """
+        if voice_samples is not None and voice is not None:
+            raise ValueError("give voice_samples (clips) or voice (saved latents), not both")
+        wm = self.waveform_models(with_cvvp=cvvp_amount > 0)
+        source = voice if voice is not None else voice_samples
+        return synthesize(
+            text=text,
+            model=self.model,
+            params=self.params,
+            waveform_models=wm,
+            voice=source,
+            preset=preset,
+            k=k,
+            sampler=sampler,
+            diffusion_steps=diffusion_steps,
+            candidates=candidates,
+            cvvp_amount=cvvp_amount,
+            seed=seed,
+            max_new_tokens=max_new_tokens,
+            dtype=self.dtype,
+            progress=progress,
+        )

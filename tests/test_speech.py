@@ -1,0 +1,297 @@
+"""The speech pipeline (`clvp_jax.speech`, `TextToSpeech`, `clvp-jax speak`): text + voice -> 24 kHz WAV.
+
+Oracles: tests/data/tortoise_tiny (the ORIGINAL UnifiedVoice's `return_latent=True` output, `ar_latent`, and its
+`fix_autoregressive_output` rows) and tests/data/tortoise_tiny_waveform (the original `do_spectrogram_diffusion` +
+`vocoder.inference` end to end with every random draw recorded). The whole-pipeline tests run the tiny original AR
+model (its 34-row text table makes a two-sentence text two chunks, and its 44 positions keep candidates short)
+with the packaged default's random diffusion decoder and vocoder; the CLI test runs the packaged default itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clvp_jax.pipeline import ChunkResult
+from clvp_jax.speech import (
+    SpeechResult,
+    output_frames,
+    render_chunk,
+    render_waveform,
+    synthesize,
+    voice_conditioning,
+)
+from clvp_jax.waveform.ar_latents import ar_latents, fixed_codes, trim_length
+from clvp_jax.waveform.bundle import MissingAudioModelsError, default_waveform_models, load_waveform_models
+from clvp_jax.waveform.presets import speech_preset
+from clvp_jax.waveform.sampler import SamplerConfig, SamplerNoise
+
+DATA = Path(__file__).resolve().parent / "data"
+TINY = DATA / "tortoise_tiny"
+TINY_WAVEFORM = DATA / "tortoise_tiny_waveform"
+ROOT = Path(__file__).resolve().parents[1]
+torch = pytest.importorskip("torch")  # the original-format fixtures are .pth files
+
+TWO_CHUNKS = "Hello world, this is the first sentence. And here is another one, a little longer than that."
+# Small enough to be quick, big enough to rank: 3 candidates of at most 10 codes, 4 diffusion steps.
+FAST = dict(preset="ultra_fast", candidates=3, diffusion_steps=4, max_new_tokens=10)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """The tiny original AR + CLVP model and the packaged default's waveform models (width 64 both)."""
+    from clvp_jax.pipeline import load_model
+
+    model, params = load_model(TINY)
+    return model, params, default_waveform_models(model.config.decoder_config.hidden_size)
+
+
+@pytest.fixture(scope="module")
+def tiny_ref():
+    return dict(np.load(TINY / "reference.npz"))
+
+
+# ---- AR latents --------------------------------------------------------------------------------------------
+
+
+def test_ar_latents_match_the_original_return_latent(tiny, tiny_ref):
+    model, params, _ = tiny
+    ref = tiny_ref
+    for row in range(2):
+        # api-style text ids end in the stop token 0, which generation's prefix adds itself: drop it.
+        got = ar_latents(
+            model,
+            params,
+            text_ids=ref["text_ids"][row, :-1],
+            voice_latent=ref["cond_latents"][row],
+            codes=ref["mel_codes"][row : row + 1],
+        )
+        assert got.shape == ref["ar_latent"][row : row + 1].shape
+        # fp32 through 2 GPT-2 layers and two LayerNorms with O(1) random weights: 1.2e-6 seen; a state one
+        # position off (the start token, a missing position, the prefix) moves them by O(1).
+        np.testing.assert_allclose(got, ref["ar_latent"][row : row + 1], rtol=0, atol=1e-5)
+
+
+def test_ar_latents_of_k_rows_equal_each_row_alone(tiny, tiny_ref):
+    model, params, _ = tiny
+    codes = tiny_ref["clvp_codes"][:, :20]  # four fixed rows (CLVP's vocabulary: 0..255)
+    text = tiny_ref["clvp_text0_ids"][0, :-1]
+    voice = tiny_ref["cond_latents"][0]
+    batched = ar_latents(model, params, text_ids=text, voice_latent=voice, codes=codes)
+    for j in range(codes.shape[0]):
+        alone = ar_latents(model, params, text_ids=text, voice_latent=voice, codes=codes[j : j + 1])
+        # The same float32 program on other batch sizes: summation order only (a few ulps of O(1) values).
+        np.testing.assert_allclose(batched[j : j + 1], alone, rtol=0, atol=2e-6)
+    assert np.abs(batched[0] - batched[1]).max() > 0.1  # the rows really differ
+
+
+def test_ar_latents_reject_codes_and_lengths_the_model_cannot_take(tiny):
+    model, params, _ = tiny
+    with pytest.raises(ValueError, match=r"codes must be in \[0, 258\)"):
+        ar_latents(model, params, text_ids=[5, 6], voice_latent=np.zeros(64), codes=np.array([[3, 300]]))
+    with pytest.raises(ValueError, match="the table has 44 rows"):
+        ar_latents(model, params, text_ids=[5, 6], voice_latent=np.zeros(64), codes=np.zeros((1, 45), np.int64))
+
+
+def test_fixed_codes_are_the_originals_fix_autoregressive_output(tiny_ref):
+    raw = tiny_ref["clvp_codes_raw"]  # generate output padded with the stop token 257 to 24
+    codes = [list(r[: np.flatnonzero(r == 257)[0]]) if (r == 257).any() else list(r) for r in raw]
+    got = fixed_codes(codes, length=24, stop_token=257, fixing_codes=(83, 45, 45, 248))
+    np.testing.assert_array_equal(got, tiny_ref["clvp_codes"])
+    with pytest.raises(ValueError, match="more than the length 3"):
+        fixed_codes([[1, 2, 3, 4]], length=3, stop_token=257, fixing_codes=(83, 45, 45, 248))
+
+
+@pytest.mark.parametrize(
+    "codes,keep",
+    [
+        ([5, 6, 7], 3),  # no calm code: everything
+        ([5] + [83] * 8 + [6], 10),  # a run of exactly 8 is kept whole ("more than 8" cuts)
+        ([5] + [83] * 9 + [6], 9),  # the 9th calm code is where it cuts: 8 of them stay
+        ([83] * 12, 8),  # a run from the start
+        ([1] + [83] * 8 + [2] + [83] * 20, 18),  # the first run is too short, the second cuts
+        ([1, 2] + [83] * 5 + [45, 45, 248], 10),  # a fixed tail after a short run stays
+    ],
+)
+def test_trim_length(codes, keep):
+    assert trim_length(np.array(codes)) == keep
+    assert trim_length(np.array(codes), max_run=100) == len(codes)  # a rule that never fires keeps all
+
+
+# ---- the waveform stage against the original ---------------------------------------------------------------
+
+
+def test_waveform_stage_matches_the_original_end_to_end():
+    ref = dict(np.load(TINY_WAVEFORM / "reference.npz"))
+    wm = load_waveform_models(TINY_WAVEFORM)  # also: the Tortoise-folder loader, kwargs from original_config.json
+    cfg = SamplerConfig(kind="ddpm", steps=5, cond_free=True, cond_free_k=2.0, temperature=1.0)
+    noise = SamplerNoise(init=ref["e2e_noise_init"], steps=ref["e2e_noises"])
+    mel, wav = render_waveform(
+        wm, ref["e2e_ar_latents"], ref["diff_cond_latent"], sampler=cfg, noise=noise, vocoder_noise=ref["e2e_voc_z"]
+    )
+    assert output_frames(13) == mel.shape[-1] == 56
+    # The sampler's error budget (tests/test_waveform_sampler.py): the first step multiplies the model's 6e-5 by
+    # sqrt(1/abar - 1) = 153 before clipping, the de-normalised mel takes x 6.9: 1.3e-3 seen. A wrong step,
+    # table, guidance or noise order moves it by > 0.05.
+    np.testing.assert_allclose(mel, ref["e2e_mel"], rtol=0, atol=7e-3)
+    # The vocoder squashes that through tanh: 5.0e-5 seen on samples up to 1.0; a wrong mel frame or noise
+    # moves samples by O(0.1).
+    np.testing.assert_allclose(wav, ref["e2e_wav"], rtol=0, atol=5e-4)
+
+
+# ---- the whole pipeline ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def spoken(tiny) -> SpeechResult:
+    model, params, wm = tiny
+    return synthesize(text=TWO_CHUNKS, model=model, params=params, waveform_models=wm, k=2, seed=3, **FAST)
+
+
+def test_pipeline_writes_finite_24khz_audio_of_the_expected_length(spoken):
+    assert len(spoken.chunks) == 2  # the tiny model's 31 text tokens split the text
+    assert spoken.sampling_rate == 24000 and spoken.random_weights
+    for chunk in spoken.chunks:
+        assert len(chunk.outputs) == 2 and len(chunk.ranked) == 3
+        assert chunk.scores == sorted(chunk.scores, reverse=True)
+        assert [o.candidate.index for o in chunk.outputs] == [c.index for c in chunk.ranked[:2]]
+        for out in chunk.outputs:
+            # <= 10 codes, then calm codes from the padding: the trim keeps the codes and 8 calm frames.
+            assert out.frames == trim_length(
+                fixed_codes([out.candidate.codes], length=44, stop_token=257, fixing_codes=(83, 45, 45, 248))[0]
+            )
+            assert out.frames <= 10 + 8
+            wav = out.waveform
+            assert wav.dtype == np.float32 and wav.shape == (256 * output_frames(out.frames),)
+            assert np.isfinite(wav).all() and np.abs(wav).max() <= 1.0 and wav.std() > 1e-3
+    joined = spoken.waveforms
+    assert len(joined) == 2
+    np.testing.assert_array_equal(joined[0], np.concatenate([c.waveform for c in spoken.chunks]))
+
+
+def test_same_seed_same_waveform_other_seed_other_waveform(tiny, spoken):
+    model, params, wm = tiny
+    again = synthesize(text=TWO_CHUNKS, model=model, params=params, waveform_models=wm, k=2, seed=3, **FAST)
+    for a, b in zip(again.waveforms, spoken.waveforms, strict=True):
+        np.testing.assert_array_equal(a, b)
+    other = synthesize(text=TWO_CHUNKS, model=model, params=params, waveform_models=wm, k=1, seed=4, **FAST)
+    first = spoken.chunks[0].outputs[0]
+    assert other.chunks[0].outputs[0].waveform.shape != first.waveform.shape or not np.array_equal(
+        other.chunks[0].outputs[0].waveform, first.waveform
+    )
+
+
+def test_a_chunks_waveform_does_not_depend_on_the_other_chunks_or_k(tiny, spoken):
+    model, params, wm = tiny
+    voice = voice_conditioning(model=model, params=params, waveform_models=wm)
+    sampler = speech_preset("ultra_fast", diffusion_steps=4).sampler
+    chunk = spoken.chunks[1]
+    alone = render_chunk(
+        ChunkResult(chunk.text, chunk.ranked),
+        index=1,
+        model=model,
+        params=params,
+        waveform_models=wm,
+        voice=voice,
+        sampler=sampler,
+        k=1,  # only the best: rank 0 of k = 2 must not change
+        seed=3,
+        length=44,
+    )
+    np.testing.assert_array_equal(alone.waveform, chunk.waveform)
+
+
+def test_saved_latents_give_the_waveform_of_the_clips(tiny, spoken, tmp_path):
+    from clvp_jax.generation.latents import save_conditioning_latents
+
+    model, params, wm = tiny
+    voice = voice_conditioning(model=model, params=params, waveform_models=wm)
+    path = save_conditioning_latents(tmp_path / "voice.npz", voice.autoregressive, voice.diffusion)
+    from_file = synthesize(
+        text=TWO_CHUNKS, model=model, params=params, waveform_models=wm, k=2, seed=3, voice=path, **FAST
+    )
+    np.testing.assert_array_equal(from_file.waveform, spoken.waveform)
+    codes_only = save_conditioning_latents(tmp_path / "voice.npy", voice.autoregressive)
+    with pytest.raises(ValueError, match="diffusion conditioning latent"):
+        synthesize(text="Hi.", model=model, params=params, waveform_models=wm, voice=codes_only, **FAST)
+
+
+def test_bad_settings_are_named(tiny):
+    model, params, wm = tiny
+    with pytest.raises(ValueError, match="unknown sampler 'euler'"):
+        synthesize(text="Hi.", model=model, params=params, waveform_models=wm, sampler="euler")
+    with pytest.raises(ValueError, match=r"k must be an integer in \[1, candidates = 3\]"):
+        synthesize(text="Hi.", model=model, params=params, waveform_models=wm, k=4, **FAST)
+    with pytest.raises(ValueError, match="cvvp.pth"):
+        synthesize(text="Hi.", model=model, params=params, waveform_models=wm, cvvp_amount=0.5, **FAST)
+
+
+def test_presets_carry_both_stages():
+    fast = speech_preset("fast")
+    assert (fast.candidates, fast.sampler.steps, fast.sampler.cond_free, fast.sampler.kind) == (96, 80, True, "ddpm")
+    ultra = speech_preset("ultra_fast", sampler="dpm++2m", diffusion_steps=12)
+    assert (ultra.candidates, ultra.sampler.steps, ultra.sampler.cond_free, ultra.sampler.kind) == (
+        16,
+        12,
+        False,
+        "dpm++2m",
+    )
+    assert speech_preset("standard").sampler.steps == 200 and speech_preset("high_quality").sampler.steps == 400
+    with pytest.raises(ValueError, match="unknown preset 'slow'"):
+        speech_preset("slow")
+
+
+# ---- checkpoints without audio files -----------------------------------------------------------------------
+
+
+def test_an_ar_clvp_only_checkpoint_names_the_missing_audio_files(tmp_path):
+    with pytest.raises(MissingAudioModelsError, match="diffusion_decoder.pth or vocoder.pth") as err:
+        load_waveform_models(TINY)
+    assert "makes speech codes" in str(err.value)
+    # One of the two present: only the other is named.
+    (tmp_path / "vocoder.pth").write_bytes((TINY_WAVEFORM / "vocoder.pth").read_bytes())
+    with pytest.raises(MissingAudioModelsError, match=r"has no diffusion_decoder.pth:"):
+        load_waveform_models(tmp_path)
+
+
+def test_speak_on_a_codes_only_checkpoint_is_a_one_line_error(tmp_path, capsys):
+    from clvp_jax.cli import main
+
+    code = main(["speak", "Hello.", "--checkpoint", str(TINY), "-o", str(tmp_path / "x.wav"), "--quiet"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "diffusion_decoder.pth or vocoder.pth" in err and "Traceback" not in err
+    assert not (tmp_path / "x.wav").exists()
+
+
+# ---- the CLI, packaged default ------------------------------------------------------------------------------
+
+
+def test_cli_speak_writes_the_wav_with_the_packaged_default(tmp_path):
+    import soundfile as sf
+
+    out = tmp_path / "hello.wav"
+    cmd = [sys.executable, "-m", "clvp_jax.cli", "speak", "Hello there.", "-o", str(out), "--quiet"]
+    cmd += ["--candidates", "2", "--max-new-tokens", "12", "--diffusion-steps", "3", "--sampler", "ddim"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "RANDOM weights" in proc.stderr and "RANDOM weights" in proc.stdout
+    with sf.SoundFile(out) as f:
+        assert (f.samplerate, f.channels) == (24000, 1)
+        assert "RANDOM weights" in f.comment
+        wav = f.read(dtype="float32")
+    info = json.loads(out.with_suffix(".json").read_text())
+    frames = info["chunks"][0]["outputs"][0]["latent_frames"]
+    assert wav.shape == (256 * output_frames(frames),) and frames <= 12 + 8
+    assert np.isfinite(wav).all() and np.abs(wav).max() <= 1.0
+    assert info["settings"]["sampler"] == "ddim" and info["settings"]["diffusion_steps"] == 3
+    # An existing output is not replaced without --force.
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 2 and "--force" in proc.stderr
