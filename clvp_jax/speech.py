@@ -296,16 +296,25 @@ def waveform_key(seed: int, chunk: int, candidate: int) -> jax.Array:
 # ---- the pipeline -------------------------------------------------------------------------------------------
 
 
-def _mix_cvvp(chunk_candidates: list[Candidate], codes: np.ndarray, voice: Voice, wm: WaveformModels, amount: float):
-    """(scores [C], cvvp [C] or None) in candidate-index order."""
-    clvp = np.array([c.score for c in chunk_candidates], np.float64)
+def mix_scores(
+    clvp: np.ndarray, codes: np.ndarray, cvvp_mels: np.ndarray | None, waveform_models: WaveformModels, amount: float
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The ranking scores of one chunk's candidates as `api.tts` mixes them.
+
+    Args:
+      clvp: [C] CLVP scores; codes: [C, m] the fixed codes; cvvp_mels: [n, 80, F] the voice clips' AR mels.
+      amount: `cvvp_amount`; 0 keeps CLVP (CVVP is not run), 1 uses CVVP alone, else
+        amount * CVVP + (1 - amount) * CLVP, where CVVP is the mean over the n clips of each clip's score.
+    Returns:
+      (scores [C] float64, the CVVP scores [C] or None when not run).
+    """
+    clvp = np.asarray(clvp, np.float64)
     if amount <= 0:
         return clvp, None
     from clvp_jax.waveform.cvvp import cvvp_scores
 
-    cvvp = np.asarray(
-        cvvp_scores(wm.cvvp, wm.cvvp_params, jnp.asarray(voice.cvvp_mels), jnp.asarray(codes)), np.float64
-    )
+    mels, codes = jnp.asarray(cvvp_mels), jnp.asarray(codes)
+    cvvp = np.asarray(cvvp_scores(waveform_models.cvvp, waveform_models.cvvp_params, mels, codes), np.float64)
     return (cvvp if amount == 1 else cvvp * amount + clvp * (1 - amount)), cvvp
 
 
@@ -349,7 +358,7 @@ def render_chunk(
     all_codes = fixed_codes(
         [c.codes for c in by_index], length=length, stop_token=dec.eos_token_id, fixing_codes=fixing
     )
-    scores, cvvp = _mix_cvvp(by_index, all_codes, voice, waveform_models, cvvp_amount)
+    scores, cvvp = mix_scores([c.score for c in by_index], all_codes, voice.cvvp_mels, waveform_models, cvvp_amount)
     order = sorted(range(len(by_index)), key=lambda j: (-scores[j], j))
     best = order[:k]
     from clvp_jax.pipeline import TEXT_NORMALIZER

@@ -21,6 +21,7 @@ import pytest
 from clvp_jax.pipeline import ChunkResult
 from clvp_jax.speech import (
     SpeechResult,
+    mix_scores,
     output_frames,
     render_chunk,
     render_waveform,
@@ -143,6 +144,23 @@ def test_waveform_stage_matches_the_original_end_to_end():
     # The vocoder squashes that through tanh: 5.0e-5 seen on samples up to 1.0; a wrong mel frame or noise
     # moves samples by O(0.1).
     np.testing.assert_allclose(wav, ref["e2e_wav"], rtol=0, atol=5e-4)
+
+
+@pytest.mark.parametrize("amount", [0.0, 0.25, 1.0])
+def test_cvvp_is_mixed_into_the_ranking_as_tortoise_mixes_it(amount):
+    ref = dict(np.load(TINY_WAVEFORM / "reference.npz"))
+    wm = load_waveform_models(TINY_WAVEFORM, with_cvvp=True)  # cvvp.pth read only when asked for
+    assert wm.cvvp is not None and load_waveform_models(TINY_WAVEFORM).cvvp is None
+    clvp = np.array([1.0, -2.0, 0.5, 3.0])
+    scores, cvvp = mix_scores(clvp, ref["cvvp_codes"], ref["cvvp_cond_mels"], wm, amount)
+    if amount == 0:
+        assert cvvp is None
+        np.testing.assert_array_equal(scores, clvp)
+        return
+    # CVVP's own parity budget against the original (tests/test_waveform_cvvp.py): 2e-5 on scores of O(1);
+    # the mix scales it by amount <= 1. Mixing the wrong way round, or averaging the wrong axis, moves it by O(1).
+    np.testing.assert_allclose(cvvp, ref["cvvp_scores"], rtol=0, atol=2e-5)
+    np.testing.assert_allclose(scores, amount * ref["cvvp_scores"] + (1 - amount) * clvp, rtol=0, atol=2e-5)
 
 
 # ---- the whole pipeline ------------------------------------------------------------------------------------
