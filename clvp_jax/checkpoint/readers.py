@@ -42,9 +42,8 @@ class SafetensorsReader(Mapping):
     download) raises `CheckpointError` at construction. Tensors are read with plain file reads into fresh arrays.
     """
 
-    # Not `safetensors.safe_open`: reading all of a 512 MiB file into a dict peaked 1024 MiB above baseline with one
-    # safe_open (its mapped pages stay resident), 524 with one safe_open per tensor (0.96 s vs 0.06 s for 800
-    # tensors), 512 with these reads (benchmarks/read_safetensors_memory.py; real size 5.2 vs 2.8 GB, see git log).
+    # Not safetensors.safe_open: reading 512 MiB peaked 1024 MiB above baseline with it kept open, 524 reopened per
+    # tensor (16x slower on 800 tensors), 512 with these reads (benchmarks/read_safetensors_memory.py).
 
     def __init__(self, paths: Sequence[str | os.PathLike]) -> None:
         self.paths = tuple(Path(p) for p in paths)
