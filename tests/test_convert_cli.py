@@ -94,9 +94,12 @@ def test_dry_run_lists_missing_and_misshaped_keys(tmp_path, capsys, tiny_dir):
     del sd["text_transformer.transformer.norm.bias"]
     sd["to_speech_latent.weight"] = torch.zeros(64, 32)
     sd["speech_transformer.transformer.unknown"] = torch.zeros(1)
+    sd["to_text_latent.weight"] = sd["to_text_latent.weight"].half()  # float16 in a float32 checkpoint
     torch.save(sd, folder / "clvp2.pth")
     assert main([str(folder), "--dry-run"]) == 1
     out = capsys.readouterr().out
+    assert "mis-typed (1; --dtype casts floating tensors):\n  text_encoder_model.projection.weight: checkpoint " in out
+    assert "4 problem(s)" in out
     assert "unexpected original keys (1):\n  clvp2.pth:speech_transformer.transformer.unknown" in out
     assert "missing (1):\n  text_encoder_model.final_layer_norm.bias" in out
     assert "speech_encoder_model.projection.weight: checkpoint (64, 32), config expects (64, 64)" in out
