@@ -176,7 +176,14 @@ def tensor_to_numpy(tensor: Any) -> np.ndarray:
 
 def torch_spec(tensor: Any) -> TensorSpec:
     """A torch tensor's TensorSpec, without reading its data."""
-    return TensorSpec(tuple(tensor.shape), np.dtype(str(tensor.dtype).removeprefix("torch.")))
+    name = str(tensor.dtype).removeprefix("torch.")
+    try:
+        return TensorSpec(tuple(tensor.shape), np.dtype(name))
+    except TypeError as err:
+        raise CheckpointError(
+            f"a tensor of dtype {name} (shape {tuple(tensor.shape)}) has no numpy equivalent; re-save the "
+            "checkpoint in float32, bfloat16 or float16"
+        ) from err
 
 
 class TorchReader(Mapping):
