@@ -308,7 +308,7 @@ def resolve_voices(
     Args:
       spec: `'lj'`, `'lj&emma'`, `'lj,emma'`, `'random'`, paths, or a mix (see the module docstring). A sequence
         of several entries (the old `--voice a.wav b.wav`) is one voice joining them all, each entry one part
-        taken as written (no `,`/`&` splitting); a one-entry sequence is parsed as its string.
+        taken as written (no `,`/`&` splitting); a one-entry sequence, or a Path, is parsed as its text.
       voice_dirs: voices folders searched by name, in order, before the packaged one.
     Returns:
       The voices to render, in order (one per `,` part).
@@ -319,10 +319,8 @@ def resolve_voices(
     named = _named_folders(voice_dirs)
     if not isinstance(spec, (str, os.PathLike)) and len(spec) == 1:
         spec = spec[0]
-    if isinstance(spec, os.PathLike):
-        groups = [[os.fspath(spec)]]
-    elif isinstance(spec, str):
-        text = spec.strip()
+    if isinstance(spec, (str, os.PathLike)):  # a Path (argparse `type=Path`) is parsed as its text
+        text = os.fspath(spec).strip()
         if not text:
             raise VoiceError(f"the voice is empty; give a voice name ({', '.join(sorted(named))}), a path or 'random'")
         literal = ("," in text or "&" in text) and Path(text).expanduser().exists()

@@ -110,12 +110,15 @@ RESOLVE_CASES = [
         [("{loose}/clip1.wav&{loose}/clip2.wav", [("file", "loose/clip1.wav"), ("file", "loose/clip2.wav")], 2)],
     ),
     (["lj,emma"], "A", [("lj", [("named", "A/lj")], 2), ("emma", [("named", "A/emma")], 3)]),  # one entry: parsed
+    (Path("lj&emma"), "A", [("lj&emma", [("named", "A/lj"), ("named", "A/emma")], 5)]),  # argparse type=Path
 ]
 
 
 def _fill(value, layout):
     if isinstance(value, list):
         return [_fill(v, layout) for v in value]
+    if isinstance(value, Path):
+        return value
     return value.replace("{loose}", str(layout["loose"])).replace("{A}", str(layout["A"]))
 
 

@@ -23,6 +23,7 @@ from clvp_jax.checkpoint.tortoise_rlg import (
     RlgCheckpointError,
     infer_channels,
     load_original,
+    load_random_voice_generators,
     original_from_params,
     params_from_original,
 )
@@ -164,3 +165,16 @@ def test_load_original_reads_a_pth(tmp_path):
     torch.save([1, 2], tmp_path / "list.pth")
     with pytest.raises(RlgCheckpointError, match="expected a state dict, got list"):
         load_original(tmp_path / "list.pth")
+
+
+def test_load_random_voice_generators(tmp_path):
+    with pytest.raises(FileNotFoundError, match="needs rlg_auto.pth and rlg_diffuser.pth in .*Manmay/tortoise-tts"):
+        load_random_voice_generators(tmp_path)
+    torch.save(torch_model(AUTO_CHANNELS).state_dict(), tmp_path / "rlg_auto.pth")
+    torch.save(torch_model(AUTO_CHANNELS).state_dict(), tmp_path / "rlg_diffuser.pth")  # the wrong generator
+    with pytest.raises(RlgCheckpointError, match=r"layers.0.weight: checkpoint shape \(1024, 1024\), model expects"):
+        load_random_voice_generators(tmp_path)
+    torch.save(torch_model(DIFFUSION_CHANNELS).state_dict(), tmp_path / "rlg_diffuser.pth")
+    auto, diffusion = load_random_voice_generators(tmp_path)
+    np.testing.assert_array_equal(auto["params"]["layers_5"]["bias"], source(AUTO_CHANNELS)["layers.5.bias"])
+    np.testing.assert_array_equal(diffusion["params"]["layers_0"]["bias"], source(DIFFUSION_CHANNELS)["layers.0.bias"])

@@ -16,11 +16,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from os import PathLike
+from pathlib import Path
 
 import jax
 import numpy as np
 
-from clvp_jax.waveform.random_latents import NUM_EQUAL_LAYERS, param_shapes
+from clvp_jax.waveform.random_latents import AUTO_CHANNELS, DIFFUSION_CHANNELS, NUM_EQUAL_LAYERS, param_shapes
 
 # Keys of the source that are deliberately not loaded, with the reason: none (the original has no buffers).
 IGNORED_KEYS: dict[str, str] = {}
@@ -132,3 +133,25 @@ def load_original(path: str | PathLike, channels: int | None = None) -> tuple[in
     # A value that is no tensor is passed on as is and reported as mis-shaped by the strict check.
     state = {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in loaded.items()}
     return params_from_original(state, channels)
+
+
+FILES = {"rlg_auto.pth": AUTO_CHANNELS, "rlg_diffuser.pth": DIFFUSION_CHANNELS}  # file -> the width it must have
+
+
+def load_random_voice_generators(folder: str | PathLike) -> tuple[dict, dict]:
+    """Reads both generators of Tortoise's `random` voice from a folder of its checkpoints.
+
+    Returns:
+        (rlg_auto variables, rlg_diffuser variables), ready for `random_voice_latents(key, auto, diffusion)`.
+    Raises:
+        FileNotFoundError naming the missing files and where Tortoise keeps them; RlgCheckpointError when a file
+        does not hold a generator of the width its name says (e.g. the two swapped).
+    """
+    folder = Path(folder)
+    missing = [name for name in FILES if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"the random voice needs {' and '.join(missing)} in {folder}; they are Tortoise's random latent "
+            "generators, in the Hugging Face Hub repo Manmay/tortoise-tts beside its other checkpoints"
+        )
+    return tuple(load_original(folder / name, channels)[1] for name, channels in FILES.items())
