@@ -228,6 +228,10 @@ def _read_cache(path: Path, clips: Sequence[Path]) -> CacheInfo:
     return CacheInfo(path, checkpoint, names, has_diffusion, stale)
 
 
+def _is_file(path: Path | None) -> bool:
+    return path is not None and path.is_file()
+
+
 def _folder_source(label: str, kind: SourceKind, folder: Path, packaged: bool = False) -> VoiceSource:
     """Scan a voice folder: its audio clips (name order), else its one latents file; a cache beside the clips."""
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
@@ -238,7 +242,7 @@ def _folder_source(label: str, kind: SourceKind, folder: Path, packaged: bool = 
         if empty:
             raise VoiceError(f"{what}: {', '.join(empty)} {'is' if len(empty) == 1 else 'are'} empty (0 bytes)")
         cache_file = folder / CACHE_FILE
-        cache = _read_cache(cache_file, clips) if cache_file.is_file() else None
+        cache = _read_cache(cache_file, clips) if _is_file(cache_file) else None
         return VoiceSource(label, kind, folder, clips, None, cache, None if packaged else cache_file)
     latents = [p for p in files if p.suffix.lower() in LATENT_EXTENSIONS and p.name != CACHE_FILE]
     if len(latents) == 1:
@@ -552,14 +556,17 @@ def voice_latents(
             say(f"{source.label}: latents read from {source.latents_file}")
             parts.append((latents, 1))
             continue
-        problem = None if source.cache is None else source.cache.problem(checkpoint, need_diffusion)
-        if source.cache is not None and problem is None:
+        # Read again rather than trust the resolution's snapshot: an earlier voice of the same run (`lj,lj&x`)
+        # may have written it since.
+        cache = _read_cache(source.cache_path, source.clips) if _is_file(source.cache_path) else source.cache
+        problem = None if cache is None else cache.problem(checkpoint, need_diffusion)
+        if cache is not None and problem is None:
             try:
-                latents = load_latents_file(source.cache.path)
+                latents = load_latents_file(cache.path)
             except (OSError, ValueError) as error:  # changed since resolution: recompute
                 problem = f"unreadable ({error})"
             else:
-                say(f"{source.label}: cached latents reused ({source.cache.path})")
+                say(f"{source.label}: cached latents reused ({cache.path})")
                 parts.append((latents, source.weight))
                 continue
         latents = compute(source.clips)

@@ -377,3 +377,11 @@ def test_packaged_lj_is_the_default_clip():
     (lj,) = resolve_voices("lj")
     assert lj.clips == (PACKAGED_VOICES_DIR / "lj" / "1.wav",)
     assert lj.clips[0].read_bytes() == default_voice_path().read_bytes()  # one clip, two names: kept identical
+
+
+def test_a_voice_computed_earlier_in_the_run_is_reused(layout):
+    model = FakeModel()
+    first, second = resolve_voices("lj&emma,lj", [layout["A"]])  # resolved before any cache exists
+    voice_latents(first, checkpoint="ck", compute=model)
+    voice_latents(second, checkpoint="ck", compute=model)
+    assert model.calls == [("1.wav", "2.wav"), ("a.wav", "b.wav", "c.wav")]  # lj once, not twice
