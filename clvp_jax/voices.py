@@ -10,6 +10,8 @@ A voice spec is parsed as Tortoise's `do_tts.py` parses `--voice`:
   `get_conditioning_latents.py` writes it, `.npy` as `clvp-jax latents` writes it, or a `.npz` cache).
   A part that contains a path separator, starts with `.` or `~`, or ends in an audio or latents extension is
   always a path; any other part is a name first and a path (relative to the working folder) second.
+  A voice folder is its audio clips (name order, as `load_voice` reads them); only a folder without clips may
+  instead hold one latents file (Tortoise's `voices/cond_latent_example/pat.pth` layout).
   A whole spec that is itself an existing path is taken literally, so paths holding `,` or `&` still work.
 
 Resolution is pure and fast (directory listings and `stat` only: no audio is decoded, no model is touched), so
