@@ -155,8 +155,9 @@ def test_univnet_odd_strides_and_other_options_match_the_original_class():
     sd = _randomize_weight_norm(original, 1)
     config = tortoise_vocoder.infer_config(sd, dilations=(1, 2), lrelu_slope=0.1)
     assert config == UnivNetConfig.from_original(kwargs)
-    params = tortoise_vocoder.state_dict_to_params({"model_g": sd})  # dilations 3^l: same shapes, so no error,
-    params = tortoise_vocoder.state_dict_to_params(sd, config)  # but the real ones come from the config
+    # Dilations and slope are not in the shapes: the inferred default (3^l, 0.2) differs, the given config is right.
+    assert tortoise_vocoder.infer_config(sd).dilations == (1, 3)
+    params = tortoise_vocoder.state_dict_to_params(sd, config)
     rng = np.random.default_rng(1)
     mel = rng.standard_normal((1, 7, 5)).astype(np.float32)
     z = rng.standard_normal((1, 3, 15)).astype(np.float32)
