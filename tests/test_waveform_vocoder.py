@@ -255,6 +255,18 @@ def test_hifigan_inference_matches_original():
     np.testing.assert_allclose(wav, REF["hifi_wav"], rtol=1e-5, atol=3e-6)
 
 
+def test_hifigan_batches_rows_with_their_own_speaker():
+    # The original unsqueezes g to batch 1; here every row has its own embedding.
+    latents = np.concatenate([REF["hifi_latents"], 0.5 * REF["hifi_latents"][:, ::-1]])
+    speaker = np.concatenate([REF["hifi_speaker_emb"], -REF["hifi_speaker_emb"]])
+    config = HifiganConfig.tiny()
+    both = hifigan_inference(hifi_params(), latents, speaker, config=config)
+    second = hifigan_inference(hifi_params(), latents[1:], speaker[1:], config=config)
+    np.testing.assert_allclose(both[:1], REF["hifi_wav"], rtol=1e-5, atol=3e-6)  # as test_hifigan_inference
+    np.testing.assert_allclose(both[1:], second, rtol=1e-5, atol=1e-6)  # same program per row, other batching
+    assert np.abs(np.asarray(both[1]) - np.asarray(both[0])).max() > 0.1
+
+
 def test_hifigan_real_size_keys_and_parameter_count():
     config = HifiganConfig.tortoise()
     weight_norm = tortoise_hifigan.original_shapes(config, weight_norm=True)
