@@ -18,9 +18,9 @@ import torch
 from waveform_fixture import WAVEFORM_DIR, original_config, reference, state_dict
 
 from clvp_jax.checkpoint import tortoise_hifigan, tortoise_vocoder
+from clvp_jax.checkpoint.errors import CheckpointError
 from clvp_jax.checkpoint.weight_norm_convert import StateDictMismatchError, flax_path, torch_key
 from clvp_jax.config import ConfigError
-from clvp_jax.loading import CheckpointError
 from clvp_jax.waveform.hifigan import (
     LATENT_SCALE_FACTORS,
     HifiganConfig,
