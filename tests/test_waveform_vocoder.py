@@ -18,9 +18,9 @@ import torch
 from waveform_fixture import WAVEFORM_DIR, original_config, reference, state_dict
 
 from clvp_jax.checkpoint import tortoise_hifigan, tortoise_vocoder
+from clvp_jax.checkpoint.errors import CheckpointError
 from clvp_jax.checkpoint.weight_norm_convert import StateDictMismatchError, flax_path, torch_key
 from clvp_jax.config import ConfigError
-from clvp_jax.loading import CheckpointError
 from clvp_jax.waveform.hifigan import (
     LATENT_SCALE_FACTORS,
     HifiganConfig,
@@ -155,8 +155,9 @@ def test_univnet_odd_strides_and_other_options_match_the_original_class():
     sd = _randomize_weight_norm(original, 1)
     config = tortoise_vocoder.infer_config(sd, dilations=(1, 2), lrelu_slope=0.1)
     assert config == UnivNetConfig.from_original(kwargs)
-    params = tortoise_vocoder.state_dict_to_params({"model_g": sd})  # dilations 3^l: same shapes, so no error,
-    params = tortoise_vocoder.state_dict_to_params(sd, config)  # but the real ones come from the config
+    # Dilations and slope are not in the shapes: the inferred default (3^l, 0.2) differs, the given config is right.
+    assert tortoise_vocoder.infer_config(sd).dilations == (1, 3)
+    params = tortoise_vocoder.state_dict_to_params(sd, config)
     rng = np.random.default_rng(1)
     mel = rng.standard_normal((1, 7, 5)).astype(np.float32)
     z = rng.standard_normal((1, 3, 15)).astype(np.float32)
@@ -252,6 +253,18 @@ def test_hifigan_inference_matches_original():
     assert wav.shape == REF["hifi_wav"].shape == (1, 1, 87 * 8)
     # conv_pre + 2 upsamplers x 2 resblocks x 6 convs, then tanh: a few ulps per layer [5.7e-7 on O(0.65)].
     np.testing.assert_allclose(wav, REF["hifi_wav"], rtol=1e-5, atol=3e-6)
+
+
+def test_hifigan_batches_rows_with_their_own_speaker():
+    # The original unsqueezes g to batch 1; here every row has its own embedding.
+    latents = np.concatenate([REF["hifi_latents"], 0.5 * REF["hifi_latents"][:, ::-1]])
+    speaker = np.concatenate([REF["hifi_speaker_emb"], -REF["hifi_speaker_emb"]])
+    config = HifiganConfig.tiny()
+    both = hifigan_inference(hifi_params(), latents, speaker, config=config)
+    second = hifigan_inference(hifi_params(), latents[1:], speaker[1:], config=config)
+    np.testing.assert_allclose(both[:1], REF["hifi_wav"], rtol=1e-5, atol=3e-6)  # as test_hifigan_inference
+    np.testing.assert_allclose(both[1:], second, rtol=1e-5, atol=1e-6)  # same program per row, other batching
+    assert np.abs(np.asarray(both[1]) - np.asarray(both[0])).max() > 0.1
 
 
 def test_hifigan_real_size_keys_and_parameter_count():

@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from clvp_jax.checkpoint.errors import CheckpointError
+from clvp_jax.checkpoint.readers import torch_load_weights
 from clvp_jax.checkpoint.weight_norm_convert import (
     StateDictMismatchError,
     expected_leaves,
@@ -37,7 +39,6 @@ from clvp_jax.checkpoint.weight_norm_convert import (
     stored_shape,
     write,
 )
-from clvp_jax.loading import CheckpointError, torch_load_weights
 from clvp_jax.waveform.hifigan import HifiganConfig, HifiganGenerator
 
 __all__ = ["StateDictMismatchError", "expected_params", "infer_config", "load_hifigan"]

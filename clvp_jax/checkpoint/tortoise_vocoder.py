@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from clvp_jax.checkpoint.errors import CheckpointError
 from clvp_jax.checkpoint.weight_norm_convert import (
     StateDictMismatchError,
     expected_leaves,
@@ -36,7 +37,6 @@ from clvp_jax.checkpoint.weight_norm_convert import (
     stored_shape,
     write,
 )
-from clvp_jax.loading import CheckpointError
 from clvp_jax.waveform.univnet import UnivNetConfig, UnivNetGenerator
 
 __all__ = ["StateDictMismatchError", "expected_params", "infer_config", "load_vocoder"]

@@ -27,7 +27,7 @@ import jax
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from clvp_jax.loading import tensor_to_numpy
+from clvp_jax.checkpoint.readers import tensor_to_numpy
 from clvp_jax.waveform.conv import fold_weight_norm
 
 Path = tuple[str, ...]

@@ -13,7 +13,8 @@ far), N samples, Z noise channels.
 Where this differs from the original on purpose:
   * weight norm is folded into plain weights when a checkpoint is converted (as `eval(inference=True)` does);
   * the LVC is one batched contraction over all frames of [B, C, k, F, H] windows (three shifted views of the
-    padded input, no gather), not torch's chain of `unfold`s; the maths is the same;
+    padded input, no gather), not torch's chain of `unfold`s, and the kernel predictor's big `kernel_conv` is one
+    matmul over unfolded taps (`FrameConv1d`); the maths is the same;
   * the noise z is drawn from an explicit key (`univnet_noise`) or given, never from a global generator.
 """
 
