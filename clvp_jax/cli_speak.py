@@ -39,7 +39,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, help="Tortoise models folder; default: the packaged random models")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="AR compute dtype")
     p.add_argument(
-        "--voice", nargs="+", type=Path, help="voice clip(s), a folder of clips, or a latents file (.npz, version 2)"
+        "--voice",
+        nargs="+",
+        help="a voice name (lj, lj&emma: see clvp_jax.voices), clip(s), a folder of clips, or a latents file with "
+        "the diffusion latent (.npz version 2, Tortoise .pth); default: the packaged LJ clip",
     )
     p.add_argument("--preset", default="ultra_fast", choices=PRESET_NAMES, help="Tortoise preset (default ultra_fast)")
     p.add_argument("-o", "--out", type=Path, default=Path("speech.wav"), help="output WAV (default speech.wav)")
@@ -91,6 +94,48 @@ def write_wav(path: Path, waveform, sampling_rate: int, comment: str | None) -> 
             wav.write(waveform)
 
 
+def speak_voice(spec: list[str] | None, usage_error):
+    """`--voice` -> what `synthesize` takes: None, a list of clip paths, or `voices.VoiceLatents`."""
+    if not spec:
+        return None
+    from clvp_jax import voices
+
+    try:
+        resolved = voices.resolve_voices(spec)
+    except voices.VoiceError as err:
+        raise usage_error(str(err)) from None
+    if len(resolved) != 1:
+        raise usage_error(f"speak renders one voice per run; --voice names {len(resolved)} (run it once per voice)")
+    (one,) = resolved
+    if one.is_random:
+        raise usage_error("speak has no random voice yet: give a voice name, clips or a latents file")
+    if one.clips:
+        return [str(c) for c in one.clips]
+    parts = [(_latents_file(s.latents_file), 1) for s in one.sources]
+    latents = voices.combine_latents(parts)
+    if latents.diffusion is None:
+        files = ", ".join(str(s.latents_file) for s in one.sources)
+        raise usage_error(f"{files} holds no diffusion latent (enough for codes, not audio); give the voice's clips")
+    return latents
+
+
+def _latents_file(path: Path):
+    """A latents file as `voices.VoiceLatents`: clvp-jax's versioned latents file (`generation.latents`, what
+    `save_conditioning_latents` writes), else the formats `voices.load_latents_file` reads (Tortoise's .pth, the
+    voice-folder cache)."""
+    from clvp_jax import voices
+    from clvp_jax.generation.latents import LatentsFileError, load_voice_latents
+
+    if path.suffix.lower() in (".npz", ".npy"):
+        try:
+            latents = load_voice_latents(path)
+        except LatentsFileError:
+            return voices.load_latents_file(path)
+        auto = latents.autoregressive
+        return voices.VoiceLatents(auto if auto.ndim == 1 else auto.mean(axis=0), latents.diffusion)
+    return voices.load_latents_file(path)
+
+
 class _Bars:
     """One tqdm bar per stage, opened on its first report."""
 
@@ -129,12 +174,7 @@ def cmd_speak(args: argparse.Namespace, *, usage_error, say) -> int:
         raise usage_error(f"-k/--keep {args.keep} is more than the {preset.candidates} candidates per chunk")
     if args.checkpoint is not None and not args.checkpoint.exists():
         raise usage_error(f"no checkpoint at {args.checkpoint}")
-    voice = None
-    if args.voice:
-        missing = [str(v) for v in args.voice if not v.exists()]
-        if missing:
-            raise usage_error(f"voice not found: {', '.join(missing)}")
-        voice = str(args.voice[0]) if len(args.voice) == 1 else [str(v) for v in args.voice]
+    voice = speak_voice(args.voice, usage_error)
     if not args.out.parent.is_dir():
         raise usage_error(f"cannot write {args.out}: the folder {args.out.parent} does not exist")
     if not args.force and args.out.exists():

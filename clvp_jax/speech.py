@@ -174,9 +174,9 @@ def voice_conditioning(*, model, params, waveform_models: WaveformModels, voice:
     """Both voice latents (and CVVP's mels) from a voice.
 
     Args:
-      voice: a `Voice` (returned as is); None (the bundled LJ clip); a clip file, a folder of clips or a list of files; a list of 1-D
-        numpy clips at 22.05 kHz (Tortoise's `voice_samples`); a latents file (version 2, `.npz`, with both
-        latents); or a `VoiceLatents`.
+      voice: a `Voice` (returned as is); None (the bundled LJ clip); a clip file, a folder of clips or a list of
+        files; a list of 1-D numpy clips at 22.05 kHz (Tortoise's `voice_samples`); a latents file (version 2,
+        `.npz`, with both latents); or a `generation.latents.VoiceLatents` / `voices.VoiceLatents`.
     Raises:
       MissingDiffusionLatentError: latents without the diffusion latent (a version-1 `.npy`).
       LatentsFileError: latents of the wrong width for these models.
@@ -188,6 +188,10 @@ def voice_conditioning(*, model, params, waveform_models: WaveformModels, voice:
 
     if isinstance(voice, Voice):
         return voice
+    from clvp_jax import voices
+
+    if isinstance(voice, voices.VoiceLatents):  # what `voices.voice_latents` / `load_latents_file` return
+        voice = VoiceLatents(voice.auto, voice.diffusion, source="the voice's latents")
     width = waveform_models.diffusion_width
     if isinstance(voice, (str, os.PathLike)) and Path(voice).is_file() and Path(voice).suffix in (".npz", ".npy"):
         voice = load_voice_latents(voice, model, width)

@@ -295,7 +295,7 @@ def test_cli_speak_writes_the_wav_with_the_packaged_default(tmp_path):
     import soundfile as sf
 
     out = tmp_path / "hello.wav"
-    cmd = [sys.executable, "-m", "clvp_jax.cli", "speak", "Hello there.", "-o", str(out), "--quiet"]
+    cmd = [sys.executable, "-m", "clvp_jax.cli", "speak", "Hello there.", "-o", str(out), "--quiet", "--voice", "lj"]
     cmd += ["--candidates", "2", "--max-new-tokens", "12", "--diffusion-steps", "3", "--sampler", "ddim"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
@@ -313,3 +313,21 @@ def test_cli_speak_writes_the_wav_with_the_packaged_default(tmp_path):
     # An existing output is not replaced without --force.
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 2 and "--force" in proc.stderr
+
+
+def test_speak_voice_takes_names_clips_and_latents_files(tmp_path):
+    from clvp_jax.cli import UsageError
+    from clvp_jax.cli_speak import speak_voice
+    from clvp_jax.generation.latents import save_conditioning_latents
+
+    assert speak_voice(None, UsageError) is None
+    clips = speak_voice(["lj"], UsageError)  # a packaged voice name
+    assert clips and all(Path(c).suffix == ".wav" for c in clips)
+    both = save_conditioning_latents(tmp_path / "v.npz", np.ones(64, np.float32), np.full(96, 2, np.float32))
+    latents = speak_voice([str(both)], UsageError)
+    np.testing.assert_array_equal(latents.diffusion, np.full(96, 2, np.float32))
+    codes_only = save_conditioning_latents(tmp_path / "v.npy", np.ones(64, np.float32))
+    with pytest.raises(UsageError, match="no diffusion latent"):
+        speak_voice([str(codes_only)], UsageError)
+    with pytest.raises(UsageError, match="one voice per run"):
+        speak_voice(["lj,lj"], UsageError)
