@@ -431,6 +431,12 @@ def synthesize(
         raise ValueError(f"k must be an integer in [1, candidates = {settings.candidates}], got {k!r}")
     if not 0 <= cvvp_amount <= 1:
         raise ValueError(f"cvvp_amount must be in [0, 1], got {cvvp_amount!r}")
+    width, wanted = model.config.decoder_config.hidden_size, waveform_models.diffusion.config.in_latent_channels
+    if width != wanted:
+        raise ValueError(
+            f"the diffusion decoder takes AR latents of width {wanted} but the AR model's are {width}: the "
+            f"checkpoint's files come from different models ({', '.join(waveform_models.sources) or 'built in'})"
+        )
     if cvvp_amount > 0 and waveform_models.cvvp is None:
         raise ValueError(
             "cvvp_amount > 0 needs the CVVP model: put Tortoise's cvvp.pth in the checkpoint folder (the packaged "

@@ -278,6 +278,24 @@ def test_an_ar_clvp_only_checkpoint_names_the_missing_audio_files(tmp_path):
         load_waveform_models(tmp_path)
 
 
+def test_a_full_tortoise_folder_loads_both_halves_and_mismatched_files_are_named(tmp_path):
+    from clvp_jax import TextToSpeech
+
+    for name in ("autoregressive.pth", "clvp2.pth"):
+        (tmp_path / name).symlink_to(TINY / name)
+    for name in ("diffusion_decoder.pth", "vocoder.pth", "cvvp.pth"):
+        (tmp_path / name).symlink_to(TINY_WAVEFORM / name)
+    config = json.loads((TINY / "original_config.json").read_text())
+    config |= json.loads((TINY_WAVEFORM / "original_config.json").read_text())
+    (tmp_path / "original_config.json").write_text(json.dumps(config))
+    tts = TextToSpeech(tmp_path)
+    wm = tts.waveform_models(with_cvvp=True)
+    assert wm.cvvp is not None and not wm.random_weights and len(wm.sources) == 3
+    # The two fixtures are separate tiny models (AR width 64, diffusion latents 32): refused, files named.
+    with pytest.raises(ValueError, match=r"width 32 but the AR model's are 64.*diffusion_decoder.pth"):
+        tts.tts_with_preset("Hi.", **FAST)
+
+
 def test_speak_on_a_codes_only_checkpoint_is_a_one_line_error(tmp_path, capsys):
     from clvp_jax.cli import main
 
