@@ -25,6 +25,11 @@ import numpy as np
 from clvp_jax.speech import Progress, SpeechResult, Voice, synthesize, voice_conditioning
 from clvp_jax.waveform.bundle import WaveformModels, default_waveform_models, load_waveform_models
 
+PACKAGED_MAX_CODES = 100
+"""Default codes per candidate with the packaged random model: it never emits the stop token, so every candidate
+would run to Tortoise's 500 codes (23 s of noise per chunk, 5x the diffusion and vocoder work); 100 codes give
+4.6 s. Pass `max_new_tokens` to override; real checkpoints keep Tortoise's 500."""
+
 
 class TextToSpeech:
     """Text + voice -> 24 kHz speech with one checkpoint.
@@ -95,7 +100,7 @@ class TextToSpeech:
           candidates: AR candidates per chunk (overrides the preset's count).
           cvvp_amount: mix CVVP into the ranking (0..1; needs `cvvp.pth` and voice clips).
           seed: the seed of every random draw (same seed, same waveform).
-          max_new_tokens: AR codes per candidate (Tortoise: 500).
+          max_new_tokens: AR codes per candidate (Tortoise: 500; the packaged default: `PACKAGED_MAX_CODES`).
           progress: progress(stage, done, total) for "candidates", "diffusion" and "vocoder".
         Returns:
           `SpeechResult`: `.waveform` (best, float32, 24 kHz), `.waveforms` (the k best), `.chunks` (per chunk:
@@ -108,6 +113,8 @@ class TextToSpeech:
             raise ValueError("give voice_samples (clips) or voice (saved latents), not both")
         wm = self.waveform_models(with_cvvp=cvvp_amount > 0)
         source = voice if voice is not None else voice_samples
+        if max_new_tokens is None and self.random_weights:
+            max_new_tokens = PACKAGED_MAX_CODES
         return synthesize(
             text=text,
             model=self.model,

@@ -349,3 +349,12 @@ def test_speak_voice_takes_names_clips_and_latents_files(tmp_path):
         speak_voice([str(codes_only)], UsageError)
     with pytest.raises(UsageError, match="one voice per run"):
         speak_voice(["lj,lj"], UsageError)
+
+
+def test_output_files_per_rank_and_chunk():
+    from clvp_jax.cli_speak import output_paths
+
+    assert output_paths(Path("o/a.wav"), 1, 1) == {(None, 0): Path("o/a.wav")}
+    paths = output_paths(Path("o/a.wav"), 2, 2)
+    assert paths[(None, 1)] == Path("o/a.rank1.wav") and paths[(1, 0)] == Path("o/a.chunk1.wav")
+    assert paths[(0, 1)] == Path("o/a.chunk0.rank1.wav") and len(paths) == 6
