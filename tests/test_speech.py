@@ -358,3 +358,16 @@ def test_output_files_per_rank_and_chunk():
     paths = output_paths(Path("o/a.wav"), 2, 2)
     assert paths[(None, 1)] == Path("o/a.rank1.wav") and paths[(1, 0)] == Path("o/a.chunk1.wav")
     assert paths[(0, 1)] == Path("o/a.chunk0.rank1.wav") and len(paths) == 6
+
+
+def test_voice_samples_as_arrays_equal_the_files(tiny):
+    from clvp_jax.assets import default_voice_path
+    from clvp_jax.audio import load_audio
+
+    model, params, wm = tiny
+    from_file = voice_conditioning(model=model, params=params, waveform_models=wm, voice=str(default_voice_path()))
+    clip = load_audio(default_voice_path(), 22050)
+    from_array = voice_conditioning(model=model, params=params, waveform_models=wm, voice=[clip])
+    np.testing.assert_array_equal(from_array.autoregressive, from_file.autoregressive)
+    np.testing.assert_array_equal(from_array.diffusion, from_file.diffusion)
+    assert from_file.diffusion.shape == (wm.diffusion_width,) and from_file.cvvp_mels.shape[:2] == (1, 80)

@@ -14,7 +14,9 @@ Why a second, teacher-forced pass rather than keeping the decode loop's hidden s
 states. After a candidate's stop token the original re-runs on calm codes 83 (and on 45, 45, 248 at the end),
 which the loop never saw, and a row stopping within three codes of the end has real codes overwritten; keeping
 every step's states would also cost [candidates, m, D] of memory for all candidates (96 x 500 x 1024 floats
-= 197 MB at `fast`) to use k of them. The pass runs k rows once, a fraction of one decode step's cost per code.
+= 197 MB at `fast`) to use k of them. The pass is batched over rows; the speech pipeline runs it one row at a
+time (`speech.render_chunk`) so that a candidate's latents, and so its waveform, do not depend on k: batched
+rows differ from single ones in the last float32 ulp, which the diffusion sampler amplifies to ~1e-2.
 """
 
 from __future__ import annotations
