@@ -7,14 +7,13 @@ import numpy as np
 import pytest
 
 from clvp_jax import pipeline
-from clvp_jax.config import ClvpConfig
-from clvp_jax.model import ClvpModelForConditionalGeneration, init_params
+from clvp_jax.generation import GenerationOptions, generate
+from clvp_jax.text import ClvpTokenizer
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    config = ClvpConfig.tiny()
-    return ClvpModelForConditionalGeneration(config), init_params(config, jax.random.PRNGKey(3))
+def tiny(tiny_model):
+    return tiny_model
 
 
 def test_candidates_split_over_calls_equal_one_call(tiny, monkeypatch):
@@ -44,3 +43,19 @@ def test_long_text_is_split_to_fit(tiny):
     assert len(result.chunks) > 1
     limit = model.config.decoder_config.max_text_tokens - 3
     assert result.arrays["text_mask"].sum(axis=1).max() <= limit
+
+
+def test_score_equals_the_scores_generation_ranked_by(tiny):
+    """`score` of generated codes gives the CLVP logits `generate` ranked those candidates by (both go through
+    the model's `score_candidates`: text + extra eos, start token + fix)."""
+    model, params = tiny
+    text = "Hello there, how are you?"
+    enc = ClvpTokenizer.from_pretrained()([text], return_tensors="np")
+    latents = np.linspace(-1, 1, model.config.decoder_config.hidden_size).astype(np.float32)
+    opts = GenerationOptions.tortoise(num_candidates=3, max_new_tokens=6, pad_to_max_mel_tokens=None)
+    out = generate(model, params, enc["input_ids"], conditioning_latents=latents, rng=jax.random.key(2), options=opts)
+    codes = np.asarray(out.sequences)[:, 1:]  # what was generated, stop-token padding included
+    scores = pipeline.score(text=text, speech_ids=codes, model=model, params=params)
+    assert scores.shape == (1, 3)
+    # The same values through differently shaped programs (bucketed text, one batch vs eager): fp32 rounding only.
+    np.testing.assert_allclose(scores, np.asarray(out.logits_per_text), rtol=1e-5, atol=1e-5)
