@@ -250,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("convert", help="convert checkpoints (HF, original Tortoise) to clvp-jax or HF format")
     add_convert_arguments(c)
-    c.set_defaults(func=cmd_convert, compiles=False)  # numpy only: nothing to compile
+    c.set_defaults(func=cmd_convert, compiles=False)  # numpy work; its two tiny jits (~30 ms) are not worth caching
 
     i = sub.add_parser("info", help="what a checkpoint holds")
     i.add_argument("checkpoint", type=Path)

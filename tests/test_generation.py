@@ -204,6 +204,18 @@ def test_conditioning_latents_roundtrip(tiny, tmp_path):
     np.testing.assert_array_equal(np.asarray(by_feats.sequences), np.asarray(by_lat.sequences))
 
 
+def test_generate_leaves_the_global_jax_config_alone(tiny):
+    """The persistent compilation cache is the caller's choice (`enable_compilation_cache`), never a side effect."""
+    model, params, ids, mask, feats = tiny
+    before = jax.config.jax_compilation_cache_dir
+    jax.config.update("jax_compilation_cache_dir", None)
+    try:
+        generate(model, params, ids, feats[:1], mask, options=GenerationOptions(max_new_tokens=6))
+        assert jax.config.jax_compilation_cache_dir is None
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
+
+
 def test_memory_scheduler_policy_counts_rows_per_chunk_and_device():
     """Few rows per chunk and device decode bound by reading weights: those programs get XLA's memory-optimized
     scheduler on CPU (the next test shows what it buys); more rows, the default one."""

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import pytest
 from flax.traverse_util import flatten_dict
+from reference_models import CONFIGS, reference_model
 from safetensors.numpy import load_file
 
 from clvp_jax.loading import (
@@ -23,7 +24,6 @@ from clvp_jax.loading import (
 )
 from clvp_jax.weights import WeightsMismatchError
 from clvp_jax.writing import export_hf, save_checkpoint
-from tests.reference_models import CONFIGS, reference_model
 
 
 def _save_hf(folder: Path, name: str, layout: str) -> dict:
