@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import jax
 import numpy as np
 import pytest
 
 from clvp_jax import pipeline
-from clvp_jax.generation import GenerationOptions, generate
-from clvp_jax.text import ClvpTokenizer
 
 
 @pytest.fixture(scope="module")
@@ -46,16 +43,20 @@ def test_long_text_is_split_to_fit(tiny):
 
 
 def test_score_equals_the_scores_generation_ranked_by(tiny):
-    """`score` of generated codes gives the CLVP logits `generate` ranked those candidates by (both go through
+    """`score` of generated codes gives the CLVP logits `rank_speech` ranked those candidates by (both go through
     the model's `score_candidates`: text + extra eos, start token + fix)."""
     model, params = tiny
-    text = "Hello there, how are you?"
-    enc = ClvpTokenizer.from_pretrained()([text], return_tensors="np")
     latents = np.linspace(-1, 1, model.config.decoder_config.hidden_size).astype(np.float32)
-    opts = GenerationOptions.tortoise(num_candidates=3, max_new_tokens=6, pad_to_max_mel_tokens=None)
-    out = generate(model, params, enc["input_ids"], conditioning_latents=latents, rng=jax.random.key(2), options=opts)
-    codes = np.asarray(out.sequences)[:, 1:]  # what was generated, stop-token padding included
-    scores = pipeline.score(text=text, speech_ids=codes, model=model, params=params)
-    assert scores.shape == (1, 3)
-    # The same values through differently shaped programs (bucketed text, one batch vs eager): fp32 rounding only.
-    np.testing.assert_allclose(scores, np.asarray(out.logits_per_text), rtol=1e-5, atol=1e-5)
+    text = "First sentence here. " * 3 + "And a second, rather different one!"
+    # The arguments of the test above: its compiled program is reused, so only the scoring runs here.
+    result = pipeline.rank_speech(
+        text=text, model=model, params=params, latents=latents, candidates=5, max_new_tokens=6, seed=11
+    )
+    stop, pad = model.config.decoder_config.eos_token_id, result.settings["pad_to_max_mel_tokens"]
+    sequences = result.arrays["sequences"][0]  # [C, 1 + M], chunk 0
+    codes = np.pad(sequences[:, 1:], ((0, 0), (0, pad - sequences.shape[1])), constant_values=stop)  # as scored
+    scores = pipeline.score(text=result.chunks[0].text, speech_ids=codes, model=model, params=params)
+    assert scores.shape == (1, 5)
+    # The same values through differently shaped programs (a batch of chunks, bucketed; one text, eager): fp32
+    # rounding only.
+    np.testing.assert_allclose(scores[0], result.arrays["candidate_scores"][0], rtol=1e-5, atol=1e-5)
