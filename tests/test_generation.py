@@ -3,6 +3,8 @@ identical tokens, CLVP scores and the fix rule; stop handling; padding, chunk an
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ from clvp_jax.generation import (
     warmup,
 )
 from clvp_jax.model import ClvpModelForConditionalGeneration
+from clvp_jax.tuning import Tuning
 
 torch = pytest.importorskip("torch")
 
@@ -216,31 +219,33 @@ def test_generate_leaves_the_global_jax_config_alone(tiny):
         jax.config.update("jax_compilation_cache_dir", before)
 
 
-def test_memory_scheduler_policy_counts_rows_per_chunk_and_device():
+def test_memory_scheduler_policy_counts_rows_per_chunk_and_device(tiny):
     """Few rows per chunk and device decode bound by reading weights: those programs get XLA's memory-optimized
     scheduler on CPU (the next test shows what it buys); more rows, the default one."""
+    model = tiny[0].clone(tuning=Tuning.cpu())
+    lean = model.tuning.memory_scheduler_max_rows
     few = GenerationOptions(max_new_tokens=7)
-    wide = few.replace(num_return_sequences=compiling.LEAN_ROWS + 1)
-    cpu = jax.default_backend() == "cpu"
-    assert compiling.uses_memory_scheduler(few, 1, 1) == cpu
-    assert not compiling.uses_memory_scheduler(wide, 1, 1)
-    assert compiling.uses_memory_scheduler(wide.replace(chunk_size=2), 1, 1) == cpu  # the chunk's rows count
-    assert compiling.uses_memory_scheduler(wide.replace(num_return_sequences=2 * compiling.LEAN_ROWS), 1, 2) == cpu
+    wide = few.replace(num_return_sequences=lean + 1)
+    assert compiling.uses_memory_scheduler(model, few, 1, 1)
+    assert not compiling.uses_memory_scheduler(model, wide, 1, 1)
+    assert compiling.uses_memory_scheduler(model, wide.replace(chunk_size=2), 1, 1)  # the chunk's rows count
+    assert compiling.uses_memory_scheduler(model, wide.replace(num_return_sequences=2 * lean), 1, 2)
+    assert not compiling.uses_memory_scheduler(model.clone(tuning=Tuning.portable()), few, 1, 1)
 
 
-def test_few_rows_compile_with_the_memory_scheduler(tiny, monkeypatch):
+def test_few_rows_compile_with_the_memory_scheduler(tiny):
     """A one-row program under the memory-optimized scheduler: the same results, a smaller temporary buffer (at
     the real size 45 -> 24 MB for greedy) than the same program under XLA's default scheduler."""
     model, params, ids, mask, feats = tiny
     opts = GenerationOptions(max_new_tokens=7)
     shapes = dict(batch_size=1, text_length=ids.shape[1], num_frames=feats.shape[2], options=opts)
-    run = lambda: np.asarray(generate(model, params, ids[:1], feats[:1], mask[:1], options=opts).sequences)  # noqa: E731
+    run = lambda m: np.asarray(generate(m, params, ids[:1], feats[:1], mask[:1], options=opts).sequences)  # noqa: E731
     lean = warmup(model, **shapes)
-    lean_tokens = run()
-    monkeypatch.setattr(compiling, "LEAN_ROWS", 0)  # the policy off: every program gets the default scheduler
-    default = warmup(model, **shapes)
+    lean_tokens = run(model)
+    plain = model.clone(tuning=dataclasses.replace(model.tuning, memory_scheduler_max_rows=0))  # the policy off
+    default = warmup(plain, **shapes)
     with compiling.count_compilations() as compiled:
-        np.testing.assert_array_equal(run(), lean_tokens)
+        np.testing.assert_array_equal(run(plain), lean_tokens)
     assert compiled.traced == 0  # generate ran what warmup returned
     if jax.default_backend() == "cpu":
         assert lean.memory_analysis().temp_size_in_bytes < default.memory_analysis().temp_size_in_bytes

@@ -3,8 +3,9 @@
 * The program cache: one `jax.jit` of `program.generation_program` per (model, options, device count, scheduler),
   jit itself caching per input shape. The CLVP towers run as loops over their layers (`scan_layers`): the same
   results from a smaller program that compiles faster.
-* The scheduler: on CPU, programs that decode at most `LEAN_ROWS` rows per chunk and device are compiled with XLA's
-  memory-optimized scheduler (the same results, a smaller temporary buffer).
+* The scheduler: programs that decode at most `model.tuning.memory_scheduler_max_rows` rows per chunk and device
+  (4 on CPU, never elsewhere) are compiled with XLA's memory-optimized scheduler (the same results, a smaller
+  temporary buffer; see `clvp_jax.tuning`).
 * Bucketing: text lengths are padded (masked) to a multiple of `GenerationOptions.text_length_bucket`, so nearby
   lengths share one program.
 * Ahead of time: `warmup` compiles a program before any weight is loaded (its parameters given as
@@ -34,15 +35,9 @@ from clvp_jax.generation.decode import chunk_rows
 from clvp_jax.generation.options import GenerationOptions
 from clvp_jax.generation.program import generation_program
 from clvp_jax.generation.sharding import rows_mesh
-from clvp_jax.host_memory import release_freed_memory
 from clvp_jax.model import ClvpModelForConditionalGeneration
+from clvp_jax.tuning import MEMORY_SCHEDULER_OPTIONS, Tuning
 
-# Decoding at most this many rows per device (per chunk) is bound by reading the weights: on CPU such programs are
-# compiled with XLA's memory-optimized scheduler. XLA's default CPU scheduler runs independent work side by side
-# (e.g. the text tower during the conditioning encoder), which at the real size adds 20-30 MB to the program's
-# temporary buffer and gains nothing at 1-4 rows (same step time, measured); at 16 rows it gains 3-5%.
-LEAN_ROWS = 4
-_MEMORY_SCHEDULER = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
 PROGRAM_NAME = "clvp_generation"  # the jitted function's name, as JAX's compile logs and events report it
 
 _AHEAD: dict[tuple, Any] = {}  # (program, argument signature) -> jax.stages.Compiled
@@ -66,14 +61,17 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path:
     return target
 
 
-def uses_memory_scheduler(opts: GenerationOptions, batch_size: int, n_devices: int) -> bool:
-    """Whether the program for `batch_size` texts over `n_devices` is compiled with the memory-optimized scheduler."""
-    return jax.default_backend() == "cpu" and chunk_rows(opts, batch_size) // n_devices <= LEAN_ROWS
+def uses_memory_scheduler(
+    model: ClvpModelForConditionalGeneration, opts: GenerationOptions, batch_size: int, n_devices: int
+) -> bool:
+    """Whether the program for `batch_size` texts over `n_devices` is compiled with the memory-optimized scheduler
+    (`model.tuning.memory_scheduler_max_rows`: decoding few rows per device is bound by reading the weights)."""
+    return model.tuning.use_memory_scheduler(chunk_rows(opts, batch_size) // n_devices)
 
 
 def program_for(model: ClvpModelForConditionalGeneration, opts: GenerationOptions, batch_size: int, n_devices: int):
     """The jitted program `generate` runs for `batch_size` texts over `n_devices` devices."""
-    return _jitted(model, opts, n_devices, uses_memory_scheduler(opts, batch_size, n_devices))
+    return _jitted(model, opts, n_devices, uses_memory_scheduler(model, opts, batch_size, n_devices))
 
 
 def _cast_floats(tree: Any, dtype: jnp.dtype) -> Any:
@@ -102,7 +100,7 @@ def _jitted(model: ClvpModelForConditionalGeneration, opts: GenerationOptions, n
             method=generation_program,
         )
 
-    return jax.jit(clvp_generation, compiler_options=_MEMORY_SCHEDULER if lean else None)
+    return jax.jit(clvp_generation, compiler_options=dict(MEMORY_SCHEDULER_OPTIONS) if lean else None)
 
 
 def bucketed_text_length(model: ClvpModelForConditionalGeneration, opts: GenerationOptions, length: int) -> int:
@@ -126,7 +124,7 @@ def abstract(args: Any) -> Any:
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), args)
 
 
-def compile_ahead(fn, args: tuple) -> Any:
+def compile_ahead(fn, args: tuple, tuning: Tuning) -> Any:
     """Compile `fn` (a `jax.jit` function) for `args` (arrays or shapes) and keep it for `ahead_or_jit`."""
     # Tracing the real-size program creates millions of short-lived Python objects; the cyclic garbage collector
     # has nothing to find in them but ran for ~0.5 s of the ~4 s of tracing and lowering.
@@ -143,7 +141,7 @@ def compile_ahead(fn, args: tuple) -> Any:
     # once compiled; executables `fn` compiled through jit for other shapes reload from the persistent cache.
     del lowered
     fn.clear_cache()
-    release_freed_memory()
+    tuning.release_freed_memory()
     return compiled
 
 

@@ -172,7 +172,7 @@ def warmup(
     params = param_shapes(cfg) if params is None else params
     args = (params, ids, mask, feats, lat, jax.random.key(0), jnp.int32(1), jnp.int32(0))
     if n_dev == 1:
-        return compile_ahead(fn, args)
+        return compile_ahead(fn, args, model.tuning)
     if shapes_only:
         raise ValueError(f"warmup over {n_dev} devices needs the real params (got shapes only)")
     jax.block_until_ready(fn(*args))
