@@ -281,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("speak", help="text + voice -> 24 kHz WAV (AR candidates, diffusion, vocoder)")
     add_speak_arguments(sp)
-    sp.set_defaults(func=cmd_speak)
+    sp.set_defaults(func=cmd_speak, compiles=True)
 
     lat = sub.add_parser("latents", help="voice clips -> a saved conditioning latent (.npy)")
     _common(lat)

@@ -1,9 +1,9 @@
 """Tortoise's `tts_with_preset` presets for the whole speech pipeline: AR candidates and diffusion settings.
 
 One name, both stages (spec `tortoise_waveform.md` §3.1, `tortoise_original.md` §5): the candidate counts are
-`pipeline.PRESETS` (what `clvp-jax generate` samples), the diffusion settings `sampler.TORTOISE_PRESETS` (steps,
-conditioning-free guidance; every preset also sets cond_free_k 2.0 and diffusion_temperature 1.0). Both tables stay
-where their stage reads them; this module joins them and applies the user's overrides.
+`generation.presets.PRESETS` (what `clvp-jax generate` samples), the diffusion settings `sampler.TORTOISE_PRESETS`
+(steps, conditioning-free guidance; every preset also sets cond_free_k 2.0 and diffusion_temperature 1.0). Both
+tables stay where their stage reads them; this module joins them and applies the user's overrides.
 
   preset        candidates  diffusion steps  cond_free  model calls (ddpm)
   ultra_fast    16          30               False      30
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from clvp_jax.pipeline import PRESETS as CANDIDATE_PRESETS
+from clvp_jax.generation.presets import PRESETS as CANDIDATE_PRESETS
 from clvp_jax.waveform.sampler import SAMPLER_KINDS, TORTOISE_PRESETS, SamplerConfig
 
 PRESET_NAMES: tuple[str, ...] = tuple(CANDIDATE_PRESETS)
