@@ -166,8 +166,12 @@ def cmd_latents(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.force:
         raise UsageError(f"{args.out} exists; pass --force to replace it")
     latents = pipeline.compute_latents(model=model, params=params, voice=_voice(args))
-    save_conditioning_latents(args.out, latents)
-    print(f"wrote {args.out}: conditioning latent of width {latents.shape[-1]}")
+    from clvp_jax.cli_speak import voice_diffusion_latent
+
+    diffusion = voice_diffusion_latent(args.checkpoint, _voice(args), model)  # None: no diffusion decoder
+    save_conditioning_latents(args.out, latents, diffusion)
+    extra = "" if diffusion is None else f" and diffusion latent of width {diffusion.shape[-1]} (for speak)"
+    print(f"wrote {args.out}: conditioning latent of width {latents.shape[-1]}{extra}")
     return 0
 
 

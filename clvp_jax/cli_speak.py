@@ -136,6 +136,29 @@ def _latents_file(path: Path):
     return voices.load_latents_file(path)
 
 
+def voice_diffusion_latent(checkpoint: Path | None, voice, model):
+    """For `clvp-jax latents`: the diffusion latent of the voice's clips when the checkpoint has the diffusion
+    decoder (the packaged default has one), so the file it writes serves `speak` too; None when it has not (or
+    the voice is already a latents file)."""
+    from clvp_jax.audio import load_voice
+    from clvp_jax.speech import AR_SAMPLING_RATE, diffusion_latent
+    from clvp_jax.waveform.bundle import default_waveform_models, load_waveform_models, missing_audio_files
+
+    if isinstance(voice, (str, Path)) and Path(voice).suffix.lower() in (".npy", ".npz", ".pth"):
+        return None
+    if checkpoint is None:
+        wm = default_waveform_models(model.config.decoder_config.hidden_size)
+    elif missing_audio_files(checkpoint):
+        return None
+    else:
+        wm = load_waveform_models(checkpoint)
+    if voice is None:
+        from clvp_jax.assets import default_voice_path
+
+        voice = default_voice_path()
+    return diffusion_latent(wm, load_voice(voice, AR_SAMPLING_RATE))
+
+
 class _Bars:
     """One tqdm bar per stage, opened on its first report."""
 

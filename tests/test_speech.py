@@ -371,3 +371,18 @@ def test_voice_samples_as_arrays_equal_the_files(tiny):
     np.testing.assert_array_equal(from_array.autoregressive, from_file.autoregressive)
     np.testing.assert_array_equal(from_array.diffusion, from_file.diffusion)
     assert from_file.diffusion.shape == (wm.diffusion_width,) and from_file.cvvp_mels.shape[:2] == (1, 80)
+
+
+def test_latents_command_saves_both_latents_when_the_checkpoint_can_speak(tmp_path):
+    from clvp_jax.cli import main
+    from clvp_jax.generation.latents import load_voice_latents
+
+    out = tmp_path / "voice.npz"
+    assert main(["latents", "--voice", str(DATA / "tortoise" / "voices" / "lj"), "--out", str(out)]) == 0
+    saved = load_voice_latents(out)  # the packaged default has a diffusion decoder: a version-2 file
+    assert saved.version == 2 and saved.diffusion.shape == (64,) and saved.autoregressive.shape == (64,)
+    assert np.isfinite(saved.diffusion).all() and np.abs(saved.diffusion).max() > 0
+    # A codes-only checkpoint writes the AR latent alone (version 1), as before.
+    out1 = tmp_path / "voice1.npy"
+    assert main(["latents", "--checkpoint", str(TINY), "--out", str(out1)]) == 0
+    assert load_voice_latents(out1).version == 1
