@@ -1,6 +1,7 @@
 """The AR latents the diffusion decoder is conditioned on, and Tortoise's trim at a run of calm codes.
 
-Axis legend: k chosen candidates, T text tokens, m codes per candidate (Tortoise: 500), D decoder width.
+Axis letters: the package legend in `clvp_jax/__init__.py`; here also k chosen candidates, m codes per candidate
+(Tortoise: 500).
 
 As `api.tts` (spec `tortoise_original.md` §2.5): the chosen candidates, padded with the stop token to m codes and
 fixed (`fix_autoregressive_output`: the stop and everything after it become the calm code 83, the last three
