@@ -4,6 +4,7 @@
   compute_latents(voice=...)         voice clips -> one conditioning latent (averaged over clips, as Tortoise)
   score(text=..., speech_ids=...)    CLVP similarity of a text and speech-code sequences
   describe_checkpoint(path)          config, parameter count, dtype and provenance of a checkpoint
+  load_model(checkpoint)             (model, params) of a folder or Hub repo id; None: the packaged default
 
 With no checkpoint, everything runs on the packaged default: the real Tortoise vocabulary and mel norms, the
 bundled LJ Speech clip, and a small deterministic random-weight model (`default_config()`, seed 0). Its outputs
@@ -23,6 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from clvp_jax.config import ClvpConfig, ClvpDecoderConfig, ClvpEncoderConfig
+
+__all__ = ["PRESETS", "TEXT_NORMALIZER", "default_config", "load_model", "compute_latents", "generation_options"]
+__all__ += ["Candidate", "ChunkResult", "RankResult", "rank_speech", "score", "describe_checkpoint"]
 
 PRESETS: dict[str, int] = {"ultra_fast": 16, "fast": 96, "standard": 256, "high_quality": 256}
 """Tortoise's presets: candidates per text (all sample with temperature 0.8, top-p 0.8, repetition penalty 2.0)."""
@@ -52,7 +56,8 @@ def default_config() -> ClvpConfig:
 
 
 def load_model(checkpoint: str | os.PathLike | None = None, *, dtype: str | None = None):
-    """(model, params) from a checkpoint of any supported format, or the packaged default when None."""
+    """(model, params) from a checkpoint of any supported format or a Hub repo id (`Manmay/tortoise-tts`, see
+    `clvp_jax.from_pretrained`), or the packaged default when None (random weights, `default_config()`, seed 0)."""
     if checkpoint is not None:
         from clvp_jax.checkpoint import from_pretrained
 

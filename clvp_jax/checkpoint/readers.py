@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from clvp_jax.checkpoint.dtypes import SAFETENSORS_DTYPES
-from clvp_jax.checkpoint.errors import CheckpointError
+from clvp_jax.checkpoint.errors import CheckpointError, import_torch
 
 
 class TensorSpec(NamedTuple):
@@ -132,11 +132,10 @@ def torch_load_weights(path: str | os.PathLike) -> dict[str, Any]:
     """
     import pickle
 
-    import torch
-
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"missing weights file {path}")
+    torch = import_torch(path)
     try:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)

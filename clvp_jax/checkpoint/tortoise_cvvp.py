@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
+from clvp_jax.checkpoint.errors import import_torch
 from clvp_jax.layers import rotary_inv_freq
 from clvp_jax.waveform.cvvp import CVVP, HEAD_DIM, ROTARY_DIM, CvvpConfig
 
@@ -189,11 +190,10 @@ def params_to_state_dict(params: Mapping, config: CvvpConfig) -> dict[str, np.nd
 
 def load_cvvp(path: str | os.PathLike, config: CvvpConfig | None = None) -> tuple[CvvpConfig, dict]:
     """Read `cvvp.pth` (a plain state dict, `torch.load(weights_only=True)`) -> (config, params)."""
-    import torch  # local: only the converter reads torch files
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no CVVP checkpoint at {path}")
+    torch = import_torch(path)  # local: only the converter reads torch files
     loaded = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(loaded, Mapping) or not all(hasattr(v, "numpy") for v in loaded.values()):
         raise CvvpCheckpointError([f"{path} is not a plain state dict of tensors (got {type(loaded).__name__})"])

@@ -23,6 +23,7 @@ from os import PathLike
 import jax
 import numpy as np
 
+from clvp_jax.checkpoint.errors import import_torch
 from clvp_jax.waveform.diffusion import param_shapes
 from clvp_jax.waveform.diffusion_config import TRAILING_RESBLOCKS, DiffusionConfig
 
@@ -178,10 +179,7 @@ def load_original(
     path: str | PathLike, config: DiffusionConfig | None = None, *, num_heads: int | None = None
 ) -> tuple[DiffusionConfig, dict]:
     """Reads `diffusion_decoder.pth` (`torch.load(weights_only=True)`; torch is only needed here) and converts it."""
-    try:
-        import torch
-    except ImportError as error:  # torch is an optional extra
-        raise ImportError("reading an original .pth checkpoint needs torch: pip install torch") from error
+    torch = import_torch(path)  # torch is an optional extra
     loaded = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(loaded, Mapping):
         raise DiffusionCheckpointError(context=f"{path}: expected a state dict, got {type(loaded).__name__}")
