@@ -98,6 +98,9 @@ class _Fetcher:
         self.repo, self.revision, self.cache_dir, self.local_only = repo, revision, cache_dir, local_only
         self.cache_missing: list[str] = []  # files neither in the cache nor downloadable now
         self.cause: BaseException | None = None  # why the last of them could not be downloaded
+        # Set once the Hub proved unreachable: the library retries each file for ~25 s, so the rest are only
+        # looked up in the cache (the error then names every missing file at once).
+        self.unreachable = False
 
     def get(self, filename: str) -> Path | None:
         """The cached path of `filename`, or None when the repo has no such file or it cannot be had now."""
@@ -118,11 +121,12 @@ class _Fetcher:
                     filename,
                     revision=self.revision,
                     cache_dir=self.cache_dir,
-                    local_files_only=self.local_only,
+                    local_files_only=self.local_only or self.unreachable,
                 )
             )
         except LocalEntryNotFoundError as err:  # before EntryNotFoundError: it is one
-            self.cause = err.__cause__
+            if not (self.local_only or self.unreachable or _offline()):
+                self.cause, self.unreachable = err.__cause__, True
             self.cache_missing.append(filename)
             return None
         except EntryNotFoundError:  # the repo (at this revision) has no such file
@@ -147,7 +151,8 @@ class _Fetcher:
 
     def checkpoint(self, need: Iterable[str]) -> Path:
         """Fetch an HF checkpoint (config.json + weights) or the Tortoise files of `need`; their folder."""
-        config = self.get("config.json")
+        # The known Tortoise repo has no config.json: asking for it would cost a round trip (or retries offline).
+        config = None if self.repo == TORTOISE_REPO else self.get("config.json")
         if config is not None:
             return self._same_folder([config, *self._hf_weights(config.parent)])
         wanted = list(dict.fromkeys(f for job in need for f in TORTOISE_FILES[job]))
@@ -160,7 +165,7 @@ class _Fetcher:
         if "config.json" in self.cache_missing and len(missing) == len(wanted) and not self._cached_tortoise():
             # Nothing of the repo could be had: its kind is unknown, so name both layouts.
             looked_for = f"config.json + model.safetensors (HF CLVP) or {', '.join(wanted)} (original Tortoise)"
-            raise CheckpointError(self._unavailable(looked_for, wanted if self.repo == TORTOISE_REPO else None))
+            raise CheckpointError(self._unavailable(looked_for, None))
         if set(missing) <= set(self.cache_missing):
             raise CheckpointError(self._unavailable(", ".join(missing), missing))
         raise CheckpointError(
@@ -213,7 +218,7 @@ class _Fetcher:
         cache = os.fspath(self.cache_dir) if self.cache_dir is not None else constants.HF_HUB_CACHE
         if self.local_only:
             why = "downloads are off (local_files_only=True)"
-        elif constants.is_offline_mode():
+        elif _offline():
             why = "downloads are off (HF_HUB_OFFLINE=1)"
         else:
             why = f"the Hub could not be reached ({_first_line(self.cause) or 'no connection'})"
@@ -223,6 +228,13 @@ class _Fetcher:
             f"Hub repo {self.repo}{self._at()}: {looked_for} not in the Hub cache {cache} and {why}; get them with "
             f"the network, with `{command}`, or pass a local folder that holds them"
         )
+
+
+def _offline() -> bool:
+    """`HF_HUB_OFFLINE` as `huggingface_hub` read it (at its import)."""
+    from huggingface_hub import constants
+
+    return constants.is_offline_mode()
 
 
 def _first_line(err: BaseException | None) -> str:
