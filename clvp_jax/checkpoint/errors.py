@@ -17,7 +17,7 @@ class MissingTorchError(CheckpointError, ImportError):
 
     def __init__(self, path: object) -> None:
         super().__init__(
-            f"reading {path} needs torch, which is not installed: pip install 'clvp-jax[torch]' (or convert it "
+            f"reading {path} needs torch: pip install 'clvp-jax[torch]' (torch is not installed; or convert it "
             "once with clvp-jax convert where torch is: clvp-jax and HF safetensors checkpoints need no torch)"
         )
 
