@@ -197,3 +197,23 @@ def test_convert_cli_reads_the_cache_with_hf_hub_offline(tmp_path, tortoise_tiny
     assert len(lines) == 1 and "downloads are off (HF_HUB_OFFLINE=1)" in lines[0], failed.stderr
     assert f"`hf download {TORTOISE_REPO} autoregressive.pth clvp2.pth --revision v9`" in lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_sharded_hf_repo_fetches_the_index_and_its_shards(tmp_path, tiny_hf_folder, tiny_local):
+    """A sharded repo (no model.safetensors): the index and exactly the shards it lists; a missing shard is named."""
+    import json
+
+    from clvp_jax.checkpoint.readers import open_hf_state_dict
+
+    shard = "model-00001-of-00001.safetensors"
+    keys = sorted(open_hf_state_dict(tiny_hf_folder).specs())
+    index = tmp_path / "index.json"
+    index.write_text(json.dumps({"metadata": {}, "weight_map": dict.fromkeys(keys, shard)}))
+    files = {"config.json": tiny_hf_folder / "config.json", "model.safetensors.index.json": index}
+    write_hub_cache(tmp_path / "partial", HF_REPO, files)
+    with pytest.raises(CheckpointError, match=rf"Hub repo {HF_REPO}: {shard} not in the Hub cache"):
+        load_params(HF_REPO, cache_dir=tmp_path / "partial", local_files_only=True)
+    write_hub_cache(tmp_path / "whole", HF_REPO, files | {shard: tiny_hf_folder / "model.safetensors"})
+    loaded = load_params(HF_REPO, cache_dir=tmp_path / "whole", local_files_only=True)
+    assert [p.name for p in loaded.sources] == ["config.json", shard]
+    assert_same_tree(loaded.params, tiny_local.params)

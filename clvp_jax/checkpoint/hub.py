@@ -187,7 +187,7 @@ class _Fetcher:
                 raise CheckpointError(self._unavailable(", ".join(missing), missing))
             return [path, *shards]
         if self.cache_missing:
-            raise CheckpointError(self._unavailable(" or ".join(HF_WEIGHT_FILES), [HF_WEIGHT_FILES[0]]))
+            raise CheckpointError(self._unavailable(" or ".join(HF_WEIGHT_FILES), None))  # which one: unknown offline
         raise CheckpointError(
             f"the Hub repo {self.repo}{self._at()} has a config.json but none of {', '.join(HF_WEIGHT_FILES)}"
         )
