@@ -169,8 +169,10 @@ def test_an_existing_path_wins_over_a_repo_id(tmp_path, monkeypatch, tortoise_ti
     shutil.copytree(tortoise_tiny.folder, local, ignore=shutil.ignore_patterns("*.npz"))
     monkeypatch.chdir(tmp_path / "work")
     assert load_params(TORTOISE_REPO, cache_dir=tmp_path / "cache", local_files_only=True).format == "tortoise"
-    with pytest.raises(CheckpointError, match="revision='v1' applies to a Hub repo id, but .* is a local path"):
+    with pytest.raises(CheckpointError, match="revision='v1' applies to a Hub repo id, but .* is an existing local"):
         load_params(TORTOISE_REPO, revision="v1")
+    with pytest.raises(CheckpointError, match=r"but 'ckpt' is not a repo id \(owner/name\)"):
+        load_params("ckpt", revision="v1")
 
 
 def _cli(args: list[str], env_extra: dict[str, str]) -> subprocess.CompletedProcess:

@@ -80,10 +80,13 @@ def resolve_checkpoint(
     """
     if not is_repo_id(source):
         if revision is not None:
-            raise CheckpointError(
-                f"revision={revision!r} applies to a Hub repo id, but {os.fspath(source)!r} is a local path "
-                "(a path that exists wins over a repo id); drop the revision or pass the repo id from elsewhere"
+            text = os.fspath(source)
+            what = (
+                "an existing local path, which wins over a repo id: drop the revision, or run where it does not exist"
+                if Path(text).exists()
+                else "not a repo id (owner/name)"
             )
+            raise CheckpointError(f"revision={revision!r} applies to a Hub repo id, but {text!r} is {what}")
         return Path(source)
     unknown = sorted(set(need) - set(TORTOISE_FILES))
     if unknown:
