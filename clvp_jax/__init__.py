@@ -12,8 +12,16 @@ letters; a file that needs a new letter adds it here rather than redefining one)
   D  width;  I  MLP inner width;  P  CLVP projection width;  V  decoder vocabulary
   H  heads;  K  head dim;  E  rotary width (2 * ceil(r0 / 2))
   F  mel bins;  N  mel frames;  A  audio samples;  Y  STFT frequency bins (n_fft // 2 + 1)
+  W  channels of a channels-first convolution tensor (the waveform stage: `[B, W, T]`; a new letter rather than
+     the torch habit `[B, C, L]`, because C and L already mean candidates and prompt slots here)
+  U  diffusion sampler steps (the spaced schedule's length; K is taken by the head dim)
+In the waveform stage (`clvp_jax/waveform/`) tensors are channels-first as in the original: a mel is `[B, F, N]`,
+audio `[B, A]` or `[B, 1, A]`, a conv or attention stack `[B, W, T]` (T its positions: mel frames or AR latent
+frames), and the AR latents are `[B, M, D]` (one frame per speech code).
 Layers are not an axis (per-layer tuples and subtrees; only the stacked tower loop stacks them, `[n_layers, ...]`);
-a size that has no letter is spelled out (`block`, `rows`).
+a size that has no letter is spelled out (`block`, `rows`, `steps`, `taps`, `clips`). A derived size is written
+with its letter (`2W`, `T + 3`, `B'`) and defined where it is used. A file may say which of these meanings its T,
+S or B take ("here T ..."), but never gives a letter a new meaning.
 """
 
 from clvp_jax.audio import ClvpFeatureExtractor, load_audio, load_voice

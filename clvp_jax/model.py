@@ -1,7 +1,7 @@
 """`ClvpModelForConditionalGeneration`: conditioning encoder + speech decoder + the two CLVP towers.
 
-Axis legend: B batch (B_t texts, B_a voices), T text tokens, S speech tokens, L prompt slots, D width,
-P projection width, F mel bins, N mel frames.
+Axis letters: see the package legend in `clvp_jax/__init__.py` (here B_t texts, B_a voices, B_s speech rows; M the
+speech codes scored, L prompt slots).
 
 Submodules are named as in the reference (`conditioning_encoder`, `speech_decoder_model`, `text_encoder_model`,
 `speech_encoder_model`, plus the `logit_scale` parameter), so each can be applied alone, e.g.
@@ -42,7 +42,7 @@ class ClvpOutput:
 
     Attributes:
       loss: symmetric contrastive loss (only with `return_loss=True`), else None.
-      speech_ids: the fixed decoder ids that were scored [B, S].
+      speech_ids: the fixed decoder ids that were scored [B, M].
       logits_per_speech: [B_speech, B_text]; logits_per_text: [B_text, B_speech].
       text_embeds, speech_embeds: L2-normalised projections [B, P].
       text_model_output, speech_model_output: pooled encoder outputs [B, D].
@@ -196,7 +196,7 @@ class ClvpModelForConditionalGeneration(nn.Module):
         return clip_similarity(text_embeds, speech_embeds, self.logit_scale)
 
     def fix_speech_decoder_output(self, ids: jax.Array) -> jax.Array:
-        """`fix_speech_decoder_output` with this model's stop token and fixing codes: [B, 1 + S] -> [B, S]."""
+        """`fix_speech_decoder_output` with this model's stop token and fixing codes: [B, 1 + M] -> [B, M]."""
         dec = self.config.decoder_config
         return fix_speech_decoder_output(ids, dec.eos_token_id, dec.decoder_fixing_codes)
 
@@ -271,8 +271,8 @@ class ClvpModelForConditionalGeneration(nn.Module):
         self,
         input_ids: jax.Array,  # [B_t, T]
         attention_mask: jax.Array | None,  # [B_t, T]
-        speech_ids: jax.Array,  # [B_s, S]
-        speech_mask: jax.Array | None = None,  # [B_s, S]
+        speech_ids: jax.Array,  # [B_s, M]
+        speech_mask: jax.Array | None = None,  # [B_s, M]
     ) -> ClvpScores:
         """CLVP similarity of every text against every speech sequence: both towers, normalise, scale.
 
@@ -291,7 +291,7 @@ class ClvpModelForConditionalGeneration(nn.Module):
         self,
         input_ids: jax.Array,  # [B, T]
         attention_mask: jax.Array | None,  # [B, T]
-        sequences: jax.Array,  # [R, 1 + S]
+        sequences: jax.Array,  # [R, 1 + M]
     ) -> tuple[jax.Array, ClvpScores]:
         """Score raw decoder outputs against their texts as generation ranks them (the reference composite's way).
 
@@ -300,9 +300,9 @@ class ClvpModelForConditionalGeneration(nn.Module):
 
         Args:
           input_ids, attention_mask: tokenizer ids [B, T] and mask (None: no padding).
-          sequences: [R, 1 + S] decoder output, start token first (already padded with the stop token if wanted).
+          sequences: [R, 1 + M] decoder output, start token first (already padded with the stop token if wanted).
         Returns:
-          (speech_ids [R, S] as scored, `ClvpScores` with logits_per_text [B, R]).
+          (speech_ids [R, M] as scored, `ClvpScores` with logits_per_text [B, R]).
         """
         speech_ids = self.fix_speech_decoder_output(sequences)
         return speech_ids, self.score(*self.text_with_eos(input_ids, attention_mask), speech_ids)
@@ -337,7 +337,7 @@ class ClvpModelForConditionalGeneration(nn.Module):
         return self(input_ids, input_features)
 
 
-def init_params(config: ClvpConfig, rng: jax.Array, dtype=jnp.float32) -> dict:
+def init_params(config: ClvpConfig, rng: jax.Array, dtype: jnp.dtype | type = jnp.float32) -> dict:
     """Random parameters for `config` (the reference's init scales are not reproduced; use for tests/demos)."""
     return _init_params(config, rng, jnp.dtype(dtype))
 

@@ -69,7 +69,9 @@ def uses_memory_scheduler(
     return model.tuning.use_memory_scheduler(chunk_rows(opts, batch_size) // n_devices)
 
 
-def program_for(model: ClvpModelForConditionalGeneration, opts: GenerationOptions, batch_size: int, n_devices: int):
+def program_for(
+    model: ClvpModelForConditionalGeneration, opts: GenerationOptions, batch_size: int, n_devices: int
+) -> Callable:
     """The jitted program `generate` runs for `batch_size` texts over `n_devices` devices."""
     return _jitted(model, opts, n_devices, uses_memory_scheduler(model, opts, batch_size, n_devices))
 
@@ -124,7 +126,7 @@ def abstract(args: Any) -> Any:
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), args)
 
 
-def compile_ahead(fn, args: tuple, tuning: Tuning) -> Any:
+def compile_ahead(fn: Callable, args: tuple, tuning: Tuning) -> Any:
     """Compile `fn` (a `jax.jit` function) for `args` (arrays or shapes) and keep it for `ahead_or_jit`."""
     # Tracing the real-size program creates millions of short-lived Python objects; the cyclic garbage collector
     # has nothing to find in them but ran for ~0.5 s of the ~4 s of tracing and lowering.
@@ -145,7 +147,7 @@ def compile_ahead(fn, args: tuple, tuning: Tuning) -> Any:
     return compiled
 
 
-def ahead_or_jit(fn, args: tuple) -> Callable:
+def ahead_or_jit(fn: Callable, args: tuple) -> Callable:
     """The executable `compile_ahead` made of `fn` for exactly these argument shapes, else `fn` itself."""
     return _AHEAD.get((fn, signature(args)), fn) if _AHEAD else fn
 

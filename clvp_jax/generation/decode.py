@@ -1,7 +1,7 @@
 """The decode call: every candidate row of every text, chunk by chunk, through `loop.decode`.
 
-Axis legend: B texts, C candidates per text, R = B * C rows (text-major), N rows per chunk, M new tokens,
-V decoder vocabulary, G prompts one chunk can span.
+Axis letters: see the package legend in `clvp_jax/__init__.py` (here R also the rows of one chunk, G the prompts one
+chunk can span).
 
 Chunks run one after another (`lax.map`), each a `lax.while_loop` that stops when all of its rows have stopped.
 Each row's randomness comes from fold_in(fold_in(rng, text), candidate), so the output does not depend on the
@@ -42,13 +42,13 @@ def chunk_rows(opts: GenerationOptions, batch_size: int) -> int:
 
 
 def _decode_step(m: ClvpModelForConditionalGeneration, tokens: jax.Array, positions: jax.Array, cache):
-    """One token per row [N] at decoder positions [N] -> (logits [N, V] float32, cache)."""
+    """One token per row [R] at decoder positions [R] -> (logits [R, V] float32, cache)."""
     out = m.speech_decoder_model(input_ids=tokens[:, None], position_ids=positions[:, None], cache=cache)
     return out.logits[:, 0], out.cache
 
 
 def _initial_seen(opts: GenerationOptions, rows: int, vocab_size: int, start: int) -> jax.Array | None:
-    """[N, V] tokens the repetition penalty counts as seen before step 0 (None when the penalty is off)."""
+    """[R, V] tokens the repetition penalty counts as seen before step 0 (None when the penalty is off)."""
     if opts.repetition_penalty in (None, 1.0):
         return None
     seen = jnp.zeros((rows, vocab_size), bool).at[:, start].set(True)
@@ -84,7 +84,7 @@ def decode_candidates(
     G = min(B, -(-chunk // max(C, 1)) + 1)  # prompts one chunk's rows can span
 
     def run_chunk(args):
-        t_idx, row_keys = args  # [N], [N] keys
+        t_idx, row_keys = args  # [R], [R] keys
         cache = chunk_prompts(prompts.cache, t_idx, G, max(M - 1, 1))  # c_{M-1} is never fed back
         cache = cache.replace(**constrain_rows(dict(keys=cache.keys, values=cache.values, group=cache.group), mesh))
         first = constrain_rows(jnp.take(prompts.logits, t_idx, axis=0), mesh)

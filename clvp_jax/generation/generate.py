@@ -1,7 +1,6 @@
 """`generate` and `warmup`: Tortoise-style candidate generation ranked by CLVP, as one compiled program.
 
-Axis legend: B texts, T text tokens, C candidates per text, R = B * C rows (text-major), F mel bins, N frames,
-D decoder width, M new tokens.
+Axis letters: see the package legend in `clvp_jax/__init__.py` (here B texts, M new tokens).
 
 This file checks and prepares the inputs and runs the program that `compiling` picks; the program itself
 (prefill -> decode -> rank) is `program.generation_program`. Neither function changes `jax.config`: the persistent
@@ -10,11 +9,13 @@ compilation cache is turned on by `enable_compilation_cache()` when the caller w
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from clvp_jax.generation.compiling import ahead_or_jit, bucketed_text_length, compile_ahead, program_for
 from clvp_jax.generation.decode import chunk_rows
@@ -57,12 +58,12 @@ def _device_count(devices: Sequence[jax.Device] | int | None) -> int:
 
 def generate(
     model: ClvpModelForConditionalGeneration,
-    params,
-    input_ids,
-    input_features=None,
-    attention_mask=None,
+    params: Mapping[str, Any],
+    input_ids: ArrayLike,
+    input_features: ArrayLike | None = None,
+    attention_mask: ArrayLike | None = None,
     *,
-    conditioning_latents=None,
+    conditioning_latents: ArrayLike | None = None,
     rng: jax.Array | None = None,
     options: GenerationOptions | None = None,
     devices: Sequence[jax.Device] | int | None = None,
@@ -132,13 +133,13 @@ def generate(
 
 def warmup(
     model: ClvpModelForConditionalGeneration,
-    params=None,
+    params: Mapping[str, Any] | None = None,
     *,
     batch_size: int = 1,
     text_length: int = 32,
     num_frames: int | None = 517,
     options: GenerationOptions | None = None,
-    devices=None,
+    devices: Sequence[jax.Device] | int | None = None,
     **overrides,
 ) -> jax.stages.Compiled | None:
     """Compile the program for these shapes before the first `generate` call.

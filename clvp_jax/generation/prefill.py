@@ -1,7 +1,7 @@
 """The prefill: each text's prompt through the decoder once, and the per-chunk view of those prompt caches.
 
-Axis legend: B texts, T text tokens, L prompt slots (T + 4), D decoder width, V decoder vocabulary,
-G prompts one chunk of rows can span, N rows of a chunk, M own cache slots per row.
+Axis letters: see the package legend in `clvp_jax/__init__.py` (here L = T + 4 prompt slots, G the prompts one chunk of
+rows can span, R the rows of a chunk, M own cache slots per row).
 
 The prompt is the model's (`decoder_prompt`): `[latent, bos, t.., eos, eos, start]` with the reference composite's
 extra eos and no decoder positions on the conditioning slots (the correct Tortoise input, not the reference's
@@ -47,7 +47,7 @@ def prefill(
 
 
 def chunk_prompts(prompts: KVCache, t_idx: jax.Array, G: int, M: int) -> SharedPrefixCache:
-    """The decode cache of one chunk of rows (`t_idx` [N]: each row's text, ascending): the G prompts its rows can
+    """The decode cache of one chunk of rows (`t_idx` [R]: each row's text, ascending): the G prompts its rows can
     span (from its first row's text on), shared, and empty own slots for M new tokens."""
     first = jnp.clip(t_idx[0], 0, prompts.valid.shape[0] - G)
     take = lambda x: jax.lax.dynamic_slice_in_dim(x, first, G, axis=0)  # noqa: E731

@@ -1,7 +1,6 @@
 """The generation program: prefill -> decode -> rank, as one function that `compiling` turns into one `jax.jit`.
 
-Axis legend: B texts, T text tokens, C candidates per text, R = B * C rows (text-major), M new tokens,
-V decoder vocabulary, P CLVP projection width, S' scored speech tokens.
+Axis letters: see the package legend in `clvp_jax/__init__.py` (here B texts; M' the scored speech tokens).
 
   1. prefill (`prefill.py`): each text's prompt (the model's `decoder_prompt`) through the decoder once;
   2. decode (`decode.py`): the R candidate rows chunk by chunk, each chunk sharing its texts' prompt caches;
@@ -28,14 +27,14 @@ class GenerationOutput:
 
     Attributes:
       sequences: [R, 1 + M] raw decoder output, the start token first; stop-token padding after a row stopped.
-      speech_ids: [R, S'] what CLVP scored: sequences (padded with the stop token to `pad_to_max_mel_tokens` if
-        set), fixed as the reference does (first column dropped, S' = max(1 + M, pad) - 1).
+      speech_ids: [R, M'] what CLVP scored: sequences (padded with the stop token to `pad_to_max_mel_tokens` if
+        set), fixed as the reference does (first column dropped, M' = max(1 + M, pad) - 1).
       logits_per_text: [B, R] CLVP scores of every text against every candidate (as the reference).
       logits_per_speech: [R, B] its transpose.
       text_embeds: [B, P], speech_embeds: [R, P]: L2-normalised CLVP embeddings.
       candidate_scores: [B, C] each text against its own candidates.
       best_index: [B] the best candidate of each text (index within its C candidates).
-      best_speech_ids: [B, S'] the best candidate's speech ids; best_sequences: [B, 1 + M].
+      best_speech_ids: [B, M'] the best candidate's speech ids; best_sequences: [B, 1 + M].
       num_generated: [R] tokens each row generated up to and including its stop token (M if it never stopped).
       scores: [R, M, V] raw decoder logits of every step (zeros after the loop stopped), if requested.
     """

@@ -1,7 +1,6 @@
 """Ranking: pad the candidates, score them against their texts with CLVP, pick each text's best.
 
-Axis legend: B texts, C candidates per text, R = B * C rows (text-major), M new tokens, S' scored speech tokens,
-P CLVP projection width.
+Axis letters: see the package legend in `clvp_jax/__init__.py` (here B texts; M' the scored speech tokens).
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from clvp_jax.model import ClvpModelForConditionalGeneration, ClvpScores
 @flax.struct.dataclass
 class Ranking:
     """Attributes:
-    speech_ids: [R, S'] what CLVP scored (padded, fixed); scores: `ClvpScores` of every text against every row;
+    speech_ids: [R, M'] what CLVP scored (padded, fixed); scores: `ClvpScores` of every text against every row;
     candidate_scores: [B, C] each text against its own candidates; best_index: [B] within its C candidates;
     best_rows: [B] the best candidate's row.
     """

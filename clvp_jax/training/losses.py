@@ -1,7 +1,6 @@
 """Training losses for CLVP and the speech-token decoder: pure, jittable, differentiable.
 
-Axis legend: B batch, T text tokens, M speech codes, L prefix slots (T+3), D width, V decoder vocabulary,
-P projection width, F mel bins, N mel frames.
+Axis letters: see the package legend in `clvp_jax/__init__.py` (here M speech codes, L = T + 3 prefix slots).
 
 * `clvp_contrastive_loss`: the symmetric cross-entropy of the reference forward's `return_loss` (spec §9.2),
   computed on given (text, speech-code) pairs -- text ids through the text tower, codes through the speech tower.
