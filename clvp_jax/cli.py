@@ -71,10 +71,11 @@ def _voice(args: argparse.Namespace):
 
 def _model(args: argparse.Namespace):
     from clvp_jax import pipeline
+    from clvp_jax.checkpoint.hub import is_repo_id
 
     if args.checkpoint is None:
         _say(pipeline.DEFAULT_NOTICE)
-    elif not Path(args.checkpoint).exists():
+    elif not Path(args.checkpoint).exists() and not is_repo_id(args.checkpoint):
         raise UsageError(f"no checkpoint at {args.checkpoint}")
     return pipeline.load_model(args.checkpoint, dtype=args.dtype)
 
@@ -236,8 +237,9 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from clvp_jax import pipeline
+    from clvp_jax.checkpoint.hub import is_repo_id
 
-    if not Path(args.checkpoint).exists():
+    if not Path(args.checkpoint).exists() and not is_repo_id(args.checkpoint):
         raise UsageError(f"no checkpoint at {args.checkpoint}")
     print(json.dumps(pipeline.describe_checkpoint(args.checkpoint), indent=1, default=str))
     return 0
@@ -251,7 +253,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def _common(p: argparse.ArgumentParser, voice: bool = True) -> None:
     p.add_argument(
-        "--checkpoint", type=Path, help="model folder (HF, clvp-jax or original Tortoise); default: packaged"
+        "--checkpoint",
+        type=Path,
+        help="model folder (HF, clvp-jax or original Tortoise) or a Hub repo id; default: packaged",
     )
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="compute dtype")
     if voice:

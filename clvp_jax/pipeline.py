@@ -4,6 +4,7 @@
   compute_latents(voice=...)         voice clips -> one conditioning latent (averaged over clips, as Tortoise)
   score(text=..., speech_ids=...)    CLVP similarity of a text and speech-code sequences
   describe_checkpoint(path)          config, parameter count, dtype and provenance of a checkpoint
+  load_model(checkpoint)             (model, params) of a folder or Hub repo id; None: the packaged default
 
 With no checkpoint, everything runs on the packaged default: the real Tortoise vocabulary and mel norms, the
 bundled LJ Speech clip, and a small deterministic random-weight model (`default_config()`, seed 0). Its outputs
@@ -26,14 +27,17 @@ from clvp_jax.config import ClvpConfig, ClvpDecoderConfig, ClvpEncoderConfig
 from clvp_jax.generation.presets import preset_options
 from clvp_jax.model import ClvpModelForConditionalGeneration, init_params
 
+__all__ = ["TEXT_NORMALIZER", "DEFAULT_NOTICE", "default_config", "load_model", "compute_latents"]
+__all__ += ["Candidate", "ChunkResult", "RankResult", "rank_speech", "score", "describe_checkpoint"]
+
 TEXT_NORMALIZER = "tortoise"
 """Text normaliser of every tokenizer built here: Tortoise's own (`english_cleaners`, what the real weights were
 trained on), not transformers' default; `ClvpTokenizer(normalizer="hf")` gives transformers' ids."""
 
 DEFAULT_NOTICE = (
     "using the packaged default model: RANDOM weights (real vocabulary and voice clip), so the codes and scores "
-    "are meaningless. Convert real Tortoise weights with `clvp-jax convert autoregressive+clvp2 folder OUT` and pass "
-    "--checkpoint OUT."
+    "are meaningless. Real Tortoise weights: `clvp-jax convert Manmay/tortoise-tts OUT` (from the Hugging Face "
+    "Hub, or a folder of autoregressive.pth + clvp2.pth) and pass --checkpoint OUT."
 )
 
 
@@ -51,7 +55,8 @@ def default_config() -> ClvpConfig:
 
 
 def load_model(checkpoint: str | os.PathLike | None = None, *, dtype: str | None = None):
-    """(model, params) from a checkpoint of any supported format, or the packaged default when None."""
+    """(model, params) from a checkpoint of any supported format or a Hub repo id (`Manmay/tortoise-tts`, see
+    `clvp_jax.from_pretrained`), or the packaged default when None (random weights, `default_config()`, seed 0)."""
     if checkpoint is not None:
         from clvp_jax.checkpoint import from_pretrained
 

@@ -2,7 +2,7 @@
 
 One concept per module, imports going down the list:
 
-  errors     CheckpointError, WeightsMismatchError
+  errors     CheckpointError, WeightsMismatchError, MissingTorchError
   dtypes     the parameter dtypes, safetensors' dtype codes, casting
   hashing    sha256 provenance of source files
   layouts    tensor layouts (`Layout`, `Split`): one record for both directions
@@ -11,14 +11,16 @@ One concept per module, imports going down the list:
   infer      the config of original Tortoise weights, from their shapes
   tortoise   the two-way original Tortoise rule table (`load_original`, `to_original`)
   format     format detection and the clvp-jax manifest
+  hub        Hugging Face Hub repo ids -> a local folder of the files needed (`resolve_checkpoint`)
   load       `load_params`, `load_checkpoint`, `from_pretrained`
   save       `save_checkpoint`, `export_hf`
   convert_cli  the `clvp-jax-convert` command (and `clvp-jax convert`)
 """
 
 from clvp_jax.checkpoint.dtypes import DTYPES
-from clvp_jax.checkpoint.errors import CheckpointError, WeightsMismatchError
+from clvp_jax.checkpoint.errors import CheckpointError, MissingTorchError, WeightsMismatchError
 from clvp_jax.checkpoint.format import detect_format
+from clvp_jax.checkpoint.hub import HF_CLVP_REPO, TORTOISE_REPO, is_repo_id, resolve_checkpoint
 from clvp_jax.checkpoint.load import LoadedCheckpoint, from_pretrained, load_checkpoint, load_params
 from clvp_jax.checkpoint.rules import (
     ALL_PARTS,
@@ -31,7 +33,15 @@ from clvp_jax.checkpoint.rules import (
 from clvp_jax.checkpoint.save import export_hf, save_checkpoint
 from clvp_jax.checkpoint.tortoise import load_original, to_original
 
-__all__ = ["CheckpointError", "WeightsMismatchError", "DTYPES", "ALL_PARTS", "AUTOREGRESSIVE_PARTS", "CLVP_PARTS"]
+__all__ = [
+    "CheckpointError",
+    "MissingTorchError",
+    "WeightsMismatchError",
+    "DTYPES",
+    "ALL_PARTS",
+    "AUTOREGRESSIVE_PARTS",
+    "CLVP_PARTS",
+]
 __all__ += ["detect_format", "LoadedCheckpoint", "from_pretrained", "load_checkpoint", "load_params"]
 __all__ += ["check_params", "params_to_state_dict", "state_dict_to_params", "load_original", "to_original"]
-__all__ += ["export_hf", "save_checkpoint"]
+__all__ += ["export_hf", "save_checkpoint", "HF_CLVP_REPO", "TORTOISE_REPO", "is_repo_id", "resolve_checkpoint"]

@@ -2,7 +2,8 @@
 
 SRC is auto-detected: an HF folder (safetensors, sharded safetensors or pytorch_model.bin), a clvp-jax
 checkpoint, or original Tortoise files (a folder with autoregressive.pth and/or clvp2.pth, optionally
-original_config.json, or one .pth file). `--dry-run` reads only names, shapes and dtypes and prints the strict
+original_config.json, or one .pth file); or a Hugging Face Hub repo id (`susnato/clvp_dev`, `Manmay/tortoise-tts`,
+`--revision`), fetched into the Hub cache (`clvp_jax.checkpoint.hub`; a path that exists wins). `--dry-run` reads only names, shapes and dtypes and prints the strict
 report (missing / unexpected / mis-shaped / mis-typed keys); it exits 0 when the conversion would succeed, 1 otherwise.
 Errors print one line and exit with status 2. The output appears only when complete (temporary folder, then
 rename) and an existing output is replaced only with `--force`.
@@ -22,6 +23,7 @@ from pathlib import Path
 from clvp_jax.checkpoint.dtypes import DTYPES
 from clvp_jax.checkpoint.errors import CheckpointError, WeightsMismatchError
 from clvp_jax.checkpoint.format import detect_format, hf_stored_dtype
+from clvp_jax.checkpoint.hub import resolve_checkpoint
 from clvp_jax.checkpoint.load import load_checkpoint, load_params
 from clvp_jax.checkpoint.readers import open_hf_state_dict
 from clvp_jax.checkpoint.rules import ALL_PARTS, check_state_dict
@@ -35,7 +37,12 @@ _ORIGINAL_FLAGS = ("clvp", "original_config", "heads", "start_text_token", "star
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the converter's arguments to `parser` (used by this script and the `clvp-jax convert` subcommand)."""
-    parser.add_argument("source", type=Path, help="checkpoint folder (HF, clvp-jax or original Tortoise) or a .pth")
+    parser.add_argument(
+        "source",
+        type=Path,
+        help="checkpoint folder (HF, clvp-jax or original Tortoise), a .pth, or a Hub repo id (Manmay/tortoise-tts)",
+    )
+    parser.add_argument("--revision", help="branch, tag or commit of a Hub repo id (default: main)")
     parser.add_argument("output", type=Path, nargs="?", help="output folder (not needed with --dry-run)")
     parser.add_argument("--format", choices=("clvp-jax", "hf"), default="clvp-jax", help="output format")
     parser.add_argument("--dtype", choices=DTYPES, default=None, help="parameter dtype (default: as stored)")
@@ -154,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     """Run a parsed command line. Returns the exit status; errors print one line (status 2), never a traceback."""
     try:
         options = {k: getattr(args, k) for k in _ORIGINAL_FLAGS if getattr(args, k, None) is not None}
-        source = args.source
+        source = resolve_checkpoint(args.source, revision=getattr(args, "revision", None))
         if args.dry_run:
             return dry_run(source, options, getattr(args, "dtype", None))
         if args.output is None:

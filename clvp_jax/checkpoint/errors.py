@@ -1,4 +1,4 @@
-"""The two errors of checkpoint reading and writing; both say what is wrong and what to do."""
+"""The errors of checkpoint reading and writing; each says what is wrong and what to do."""
 
 from __future__ import annotations
 
@@ -10,6 +10,25 @@ _SHOWN = 20  # entries listed per kind; the counts are always complete
 
 class CheckpointError(ValueError):
     """A checkpoint file or folder that cannot be read or written safely; the message says what to do."""
+
+
+class MissingTorchError(CheckpointError, ImportError):
+    """A torch file (`.pth`, `pytorch_model.bin`) to read, and torch, an optional extra, is not installed."""
+
+    def __init__(self, path: object) -> None:
+        super().__init__(
+            f"reading {path} needs torch: pip install 'clvp-jax[torch]' (torch is not installed; or convert it "
+            "once with clvp-jax convert where torch is: clvp-jax and HF safetensors checkpoints need no torch)"
+        )
+
+
+def import_torch(path: object):
+    """`import torch`, or `MissingTorchError` naming `path` and the `[torch]` extra."""
+    try:
+        import torch
+    except ImportError as err:
+        raise MissingTorchError(path) from err
+    return torch
 
 
 class WeightsMismatchError(ValueError):

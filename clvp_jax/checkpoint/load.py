@@ -17,6 +17,7 @@ import numpy as np
 from clvp_jax.checkpoint.dtypes import as_dtype, cast_floats, float_dtype, is_float
 from clvp_jax.checkpoint.errors import CheckpointError
 from clvp_jax.checkpoint.format import Format, detect_format, hf_stored_dtype, read_manifest
+from clvp_jax.checkpoint.hub import resolve_checkpoint
 from clvp_jax.checkpoint.readers import open_hf_state_dict
 from clvp_jax.checkpoint.rules import ALL_PARTS, check_params, state_dict_to_params
 from clvp_jax.checkpoint.tortoise import load_original
@@ -38,11 +39,22 @@ class LoadedCheckpoint:
     manifest: dict | None = None
 
 
-def load_params(path: str | os.PathLike, *, dtype: Any = None, **original_options: Any) -> LoadedCheckpoint:
+def load_params(
+    path: str | os.PathLike,
+    *,
+    dtype: Any = None,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    local_files_only: bool | None = None,
+    **original_options: Any,
+) -> LoadedCheckpoint:
     """Read any supported checkpoint into a config and a strict numpy parameter tree.
 
     Args:
-      path: a checkpoint folder (any format) or an original `.pth` file.
+      path: a checkpoint folder (any format), an original `.pth` file, or a Hugging Face Hub repo id
+        (`susnato/clvp_dev`, `Manmay/tortoise-tts`: only the files the model needs are fetched, see
+        `clvp_jax.checkpoint.hub`); a path that exists wins over a repo id.
+      revision, cache_dir, local_files_only: for a repo id, see `clvp_jax.checkpoint.hub.resolve_checkpoint`.
       dtype: cast floating parameters to 'float32' | 'bfloat16' | 'float16' (default: as stored; tensors must
         then have the dtype the checkpoint declares).
       **original_options: for the original format only, see `clvp_jax.checkpoint.tortoise.load_original`
@@ -50,7 +62,7 @@ def load_params(path: str | os.PathLike, *, dtype: Any = None, **original_option
     Raises:
       CheckpointError, WeightsMismatchError, ConfigError: with a message naming the problem.
     """
-    path = Path(path)
+    path = resolve_checkpoint(path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
     fmt = detect_format(path)
     dt = as_dtype(dtype)
     if original_options and fmt != "tortoise":
@@ -97,21 +109,30 @@ def load_checkpoint(folder: str | os.PathLike, *, dtype: Any = None) -> LoadedCh
 
 
 def from_pretrained(
-    path: str | os.PathLike, *, dtype: Any = None, masked_pooling: bool = True, **original_options: Any
+    path: str | os.PathLike,
+    *,
+    dtype: Any = None,
+    masked_pooling: bool = True,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    local_files_only: bool | None = None,
+    **original_options: Any,
 ) -> tuple[ClvpModelForConditionalGeneration, dict]:
-    """Load a model from an HF folder, a clvp-jax checkpoint or original Tortoise files (auto-detected).
+    """Load a model from an HF folder, a clvp-jax checkpoint, original Tortoise files or a Hub repo (auto-detected).
 
     Args:
-      path: see `load_params`.
+      path: see `load_params`: a folder, a `.pth`, or a Hub repo id such as `Manmay/tortoise-tts`.
       dtype: parameter and compute dtype ('float32', 'bfloat16', 'float16'); default: as stored.
       masked_pooling: see `ClvpModelForConditionalGeneration`.
+      revision, cache_dir, local_files_only: for a repo id, see `clvp_jax.checkpoint.hub.resolve_checkpoint`.
       **original_options: original format only (e.g. `heads=16`), see `load_original`.
     Returns:
       (ClvpModelForConditionalGeneration, params) with params as jax arrays. An autoregressive-only checkpoint
       gives params with `conditioning_encoder`, `speech_decoder_model` and a placeholder `logit_scale` (the
       config's initial value), no CLVP towers: conditioning and code generation work, scoring does not.
     """
-    loaded = load_params(path, dtype=dtype, **original_options)
+    hub = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
+    loaded = load_params(path, dtype=dtype, **hub, **original_options)
     params = _to_device(loaded.params)
     if "logit_scale" not in params:
         # The composite module creates `logit_scale` eagerly in setup, so even its conditioning encoder and decoder

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from clvp_jax.checkpoint.dtypes import SAFETENSORS_DTYPES
-from clvp_jax.checkpoint.errors import CheckpointError
+from clvp_jax.checkpoint.errors import CheckpointError, import_torch
 
 
 class TensorSpec(NamedTuple):
@@ -128,17 +128,15 @@ def torch_load(path: str | os.PathLike) -> Any:
     """`torch.load(path, weights_only=True, map_location="cpu")`, memory-mapped when possible: whatever plain
     containers and tensors the file holds (`torch_load_weights` for a state dict).
 
-    Raises `ImportError` naming the `[torch]` extra when torch is not installed, and `CheckpointError` for a
-    missing, truncated or corrupt file and for a pickle that would need to run code (refused by torch's
-    weights-only unpickler).
+    Raises `MissingTorchError` (an ImportError) naming the `[torch]` extra when torch is not installed, and
+    `CheckpointError` for a missing, truncated or corrupt file and for a pickle that would need to run code
+    (refused by torch's weights-only unpickler).
     """
     import pickle
 
     path = Path(path)
-    try:
-        import torch
-    except ImportError as err:  # torch is an optional extra, needed only for .bin / .pth files
-        raise ImportError(f"reading {path} (a torch pickle) needs torch: pip install 'clvp-jax[torch]'") from err
+    # torch is an optional extra, needed only for .bin / .pth files: MissingTorchError (an ImportError) names it.
+    torch = import_torch(path)
     if not path.is_file():
         raise CheckpointError(f"missing weights file {path}")
     try:

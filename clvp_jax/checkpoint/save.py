@@ -25,6 +25,7 @@ from clvp_jax.checkpoint.errors import CheckpointError
 from clvp_jax.checkpoint.format import build_manifest
 from clvp_jax.checkpoint.rules import ALL_PARTS, check_params, params_to_state_dict
 from clvp_jax.config import ClvpConfig, write_text_atomic
+from clvp_jax.processor import ClvpProcessor
 
 _SAFETENSORS_CODES = {name: code for code, name in SAFETENSORS_DTYPES.items()}
 
@@ -117,10 +118,24 @@ def write_safetensors(path: Path, tensors: Mapping[str, np.ndarray], metadata: M
             f.write(np.ascontiguousarray(tensors[key]).tobytes())
 
 
-def export_hf(folder: str | os.PathLike, config: ClvpConfig, params: Mapping, *, force: bool = False) -> Path:
-    """Write an HF-format folder (`config.json` + `model.safetensors`) that transformers loads strictly.
+def export_hf(
+    folder: str | os.PathLike,
+    config: ClvpConfig,
+    params: Mapping,
+    *,
+    force: bool = False,
+    processor: ClvpProcessor | None = None,
+) -> Path:
+    """Write an HF-format folder that transformers loads strictly: `config.json` + `model.safetensors`, and beside
+    them the processor's files (vocab.json, merges.txt, tokenizer_config.json, preprocessor_config.json,
+    processor_config.json), so `ClvpProcessor.from_pretrained(folder)` works there, transformers' and ours.
 
-    The params must hold the whole model (the HF class has no autoregressive-only variant).
+    Args:
+      folder: output folder; must not exist unless `force`.
+      config, params: the whole model (the HF class has no autoregressive-only variant).
+      force: replace an existing `folder`.
+      processor: the front end to save (default: `ClvpProcessor.default()`, the packaged Tortoise vocabulary and
+        mel norms with transformers' text normaliser, so both libraries give the same ids from the folder).
     """
     flat_parts = {p for p in ALL_PARTS if p in params}
     if flat_parts != set(ALL_PARTS):
@@ -136,4 +151,5 @@ def export_hf(folder: str | os.PathLike, config: ClvpConfig, params: Mapping, *,
     with atomic_output_folder(folder, force=force) as tmp:
         write_text_atomic(tmp / "config.json", json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
         write_safetensors(tmp / "model.safetensors", state, {"format": "pt"})
+        (processor or ClvpProcessor.default()).save_pretrained(tmp)
     return Path(folder)
