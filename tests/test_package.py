@@ -102,6 +102,23 @@ def test_readme_python_snippet_runs_as_written(tmp_path):
     assert done.returncode == 0 and done.stdout.strip().endswith("ran"), done.stderr[-3000:]
 
 
+def test_readme_speech_snippet_runs_as_written(tmp_path):
+    """The waveform stage's snippet (TextToSpeech on the packaged random models) in a fresh interpreter."""
+    text = (ROOT / "README.md").read_text()
+    match = re.search(r"^## Speech: the waveform stage\n.*?```python\n(.*?)^```", text, re.M | re.S)
+    assert match, "the README has no Python snippet under '## Speech: the waveform stage'"
+    check = "\nassert result.waveform.ndim == 1 and abs(result.waveform).max() <= 1.0\nprint('ran')\n"
+    done = subprocess.run(
+        [sys.executable, "-c", match.group(1) + check],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=_env(CLVP_JAX_CACHE=str(tmp_path / "xla")),
+        timeout=600,
+    )
+    assert done.returncode == 0 and done.stdout.strip().endswith("ran"), done.stderr[-3000:]
+
+
 MISSING_TORCH = """
 import sys
 sys.modules["torch"] = None  # torch made unimportable, as on an install without the [torch] extra
