@@ -2,8 +2,8 @@
 
 Usage: .venv/bin/python benchmarks/bench_waveform.py [--size real|tiny] [--runs 3] [--case step|vocoder|sampler|all]
 
-Cases, each on random weights of the original classes (built in torch with api.py's constructor arguments, every
-weight matrix redrawn from a seeded normal of std 1/sqrt(fan-in)), converted to clvp-jax with our own converter,
+Cases, each on random weights of the original classes (built in torch with api.py's constructor arguments, torch's
+seeded default init, the zero-initialised output convs drawn from N(0, 1/fan-in)), converted to clvp-jax with our own converter,
 fp32, 64 AR codes -> L = 278 mel frames (L = m * 4 * 24000 // 22050):
   step     one diffusion step with conditioning-free guidance: the original's two model calls (conditional and
            conditioning-free, batch 1, as p_sample_loop makes them) against our one batched call
@@ -129,18 +129,20 @@ def _shim_torchaudio() -> None:
     sys.modules["torchaudio"] = module
 
 
-def _seeded_init(module, seed: int = 0) -> dict:
-    """Redraws every weight matrix of a torch module from N(0, 1/fan_in) (the original zero-initialises some
-    output convs, which would make the benchmark's activations degenerate); 1-D tensors keep their init."""
+def _seeded_state(build, seed: int) -> dict:
+    """The state dict (numpy) of `build()` under torch's default init, seeded; weight matrices the original
+    zero-initialises (`zero_module`: the diffusion ResBlocks' last convs and the output conv) are drawn from
+    N(0, 1/fan_in) instead, or the benchmark's activations would be degenerate. (Redrawing EVERY matrix that way
+    makes UnivNet ill-conditioned: the original itself then differs between float32 and float64 by ~1.)"""
     import numpy as np
     import torch
 
-    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    module = build()
     with torch.no_grad():
         for p in module.parameters():
-            if p.ndim >= 2:
-                fan_in = int(np.prod(p.shape[1:]))
-                p.copy_(torch.randn(p.shape, generator=gen) / fan_in**0.5)
+            if p.ndim >= 2 and not p.any():
+                p.copy_(torch.randn(p.shape) / int(np.prod(p.shape[1:])) ** 0.5)
     return {k: v.numpy() for k, v in module.state_dict().items()}
 
 
@@ -200,9 +202,9 @@ def prepare(size: str, folder: str) -> dict:
     from tortoise.models.diffusion_decoder import DiffusionTts
     from tortoise.models.vocoder import UnivNetGenerator
 
-    np.savez(os.path.join(folder, "diffusion.npz"), **_seeded_init(DiffusionTts(**DIFFUSION_KWARGS[size])))
+    np.savez(f"{folder}/diffusion.npz", **_seeded_state(lambda: DiffusionTts(**DIFFUSION_KWARGS[size]), seed=0))
     # The weight-norm form (weight_g / weight_v), as vocoder.pth's "model_g" holds it.
-    np.savez(os.path.join(folder, "vocoder.npz"), **_seeded_init(UnivNetGenerator(**VOCODER_KWARGS[size]), seed=1))
+    np.savez(f"{folder}/vocoder.npz", **_seeded_state(lambda: UnivNetGenerator(**VOCODER_KWARGS[size]), seed=1))
     np.savez(os.path.join(folder, "inputs.npz"), **_inputs(size))
     return {}
 
@@ -292,7 +294,7 @@ def run_jax(size: str, runs: int, folder: str, case: str) -> dict:
             from clvp_jax.waveform.univnet import UnivNetConfig, univnet_inference
         except ImportError as error:
             raise NotImplementedError(f"vocoder: clvp-jax's UnivNet is not on this branch ({error})") from None
-        config = UnivNetConfig.from_original(VOCODER_KWARGS[size]) if VOCODER_KWARGS[size] else UnivNetConfig()
+        config = UnivNetConfig.from_original(VOCODER_KWARGS[size])
         params_np = state_dict_to_params(_load_npz(f"{folder}/vocoder.npz"), config)
         t0 = time.perf_counter()
         shapes = jax.tree_util.tree_map(spec, params_np)
@@ -346,7 +348,7 @@ def _side(which: str, size: str, runs: int, folder: str, case: str = "") -> dict
     env = dict(os.environ)
     env.pop("JAX_COMPILATION_CACHE_DIR", None)  # compile times are real compilations, never disk-cache hits
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), root]))  # the caller's first
     args = ["--size", size, "--runs", str(runs), "--side", which, "--folder", folder]
     proc = subprocess.run(
         [sys.executable, os.path.abspath(__file__), *args, *(["--case", case] if case else [])],
