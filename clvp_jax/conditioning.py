@@ -1,6 +1,6 @@
 """`ClvpConditioningEncoder`: voice (log-mel) + text -> the decoder's conditioning prefix.
 
-Axis legend: B batch, F mel bins, N frames, T text tokens, D decoder width.
+Axis letters: see the package legend in `clvp_jax/__init__.py` (here T text tokens, D the decoder's width).
 
 mel [B, F, N] -> 1x1 conv -> M x [h + Attn(GroupNorm(h))] over all frames -> first frame = the voice latent
 [B, D]. Text ids get the text bos/eos added (spec §6.1) and are embedded with the text token table plus
@@ -14,6 +14,8 @@ right-padded batches whose pad id is 0, as the tokenizer makes them, both give i
 
 from __future__ import annotations
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -21,6 +23,7 @@ import jax.numpy as jnp
 from clvp_jax.attention import ClvpSelfAttention
 from clvp_jax.config import ClvpConfig
 from clvp_jax.layers import Dtype, linear
+from clvp_jax.tuning import Tuning
 
 
 def insert_eos(ids: jax.Array, mask: jax.Array, eos: int) -> tuple[jax.Array, jax.Array]:
@@ -53,10 +56,11 @@ def add_bos_eos(
 
 
 class ClvpConditioningEncoder(nn.Module):
-    """Builds the conditioning prefix. Attributes: config (composite), dtype (compute)."""
+    """Builds the conditioning prefix. Attributes: config (composite), dtype (compute), tuning (backend forms)."""
 
     config: ClvpConfig
     dtype: Dtype | None = None
+    tuning: Tuning = dataclasses.field(default_factory=Tuning.for_backend)
 
     def setup(self) -> None:
         dec, text = self.config.decoder_config, self.config.text_config
@@ -64,13 +68,13 @@ class ClvpConditioningEncoder(nn.Module):
         init = nn.initializers.normal(0.02)
         self.text_token_embedding = nn.Embed(text.vocab_size, D, dtype=self.dtype, embedding_init=init)
         self.text_position_embedding = nn.Embed(dec.max_text_tokens, D, dtype=self.dtype, embedding_init=init)
-        self.mel_conv = linear(D, "mel_conv", dtype=self.dtype)  # the 1x1 Conv1d, weight [D, F]
+        self.mel_conv = linear(D, "mel_conv", dtype=self.dtype, tuning=self.tuning)  # the 1x1 Conv1d, weight [D, F]
         self.group_norms = [
             nn.GroupNorm(num_groups=dec.num_groups, epsilon=1e-5, use_fast_variance=False, dtype=jnp.float32)
             for _ in range(dec.num_mel_attn_blocks)
         ]
         self.mel_attn_blocks = [
-            ClvpSelfAttention(D, dec.num_attention_heads, dec.use_attention_bias, dtype=self.dtype)
+            ClvpSelfAttention(D, dec.num_attention_heads, dec.use_attention_bias, dtype=self.dtype, tuning=self.tuning)
             for _ in range(dec.num_mel_attn_blocks)
         ]
 
@@ -79,7 +83,7 @@ class ClvpConditioningEncoder(nn.Module):
         h = self.mel_conv(jnp.swapaxes(input_features, 1, 2).astype(self.dtype or jnp.float32))  # [B, N, D]
         for norm, attn in zip(self.group_norms, self.mel_attn_blocks, strict=True):
             # GroupNorm statistics over (channels of a group) x (all frames), in float32.
-            normed = norm(h.astype(jnp.float32)).astype(h.dtype)
+            normed = norm(h.astype(jnp.float32)).astype(h.dtype)  # [B, N, D]
             h = h + attn(normed)[0]  # full bidirectional attention over every frame, padding included
         return h[:, 0]
 
@@ -93,17 +97,17 @@ class ClvpConditioningEncoder(nn.Module):
 
     def __call__(
         self,
-        input_features: jax.Array,  # [B_a, F, N]
-        input_ids: jax.Array,  # [B_t, T]
+        input_features: jax.Array,  # [B_a, F, N] log-mel of B_a clips
+        input_ids: jax.Array,  # [B_t, T] B_t texts
         attention_mask: jax.Array | None = None,  # [B_t, T]
-    ) -> jax.Array:  # [B, T+3, D]
+    ) -> jax.Array:  # [B, T+3, D], B = max(B_a, B_t)
         if input_ids.shape[1] + 2 > self.config.decoder_config.max_text_tokens:
             raise ValueError(
                 f"text of {input_ids.shape[1]} tokens does not fit: the conditioning encoder has "
                 f"{self.config.decoder_config.max_text_tokens} text positions and adds 2 tokens; split the text"
             )
-        text = self.text_embeddings(input_ids, attention_mask)
-        mel = self.voice_latent(input_features)[:, None, :].astype(text.dtype)
+        text = self.text_embeddings(input_ids, attention_mask)  # [B_t, T+2, D]
+        mel = self.voice_latent(input_features)[:, None, :].astype(text.dtype)  # [B_a, 1, D]
         b_t, b_a = text.shape[0], mel.shape[0]
         if b_t != b_a:
             if b_t == 1:

@@ -1,6 +1,7 @@
 """The GPT-2-like speech-token decoder (`ClvpDecoder`, `ClvpModel`, `ClvpForCausalLM`) and its KV cache.
 
-Axis legend: B batch, T new tokens, S cache slots, D width, H heads, K head dim, V vocabulary, L layers.
+Axis letters: see the package legend in `clvp_jax/__init__.py` (here T the new tokens of a call, S cache slots;
+per-layer arrays are tuples, never an axis).
 
 x = token (or given) embeddings + E_pos[position_ids] -> L x GPT-2 pre-LN blocks -> `layer_norm`.
 `ClvpForCausalLM`: logits = lm_head(final_norm(layer_norm(...))) -- two LayerNorms in a row, the second with a
@@ -15,14 +16,17 @@ each row's generated tokens apart, so a step reads every prompt once and only th
 
 from __future__ import annotations
 
+import dataclasses
+
 import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
 
-from clvp_jax.attention import ClvpSelfAttention, SplitKV
+from clvp_jax.attention import ClvpSelfAttention, LayerKV, SplitKV
 from clvp_jax.config import ClvpDecoderConfig
 from clvp_jax.layers import DecoderMLP, Dtype, layer_norm, linear
+from clvp_jax.tuning import Tuning
 
 
 @flax.struct.dataclass
@@ -52,12 +56,12 @@ def init_cache(config: ClvpDecoderConfig, batch_size: int, max_length: int, dtyp
 
 @flax.struct.dataclass
 class SharedPrefixCache:
-    """Decode cache for N rows over G shared prompts of L slots (one new token per row per call).
+    """Decode cache for R rows over G shared prompts of L slots (one new token per row per call).
 
     Attributes:
       prefix_keys: per-layer [G, H, K, L]; prefix_values: per-layer [G, H, L, K]; prefix_valid: [G, L] bool.
-      group: [N] int32, each row's prompt.
-      keys: per-layer [N, H, K, M]; values: per-layer [N, H, M, K]: the rows' own tokens (M a multiple of block).
+      group: [R] int32, each row's prompt.
+      keys: per-layer [R, H, K, M]; values: per-layer [R, H, M, K]: the rows' own tokens (M a multiple of block).
       index: int32, own tokens cached so far (the next one goes to own slot `index`).
       block: own slots read per inner-loop iteration (static).
     """
@@ -73,11 +77,11 @@ class SharedPrefixCache:
 
 
 def share_prefix(prefill: KVCache, group: jax.Array, max_new_tokens: int, block: int = 16) -> SharedPrefixCache:
-    """A decode cache for rows `group` [N] (indices into the prefill's batch) with room for `max_new_tokens`.
+    """A decode cache for rows `group` [R] (indices into the prefill's batch) with room for `max_new_tokens`.
 
     The prefill cache must be exactly full (its slots are the prompt, `index == max_length`).
     """
-    N = group.shape[0]
+    R = group.shape[0]
     M = max(block, -(-max_new_tokens // block) * block)
     own = lambda shape, like: jnp.zeros(shape, like.dtype)  # noqa: E731
     return SharedPrefixCache(
@@ -85,8 +89,8 @@ def share_prefix(prefill: KVCache, group: jax.Array, max_new_tokens: int, block:
         prefix_values=prefill.values,
         prefix_valid=prefill.valid,
         group=group.astype(jnp.int32),
-        keys=tuple(own((N, *k.shape[1:3], M), k) for k in prefill.keys),
-        values=tuple(own((N, v.shape[1], M, v.shape[3]), v) for v in prefill.values),
+        keys=tuple(own((R, *k.shape[1:3], M), k) for k in prefill.keys),
+        values=tuple(own((R, v.shape[1], M, v.shape[3]), v) for v in prefill.values),
         index=jnp.zeros((), jnp.int32),
         block=block,
     )
@@ -102,27 +106,44 @@ class CausalLMOutput:
 
 
 class ClvpDecoderLayer(nn.Module):
+    """One GPT-2 pre-LN block: x + Attn(LN(x)), then x + MLP(LN(x)). Attributes: config, dtype, tuning."""
+
     config: ClvpDecoderConfig
     dtype: Dtype | None = None
+    tuning: Tuning = dataclasses.field(default_factory=Tuning.for_backend)
 
     @nn.compact
-    def __call__(self, x, allowed, kv_cache=None, cache_index=None):
+    def __call__(
+        self,
+        x: jax.Array,  # [B, T, D]
+        allowed: jax.Array | None,  # [B, T, S] bool (None with a SplitKV: its own masks)
+        kv_cache: LayerKV | SplitKV | None = None,
+        cache_index: jax.Array | None = None,  # int32 scalar: slot of the first new token
+    ) -> tuple[jax.Array, LayerKV | SplitKV | None]:  # [B, T, D], the updated layer cache
         cfg = self.config
         h = layer_norm(cfg.layer_norm_epsilon, "input_layernorm", dtype=self.dtype)(x)
         h, kv = ClvpSelfAttention(
-            cfg.hidden_size, cfg.num_attention_heads, cfg.use_attention_bias, dtype=self.dtype, name="attn"
+            cfg.hidden_size,
+            cfg.num_attention_heads,
+            cfg.use_attention_bias,
+            dtype=self.dtype,
+            tuning=self.tuning,
+            name="attn",
         )(h, allowed=allowed, kv_cache=kv_cache, cache_index=cache_index)
         x = x + h
         h = layer_norm(cfg.layer_norm_epsilon, "post_attention_layernorm", dtype=self.dtype)(x)
-        h = DecoderMLP(cfg.hidden_size, cfg.inner_dim, cfg.activation_function, dtype=self.dtype, name="mlp")(h)
+        h = DecoderMLP(
+            cfg.hidden_size, cfg.inner_dim, cfg.activation_function, dtype=self.dtype, tuning=self.tuning, name="mlp"
+        )(h)
         return x + h, kv
 
 
 class ClvpDecoder(nn.Module):
-    """The decoder stack. Attributes: config, dtype (compute)."""
+    """The decoder stack. Attributes: config, dtype (compute), tuning (backend forms)."""
 
     config: ClvpDecoderConfig
     dtype: Dtype | None = None
+    tuning: Tuning = dataclasses.field(default_factory=Tuning.for_backend)
 
     def setup(self) -> None:
         cfg = self.config
@@ -131,11 +152,13 @@ class ClvpDecoder(nn.Module):
         self.position_embeds_layer = nn.Embed(
             cfg.max_position_embeddings, cfg.hidden_size, dtype=self.dtype, embedding_init=init
         )
-        self.layers = [ClvpDecoderLayer(cfg, dtype=self.dtype) for _ in range(cfg.num_hidden_layers)]
+        self.layers = [
+            ClvpDecoderLayer(cfg, dtype=self.dtype, tuning=self.tuning) for _ in range(cfg.num_hidden_layers)
+        ]
         self.layer_norm = layer_norm(cfg.layer_norm_epsilon, "layer_norm", dtype=self.dtype)
 
     def embed(self, input_ids: jax.Array, position_ids: jax.Array) -> jax.Array:
-        """E_tok[ids] + E_pos[positions] (positions broadcast as in the reference)."""
+        """E_tok[ids] + E_pos[positions] (positions broadcast as in the reference): [B, T] -> [B, T, D]."""
         return self.input_embeds_layer(input_ids) + self.position_embeds_layer(position_ids)
 
     def __call__(
@@ -145,7 +168,7 @@ class ClvpDecoder(nn.Module):
         position_ids: jax.Array | None = None,  # broadcastable to [B, T]; default arange(T) + cache index
         attention_mask: jax.Array | None = None,  # [B, T] for the new tokens (1 keep / 0 pad)
         cache: KVCache | SharedPrefixCache | None = None,
-    ) -> tuple[jax.Array, KVCache | SharedPrefixCache | None]:
+    ) -> tuple[jax.Array, KVCache | SharedPrefixCache | None]:  # [B, T, D] after `layer_norm`, the cache
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
         if isinstance(cache, SharedPrefixCache) and position_ids is None:
@@ -191,8 +214,8 @@ class ClvpDecoder(nn.Module):
         return hidden, KVCache(tuple(new_keys), tuple(new_values), valid, cache.index + T)
 
     def _run_shared(self, hidden: jax.Array, cache: SharedPrefixCache) -> tuple[jax.Array, SharedPrefixCache]:
-        """One token per row [N, 1, D] over a SharedPrefixCache (rows attend to their prompt and own tokens)."""
-        allowed = jnp.take(cache.prefix_valid, cache.group, axis=0)  # [N, L]
+        """One token per row [R, 1, D] over a SharedPrefixCache (rows attend to their prompt and own tokens)."""
+        allowed = jnp.take(cache.prefix_valid, cache.group, axis=0)  # [R, L]
         new_keys, new_values = [], []
         for i, layer in enumerate(self.layers):
             kv = SplitKV(
@@ -211,24 +234,36 @@ class ClvpModel(nn.Module):
 
     config: ClvpDecoderConfig
     dtype: Dtype | None = None
+    tuning: Tuning = dataclasses.field(default_factory=Tuning.for_backend)
 
     def setup(self) -> None:
-        self.decoder = ClvpDecoder(self.config, dtype=self.dtype)
+        self.decoder = ClvpDecoder(self.config, dtype=self.dtype, tuning=self.tuning)
 
-    def __call__(self, *args, **kwargs):
-        return self.decoder(*args, **kwargs)
+    def __call__(
+        self,
+        input_ids: jax.Array | None = None,  # [B, T]
+        inputs_embeds: jax.Array | None = None,  # [B, T, D]
+        position_ids: jax.Array | None = None,  # broadcastable to [B, T]
+        attention_mask: jax.Array | None = None,  # [B, T]
+        cache: KVCache | SharedPrefixCache | None = None,
+    ) -> tuple[jax.Array, KVCache | SharedPrefixCache | None]:  # as `ClvpDecoder.__call__`
+        return self.decoder(input_ids, inputs_embeds, position_ids, attention_mask, cache)
 
 
 class ClvpForCausalLM(nn.Module):
-    """Decoder + double final norm + lm_head. Logits are float32 whatever the compute dtype."""
+    """Decoder + double final norm + lm_head. Logits are float32 whatever the compute dtype.
+
+    Attributes: config, dtype (compute), tuning (backend forms).
+    """
 
     config: ClvpDecoderConfig
     dtype: Dtype | None = None
+    tuning: Tuning = dataclasses.field(default_factory=Tuning.for_backend)
 
     def setup(self) -> None:
-        self.model = ClvpModel(self.config, dtype=self.dtype)
+        self.model = ClvpModel(self.config, dtype=self.dtype, tuning=self.tuning)
         self.final_norm = layer_norm(1e-5, "final_norm", dtype=jnp.float32)  # eps fixed at 1e-5 (spec §14.9)
-        self.lm_head = linear(self.config.vocab_size, "lm_head", dtype=jnp.float32)
+        self.lm_head = linear(self.config.vocab_size, "lm_head", dtype=jnp.float32, tuning=self.tuning)
 
     def logits(self, last_hidden_state: jax.Array) -> jax.Array:
         """layer_norm output [B, T, D] -> logits [B, T, V] (float32)."""
@@ -236,11 +271,11 @@ class ClvpForCausalLM(nn.Module):
 
     def __call__(
         self,
-        input_ids: jax.Array | None = None,
-        inputs_embeds: jax.Array | None = None,
-        position_ids: jax.Array | None = None,
-        attention_mask: jax.Array | None = None,
-        cache: KVCache | None = None,
+        input_ids: jax.Array | None = None,  # [B, T]
+        inputs_embeds: jax.Array | None = None,  # [B, T, D]
+        position_ids: jax.Array | None = None,  # broadcastable to [B, T]
+        attention_mask: jax.Array | None = None,  # [B, T]
+        cache: KVCache | SharedPrefixCache | None = None,
     ) -> CausalLMOutput:
         hidden, cache = self.model(input_ids, inputs_embeds, position_ids, attention_mask, cache)
         return CausalLMOutput(logits=self.logits(hidden), last_hidden_state=hidden, cache=cache)
@@ -248,9 +283,10 @@ class ClvpForCausalLM(nn.Module):
     def forward_embeds(
         self, hidden: jax.Array, attention_mask: jax.Array | None = None, cache: KVCache | None = None
     ) -> CausalLMOutput:
-        """Run on embeddings that already carry their positions (e.g. the conditioning prefix)."""
+        """Run on embeddings [B, T, D] that already carry their positions (e.g. the conditioning prefix)."""
         hidden, cache = self.model.decoder.run_layers(hidden, attention_mask, cache)
         return CausalLMOutput(logits=self.logits(hidden), last_hidden_state=hidden, cache=cache)
 
     def embed(self, input_ids: jax.Array, position_ids: jax.Array) -> jax.Array:
+        """E_tok[ids] + E_pos[positions]: [B, T] -> [B, T, D]."""
         return self.model.decoder.embed(input_ids, position_ids)

@@ -1,6 +1,6 @@
 """`ClvpEncoder`: the text and speech towers of CLVP.
 
-Axis legend: B batch, T tokens, D width, I GLU width, P projection width.
+Axis letters: see the package legend in `clvp_jax/__init__.py` (here T the tower's tokens).
 
 token embedding (no absolute positions) -> L x [x + Attn(RMSNorm(x)) (rotary on q, k, v);
 x + GLU(RMSNorm(x))] -> LayerNorm -> pooling -> bias-free projection.
@@ -12,6 +12,8 @@ reference exactly. With no mask (or an all-ones mask) both agree.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import flax.linen as nn
 import flax.struct
@@ -26,10 +28,11 @@ from clvp_jax.layers import (
     RMSNorm,
     layer_norm,
     linear,
+    loop_layers,
     rotary_r0,
     rotary_tables,
-    scan_layers,
 )
+from clvp_jax.tuning import Tuning
 
 
 @flax.struct.dataclass
@@ -42,11 +45,19 @@ class ClvpEncoderOutput:
 
 
 class ClvpEncoderLayer(nn.Module):
+    """One pre-norm block: x + Attn(RMSNorm(x)), then x + GLU(RMSNorm(x)). Attributes: config, dtype, tuning."""
+
     config: ClvpEncoderConfig
     dtype: Dtype | None = None
+    tuning: Tuning = dataclasses.field(default_factory=Tuning.for_backend)
 
     @nn.compact
-    def __call__(self, x: jax.Array, allowed: jax.Array | None, rotary) -> jax.Array:
+    def __call__(
+        self,
+        x: jax.Array,  # [B, T, D]
+        allowed: jax.Array | None,  # [B, T, T] bool, or None: every key
+        rotary: tuple[jax.Array, jax.Array] | None,  # cos, sin [T, E]
+    ) -> jax.Array:  # [B, T, D]
         cfg = self.config
         h = RMSNorm(cfg.layer_norm_eps, dtype=self.dtype, name="input_rmsnorm")(x)
         h, _ = ClvpSelfAttention(
@@ -54,11 +65,14 @@ class ClvpEncoderLayer(nn.Module):
             cfg.num_attention_heads,
             cfg.use_attention_bias,
             dtype=self.dtype,
+            tuning=self.tuning,
             name="self_attn",
         )(h, allowed=allowed, rotary=rotary)
         x = x + h
         h = RMSNorm(cfg.layer_norm_eps, dtype=self.dtype, name="post_attention_rmsnorm")(x)
-        h = EncoderMLP(cfg.hidden_size, cfg.intermediate_size, cfg.hidden_act, dtype=self.dtype, name="mlp")(h)
+        h = EncoderMLP(
+            cfg.hidden_size, cfg.intermediate_size, cfg.hidden_act, dtype=self.dtype, tuning=self.tuning, name="mlp"
+        )(h)
         return x + h
 
 
@@ -85,23 +99,28 @@ class ClvpEncoder(nn.Module):
       config: the encoder config.
       masked_pooling: pool over kept tokens only (default, see module docstring) or over all (reference).
       dtype: compute dtype.
-      scan: run the layers as a loop with one compiled layer (`layers.scan_layers`; same results, a smaller
-        program). For inference only: differentiating through it is slow.
+      scan: run the layers as a loop with one compiled layer, in the form `tuning.tower_loop` names
+        (`layers.loop_layers`; same results, a smaller program). For inference only: differentiating through it
+        is slow.
+      tuning: the backend's forms (`clvp_jax.tuning`).
     """
 
     config: ClvpEncoderConfig
     masked_pooling: bool = True
     dtype: Dtype | None = None
     scan: bool = False
+    tuning: Tuning = dataclasses.field(default_factory=Tuning.for_backend)
 
     def setup(self) -> None:
         cfg = self.config
         self.token_embedding = nn.Embed(
             cfg.vocab_size, cfg.hidden_size, dtype=self.dtype, embedding_init=nn.initializers.normal(0.02)
         )
-        self.layers = [ClvpEncoderLayer(cfg, dtype=self.dtype) for _ in range(cfg.num_hidden_layers)]
+        self.layers = [
+            ClvpEncoderLayer(cfg, dtype=self.dtype, tuning=self.tuning) for _ in range(cfg.num_hidden_layers)
+        ]
         self.final_layer_norm = layer_norm(cfg.layer_norm_eps, "final_layer_norm", dtype=self.dtype)
-        self.projection = linear(cfg.projection_dim, "projection", use_bias=False, dtype=self.dtype)
+        self.projection = linear(cfg.projection_dim, "projection", use_bias=False, dtype=self.dtype, tuning=self.tuning)
 
     def __call__(
         self,
@@ -124,12 +143,13 @@ class ClvpEncoder(nn.Module):
             else None
         )
         if self.scan and not self.is_initializing():
-            layer = ClvpEncoderLayer(cfg, dtype=self.dtype, parent=None)
+            layer = ClvpEncoderLayer(cfg, dtype=self.dtype, tuning=self.tuning, parent=None)
             params = [self.variables["params"][f"layers_{i}"] for i in range(len(self.layers))]
-            x = scan_layers(lambda p, h: layer.apply({"params": p}, h, allowed, rotary), params, x)
+            run = lambda p, h: layer.apply({"params": p}, h, allowed, rotary)  # noqa: E731
+            x = loop_layers(self.tuning.tower_loop, run, params, x)
         else:
             for layer in self.layers:
                 x = layer(x, allowed, rotary)
-        hidden = self.final_layer_norm(x)
+        hidden = self.final_layer_norm(x)  # [B, T, D]
         pooled = pool(hidden, cfg.summary_type, attention_mask if self.masked_pooling else None)
         return ClvpEncoderOutput(embeds=self.projection(pooled), last_hidden_state=hidden, pooler_output=pooled)

@@ -1,11 +1,13 @@
-"""Small building blocks shared by the CLVP modules: norms, activations, rotary embedding, MLPs.
+"""Small building blocks shared by the CLVP modules: norms, activations, rotary embedding, MLPs, layer loops.
 
-Axis legend: B batch, T sequence, D width, H heads, K head dim, R rotary width.
-Norm statistics are always computed in float32, whatever the compute dtype.
+Axis letters: see the package legend in `clvp_jax/__init__.py`.
+Norm statistics are always computed in float32, whatever the compute dtype. The backend-dependent forms
+(`Linear`'s product, the layer loops) are chosen by a `Tuning` (`clvp_jax.tuning`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -15,6 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from clvp_jax.tuning import TowerLoop, Tuning
 
 Dtype = jnp.dtype
 
@@ -51,46 +55,39 @@ def param(module: nn.Module, name: str, init: Callable, shape: tuple[int, ...]) 
     return value
 
 
-WEIGHT_FIRST_MAX_ROWS = 256  # see `Linear`
-
-
 class Linear(nn.Module):
     """torch's `nn.Linear`: y = x W^T + b with the weight stored as torch stores it, `weight` [out, in].
 
-    Why not Flax's [in, out] kernel: a decode step multiplies a few rows (1-16 candidates) by every weight, and
-    on CPU XLA's matmul runs such skinny products about 1.8x faster when the weight is the left operand with its
-    contracted axis contiguous ([out, in] x [in, rows] -> [out, rows]; measured at 16 rows x 1024 x 4096 on 2
-    cores: ~105 GFLOP/s against ~58 for x @ W[in, out]). The small transpose of the result back to [rows, out] is
-    fenced with an optimization barrier, so that XLA keeps that operand order instead of folding it into the dot
-    (which gives the slow [rows, in] x [out, in]^T form, ~35 GFLOP/s). Above `WEIGHT_FIRST_MAX_ROWS` rows (the
-    speech tower over 16 candidates, training batches) both forms run at the same speed (~120 GFLOP/s at 1,040
-    rows), so the plain product is used there, without the barrier and the transpose. As a bonus, torch's
-    nn.Linear weights load without a transpose.
+    With at most `tuning.weight_first_max_rows` rows the product is taken weight-first, [out, in] x [in, rows],
+    and the transpose back is fenced by an optimization barrier so that XLA keeps that operand order (on CPU the
+    skinny products of a decode step run ~1.8x faster so; see benchmarks/README.md, "Why the CPU forms").
+    Otherwise it is the plain x W^T. Storing [out, in] also loads torch's nn.Linear weights without a transpose.
 
-    Attributes: features (out), use_bias, dtype (compute; default: promote input and parameters).
+    Attributes: features (out), use_bias, dtype (compute; default: promote input and parameters), tuning.
     """
 
     features: int
     use_bias: bool = True
     dtype: Dtype | None = None
+    tuning: Tuning = dataclasses.field(default_factory=Tuning.for_backend)
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array) -> jax.Array:  # [..., in] -> [..., out]
         weight = param(self, "weight", nn.initializers.normal(0.02), (self.features, x.shape[-1]))
         bias = param(self, "bias", nn.initializers.zeros, (self.features,)) if self.use_bias else None
         x, weight, bias = nn.dtypes.promote_dtype(x, weight, bias, dtype=self.dtype)
-        rows = x.reshape(-1, x.shape[-1])
-        if rows.shape[0] > WEIGHT_FIRST_MAX_ROWS:  # many rows: XLA's own choice is as fast, and a smaller program
-            y = jax.lax.dot_general(x, weight, (((x.ndim - 1,), (1,)), ((), ())))
+        rows = x.reshape(-1, x.shape[-1])  # [rows, in]
+        if rows.shape[0] > self.tuning.weight_first_max_rows:
+            y = jax.lax.dot_general(x, weight, (((x.ndim - 1,), (1,)), ((), ())))  # [..., out]
         else:
             y = jax.lax.dot_general(weight, rows, (((1,), (1,)), ((), ())))  # [out, rows]
             y = jax.lax.optimization_barrier(y).T.reshape(*x.shape[:-1], self.features)
         return y if bias is None else y + bias
 
 
-def linear(features: int, name: str, *, use_bias: bool = True, dtype: Dtype | None = None) -> Linear:
+def linear(features: int, name: str, *, use_bias: bool = True, dtype: Dtype | None = None, tuning: Tuning) -> Linear:
     """A `Linear` layer (weight [out, in], as torch; the converter transposes GPT-2's Conv1D [in, out])."""
-    return Linear(features, use_bias=use_bias, dtype=dtype, name=name)
+    return Linear(features, use_bias=use_bias, dtype=dtype, tuning=tuning, name=name)
 
 
 class RMSNorm(nn.Module):
@@ -100,7 +97,7 @@ class RMSNorm(nn.Module):
     dtype: Dtype | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array) -> jax.Array:  # [..., D] -> [..., D]
         scale = param(self, "scale", nn.initializers.ones, (x.shape[-1],))
         x32 = x.astype(jnp.float32)
         y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
@@ -118,7 +115,7 @@ class LayerNorm(nn.Module):
     dtype: Dtype | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array) -> jax.Array:  # [..., D] -> [..., D]
         scale = param(self, "scale", nn.initializers.ones, (x.shape[-1],))
         bias = param(self, "bias", nn.initializers.zeros, (x.shape[-1],))
         x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
@@ -151,14 +148,14 @@ def rotary_r0(projection_dim: int, num_heads: int) -> int:
 
 
 def rotary_tables(r0: int, length: int) -> tuple[jax.Array, jax.Array]:
-    """cos, sin tables [T, R] for positions 0..length-1, R = 2 * ceil(r0 / 2)."""
+    """cos, sin tables [T, E] for positions 0..length-1, E = 2 * ceil(r0 / 2)."""
     freqs = jnp.arange(length, dtype=jnp.float32)[:, None] * rotary_inv_freq(r0)[None, :]
     emb = jnp.concatenate([freqs, freqs], axis=-1)
     return jnp.cos(emb), jnp.sin(emb)
 
 
 def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
-    """Rotate the first R dims of each head of x [B, T, H, K] with rotate-half; the rest passes through."""
+    """Rotate the first E dims of each head of x [B, T, H, K] with rotate-half; the rest passes through."""
     r = cos.shape[-1]
     x_rot, x_pass = x[..., :r], x[..., r:]
     half = r // 2
@@ -174,10 +171,11 @@ class GatedProjection(nn.Module):
     features: int
     act: str
     dtype: Dtype | None = None
+    tuning: Tuning = dataclasses.field(default_factory=Tuning.for_backend)
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        h = linear(2 * self.features, "proj", dtype=self.dtype)(x)  # [B, T, 2I]
+    def __call__(self, x: jax.Array) -> jax.Array:  # [B, T, D] -> [B, T, I]
+        h = linear(2 * self.features, "proj", dtype=self.dtype, tuning=self.tuning)(x)  # [B, T, 2I]
         value, gate = jnp.split(h, 2, axis=-1)
         return value * activation(self.act)(gate)
 
@@ -189,11 +187,12 @@ class EncoderMLP(nn.Module):
     intermediate_size: int
     act: str
     dtype: Dtype | None = None
+    tuning: Tuning = dataclasses.field(default_factory=Tuning.for_backend)
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        h = GatedProjection(self.intermediate_size, self.act, dtype=self.dtype, name="fc1")(x)
-        return linear(self.hidden_size, "fc2", dtype=self.dtype)(h)
+    def __call__(self, x: jax.Array) -> jax.Array:  # [B, T, D] -> [B, T, D]
+        h = GatedProjection(self.intermediate_size, self.act, dtype=self.dtype, tuning=self.tuning, name="fc1")(x)
+        return linear(self.hidden_size, "fc2", dtype=self.dtype, tuning=self.tuning)(h)  # h: [B, T, I]
 
 
 class DecoderMLP(nn.Module):
@@ -203,11 +202,12 @@ class DecoderMLP(nn.Module):
     inner_size: int
     act: str
     dtype: Dtype | None = None
+    tuning: Tuning = dataclasses.field(default_factory=Tuning.for_backend)
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        h = activation(self.act)(linear(self.inner_size, "c_fc", dtype=self.dtype)(x))
-        return linear(self.hidden_size, "c_proj", dtype=self.dtype)(h)
+    def __call__(self, x: jax.Array) -> jax.Array:  # [B, T, D] -> [B, T, D]
+        h = activation(self.act)(linear(self.inner_size, "c_fc", dtype=self.dtype, tuning=self.tuning)(x))  # [B, T, I]
+        return linear(self.hidden_size, "c_proj", dtype=self.dtype, tuning=self.tuning)(h)
 
 
 def scan_layers(apply: Callable[[Any, jax.Array], jax.Array], layer_params: Sequence[Any], x: jax.Array) -> jax.Array:
@@ -215,9 +215,8 @@ def scan_layers(apply: Callable[[Any, jax.Array], jax.Array], layer_params: Sequ
 
     `apply(params_i, x) -> x` runs one layer. Each iteration copies its own layer's parameters out of the L
     separate subtrees with a `lax.switch`, so the parameter tree keeps the reference's per-layer layout (the
-    converter's and the optimiser's) and no stacked copy of all layers is ever made. The copy (one layer's weights
-    per layer) is cheap against a pass over many rows, like the CLVP towers'. For the real-size generation program
-    (two 20-layer towers) this cut the HLO by ~30%, the compile time by ~15% and the resident executable by 44 MiB.
+    converter's and the optimiser's) and no stacked copy of all layers is ever made; one layer's copy is cheap
+    against a pass over many rows (a smaller program that compiles faster; figures in benchmarks/README.md).
     For inference: differentiating through the switch adds a zero gradient for every layer in every iteration,
     so training keeps the unrolled layers.
     """
@@ -229,6 +228,34 @@ def scan_layers(apply: Callable[[Any, jax.Array], jax.Array], layer_params: Sequ
         return apply(jax.lax.switch(i, branches, layer_params), x), None
 
     return jax.lax.scan(body, x, jnp.arange(len(layer_params)))[0]
+
+
+def stacked_scan_layers(
+    apply: Callable[[Any, jax.Array], jax.Array], layer_params: Sequence[Any], x: jax.Array
+) -> jax.Array:
+    """`scan_layers` over a stack of the layers' parameters made inside the program (the tree stays per-layer).
+
+    The portable loop: each iteration slices its layer out of the stack, with no branch to select (a switch is a
+    device-side conditional, which some backends run with a host round trip), at the price of one copy of all
+    the layers' weights per call.
+    """
+    if not layer_params:
+        return x
+    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *layer_params)  # each leaf [n_layers, ...]
+    return jax.lax.scan(lambda h, p: (apply(p, h), None), x, stacked)[0]
+
+
+def loop_layers(
+    form: TowerLoop, apply: Callable[[Any, jax.Array], jax.Array], layer_params: Sequence[Any], x: jax.Array
+) -> jax.Array:
+    """x through every layer, in the form `form` names ("switch", "stacked" or "unrolled"; see `Tuning`)."""
+    if form == "switch":
+        return scan_layers(apply, layer_params, x)
+    if form == "stacked":
+        return stacked_scan_layers(apply, layer_params, x)
+    for p in layer_params:
+        x = apply(p, x)
+    return x
 
 
 def additive_mask(allowed: jax.Array) -> jax.Array:

@@ -14,6 +14,7 @@ Where we deliberately differ: pooling respects the attention mask by default (se
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 
@@ -27,6 +28,7 @@ from clvp_jax.config import ClvpConfig
 from clvp_jax.decoder import ClvpForCausalLM
 from clvp_jax.encoder import ClvpEncoder
 from clvp_jax.layers import Dtype
+from clvp_jax.tuning import Tuning
 
 
 @flax.struct.dataclass
@@ -118,24 +120,26 @@ class ClvpModelForConditionalGeneration(nn.Module):
       config: the composite config.
       masked_pooling: encoders pool over kept tokens (default) or over all positions (reference behaviour).
       dtype: compute dtype (float32, or bfloat16 for speed); logits and similarities stay float32.
-      scan_layers: run the CLVP towers as loops over their layers, each compiled once (`layers.scan_layers`):
+      scan_layers: run the CLVP towers as loops over their layers, each compiled once (`layers.loop_layers`):
         the same results from a smaller program. `generate` turns it on; leave it off to differentiate
         (training), where it would be slow. (The decoder stays unrolled: its few-row decode step would pay for
         copying each layer's weights, and scanning its prefill saved little compile time for 21 MB more
         temporary memory.)
+      tuning: the backend's forms of the computation (`clvp_jax.tuning.Tuning`; default: the backend's own).
     """
 
     config: ClvpConfig
     masked_pooling: bool = True
     dtype: Dtype | None = None
     scan_layers: bool = False
+    tuning: Tuning = dataclasses.field(default_factory=Tuning.for_backend)
 
     def setup(self) -> None:
-        cfg, scan = self.config, self.scan_layers
-        self.conditioning_encoder = ClvpConditioningEncoder(cfg, dtype=self.dtype)
-        self.speech_decoder_model = ClvpForCausalLM(cfg.decoder_config, dtype=self.dtype)
-        self.text_encoder_model = ClvpEncoder(cfg.text_config, self.masked_pooling, dtype=self.dtype, scan=scan)
-        self.speech_encoder_model = ClvpEncoder(cfg.speech_config, self.masked_pooling, dtype=self.dtype, scan=scan)
+        cfg, scan, kw = self.config, self.scan_layers, dict(dtype=self.dtype, tuning=self.tuning)
+        self.conditioning_encoder = ClvpConditioningEncoder(cfg, **kw)
+        self.speech_decoder_model = ClvpForCausalLM(cfg.decoder_config, **kw)
+        self.text_encoder_model = ClvpEncoder(cfg.text_config, self.masked_pooling, scan=scan, **kw)
+        self.speech_encoder_model = ClvpEncoder(cfg.speech_config, self.masked_pooling, scan=scan, **kw)
         self.logit_scale = self.param(
             "logit_scale", nn.initializers.constant(cfg.logit_scale_init_value), (), jnp.float32
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import flax.errors
 import flax.linen as nn
 import jax
@@ -10,16 +12,19 @@ import numpy as np
 import pytest
 
 from clvp_jax import attention
-from clvp_jax.layers import WEIGHT_FIRST_MAX_ROWS, LayerNorm, Linear, rotary_inv_freq, scan_layers
+from clvp_jax.layers import LayerNorm, Linear, rotary_inv_freq, scan_layers
+from clvp_jax.tuning import Tuning
+
+CPU = Tuning.cpu()
 
 
-@pytest.mark.parametrize("rows", [1, 16, WEIGHT_FIRST_MAX_ROWS + 1])  # weight-first form, and the plain product
+@pytest.mark.parametrize("rows", [1, 16, CPU.weight_first_max_rows + 1])  # weight-first form, and the plain product
 def test_linear_is_torch_linear(rows):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((rows, 2, 24), dtype=np.float32)  # leading dims are flattened: rows x 2 products
     weight = rng.standard_normal((40, 24), dtype=np.float32)  # [out, in], as torch stores it
     bias = rng.standard_normal(40, dtype=np.float32)
-    y = Linear(40).apply({"params": {"weight": weight, "bias": bias}}, x)
+    y = Linear(40, tuning=CPU).apply({"params": {"weight": weight, "bias": bias}}, x)
     want = np.einsum("rti,oi->rto", x.astype(np.float64), weight.astype(np.float64)) + bias
     assert y.shape == (rows, 2, 40)
     # float32 products over 24 terms of unit-variance values (sums ~5): ~1e-6 rounding; 1e-5 leaves no room for
@@ -77,8 +82,8 @@ def test_rotary_inv_freq_is_torch_bit_for_bit():
 
 
 @pytest.mark.parametrize("masked", [False, True])
-def test_full_attention_head_by_head_equals_all_heads(monkeypatch, masked):
-    """Above `SCORES_PER_HEAD_BYTES` the heads are computed one at a time (the mel blocks, long speech towers);
+def test_full_attention_head_by_head_equals_all_heads(masked):
+    """Above `Tuning.per_head_above_bytes` the heads are computed one at a time (the mel blocks, long speech towers);
     the tiny parity models never get there, so both paths are compared directly, padding mask included."""
     rng = np.random.default_rng(0)
     B, T, H, K = 2, 7, 3, 5
@@ -87,8 +92,9 @@ def test_full_attention_head_by_head_equals_all_heads(monkeypatch, masked):
     if masked:
         allowed = np.ones((B, T, T), bool)
         allowed[1, :, 4:] = False  # row 1 is padded after 4 keys
-    all_heads = attention.full_attention(q, k, v, allowed)
-    monkeypatch.setattr(attention, "SCORES_PER_HEAD_BYTES", 0)
-    by_head = jax.jit(attention.full_attention)(q, k, v, allowed)
+    all_heads = attention.full_attention(q, k, v, allowed, CPU)
+    by_head = jax.jit(attention.full_attention, static_argnums=4)(
+        q, k, v, allowed, dataclasses.replace(CPU, per_head_above_bytes=0)
+    )
     # Identical dot products and softmaxes; XLA may order the float32 sums differently: ~1e-7.
     np.testing.assert_allclose(np.asarray(by_head), np.asarray(all_heads), rtol=1e-6, atol=1e-6)

@@ -9,6 +9,8 @@ Tolerances (fp32 on O(1) activations, weights redrawn at O(1) scale):
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,8 +18,8 @@ import pytest
 import reference_models
 import torch
 
-from clvp_jax import attention
 from clvp_jax.model import ClvpModelForConditionalGeneration
+from clvp_jax.tuning import Tuning
 from clvp_jax.weights import state_dict_to_params
 
 ATOL_BLOCK = 2e-5
@@ -39,9 +41,11 @@ def mel_batch(cfg, B, frames=23, seed=1):
     return rng.normal(size=(B, cfg.decoder_config.feature_size, frames)).astype(np.float32)
 
 
-def apply(cfg, params, fn, *args, masked_pooling=False, dtype=None, scan_layers=False):
+def apply(cfg, params, fn, *args, masked_pooling=False, dtype=None, scan_layers=False, tuning=None):
     """Apply `fn(module, *args)` jitted (one compilation beats hundreds of eager op dispatches)."""
-    model = ClvpModelForConditionalGeneration(cfg, masked_pooling=masked_pooling, dtype=dtype, scan_layers=scan_layers)
+    model = ClvpModelForConditionalGeneration(
+        cfg, masked_pooling=masked_pooling, dtype=dtype, scan_layers=scan_layers, tuning=tuning or Tuning.for_backend()
+    )
     return jax.jit(lambda p, *a: model.apply({"params": p}, *a, method=fn))(params, *args)
 
 
@@ -77,16 +81,15 @@ def test_masked_pooling_gives_each_row_its_unpadded_embedding(reference):
 
 
 @pytest.mark.parametrize("per_head", [False, True], ids=["all_heads", "per_head"])
-def test_conditioning_encoder_matches_reference(reference, per_head, monkeypatch):
+def test_conditioning_encoder_matches_reference(reference, per_head):
     """Real clips are long enough for the mel blocks to compute attention head by head; force it here."""
-    if per_head:
-        monkeypatch.setattr(attention, "SCORES_PER_HEAD_BYTES", 0)
+    tuning = dataclasses.replace(Tuning.cpu(), per_head_above_bytes=0) if per_head else None
     hf, _, cfg, params = reference
     ids, mask = text_batch(cfg, seed=5)
     feats = mel_batch(cfg, ids.shape[0])
     with torch.no_grad():
         ref = hf.conditioning_encoder(input_features=t(feats), input_ids=t(ids), attention_mask=t(mask)).numpy()
-    ours = apply(cfg, params, lambda m, *a: m.conditioning_encoder(*a), feats, ids, mask)
+    ours = apply(cfg, params, lambda m, *a: m.conditioning_encoder(*a), feats, ids, mask, tuning=tuning)
     assert ours.shape == ref.shape == (ids.shape[0], ids.shape[1] + 3, cfg.decoder_config.hidden_size)
     np.testing.assert_allclose(np.asarray(ours), ref, rtol=RTOL, atol=ATOL_BLOCK)
 

@@ -26,9 +26,10 @@ from clvp_jax.checkpoint.tortoise_diffusion import (
     original_from_params,
     params_from_original,
 )
+from clvp_jax.waveform.attention_block import relative_buckets
 from clvp_jax.waveform.conv import Conv1d
 from clvp_jax.waveform.diffusion import DiffusionTts, count_params, nearest_indices
-from clvp_jax.waveform.diffusion_blocks import relative_buckets, timestep_embedding, timestep_frequencies
+from clvp_jax.waveform.diffusion_blocks import timestep_embedding, timestep_frequencies
 from clvp_jax.waveform.diffusion_config import DiffusionConfig
 from clvp_jax.waveform.pointwise import PointwiseConv1d
 

@@ -1,17 +1,29 @@
 """Voice conditioning latents: compute once from reference clips, save, load, and pass to `generate`.
 
-Axis legend: n clips, F mel bins, N frames, D decoder width.
+Axis legend: n clips, F mel bins, N frames, D decoder width, W diffusion conditioning width (2048).
 
 As Tortoise (`get_conditioning_latents` / `UnifiedVoice.get_conditioning`): each clip's log-mel goes through the
 conditioning encoder on its own (its first frame after the mel attention blocks) and the per-clip vectors are
 averaged into one voice latent [D].
+
+Latents files (Tortoise's voice `.pth` holds the same pair: the AR latent and the diffusion latent):
+  version 1  a bare `.npy` of the AR latent [D] (or [n, D]): what clvp-jax wrote before the waveform stage, and
+             still what it writes when no diffusion latent is known. Loads for codes; asking it for the
+             diffusion latent raises `MissingDiffusionLatentError`.
+  version 2  an `.npz` archive (whatever the file's suffix) with `format` = "clvp-jax voice latents",
+             `version` = 2, `autoregressive` [D] (or [n, D]) and `diffusion` [W] float32 (the reader also
+             accepts an archive without `diffusion`, as codes-only latents).
+The version is read from the file's content (numpy's magic bytes or the zip header), not from its name.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import io
 import os
 import tempfile
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -56,14 +68,96 @@ def get_conditioning_latents(
     return per_clip.mean(axis=0).astype(np.float32)
 
 
-def save_conditioning_latents(path: str | os.PathLike, latents: np.ndarray) -> Path:
-    """Write latents [D] (or [n, D]) as a .npy file, atomically (temp file + rename)."""
+LATENTS_FORMAT = "clvp-jax voice latents"
+LATENTS_VERSION = 2  # 1: bare .npy of the AR latent; 2: .npz with the AR and the diffusion latents
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+class LatentsFileError(ValueError):
+    """A latents file that cannot be used: the message names the file, the problem and the fix."""
+
+
+class MissingDiffusionLatentError(LatentsFileError):
+    """Audio was asked of latents without a diffusion conditioning latent (a version-1 file, or codes-only)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class VoiceLatents:
+    """One voice's conditioning latents.
+
+    Attributes:
+      autoregressive: float32 [D] (or [n, D]): the AR model's conditioning latent.
+      diffusion: float32 [W] or None: the diffusion model's conditioning latent (None in version-1 files).
+      version: the file format version it was read from (`LATENTS_VERSION` for new latents).
+      source: the file it was read from, for messages (None when built in memory).
+    """
+
+    autoregressive: np.ndarray
+    diffusion: np.ndarray | None = None
+    version: int = LATENTS_VERSION
+    source: str | None = None
+
+    def require_diffusion(self) -> np.ndarray:
+        """The diffusion latent [W]; raises `MissingDiffusionLatentError` when these latents have none."""
+        if self.diffusion is None:
+            where = f"{self.source} (latents file version {self.version})" if self.source else "these latents"
+            raise MissingDiffusionLatentError(
+                f"{where} holds only the autoregressive latent, enough for speech codes but not for audio: the "
+                "diffusion decoder needs the diffusion conditioning latent too. Recompute the latents from the "
+                "voice clips with a checkpoint that has the diffusion model (`clvp-jax latents --voice ...`)."
+            )
+        return self.diffusion
+
+
+def _checked_latent(name: str, value: np.ndarray, ndims: tuple[int, ...], width: int | None, where: str) -> np.ndarray:
+    value = np.asarray(value)
+    if value.dtype.kind != "f":
+        raise LatentsFileError(f"{where}: the {name} latent has dtype {value.dtype}, expected float32")
+    if value.ndim not in ndims or value.size == 0:
+        shapes = " or ".join({1: "[width]", 2: "[clips, width]"}[n] for n in ndims)
+        raise LatentsFileError(f"{where}: the {name} latent has shape {value.shape}, expected {shapes}")
+    if width is not None and value.shape[-1] != width:
+        raise LatentsFileError(
+            f"{where}: the {name} latent has width {value.shape[-1]} but the model expects {width}; recompute the "
+            "latents with this checkpoint (get_conditioning_latents / `clvp-jax latents`)"
+        )
+    if not np.isfinite(value).all():
+        raise LatentsFileError(f"{where}: the {name} latent holds NaN or infinite values; recompute it")
+    return value.astype(np.float32)
+
+
+def save_conditioning_latents(
+    path: str | os.PathLike, latents: np.ndarray, diffusion: np.ndarray | None = None
+) -> Path:
+    """Write latents atomically (temp file + rename).
+
+    With `diffusion` (the diffusion conditioning latent [W]; a [1, W] array, as Tortoise returns it, is
+    flattened): a version-2 archive holding both. Without it: a version-1 `.npy` of the AR latent [D] (or
+    [n, D]), byte for byte what earlier clvp-jax versions wrote, so codes-only files stay readable by them.
+    """
     target = Path(path)
+    where = str(target)
+    ar = _checked_latent("autoregressive", latents, (1, 2), None, where)
+    if diffusion is None:
+        arrays = None
+    else:
+        diffusion = np.asarray(diffusion)
+        diffusion = diffusion.reshape(-1) if diffusion.ndim == 2 and diffusion.shape[0] == 1 else diffusion
+        arrays = {
+            "format": np.array(LATENTS_FORMAT),
+            "version": np.array(LATENTS_VERSION, np.int64),
+            "autoregressive": ar,
+            "diffusion": _checked_latent("diffusion", diffusion, (1,), None, where),
+        }
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.save(f, np.asarray(latents, np.float32))
+            if arrays is None:
+                np.save(f, ar)
+            else:
+                np.savez(f, **arrays)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -71,12 +165,65 @@ def save_conditioning_latents(path: str | os.PathLike, latents: np.ndarray) -> P
     return target
 
 
-def load_conditioning_latents(path: str | os.PathLike, model: ClvpModelForConditionalGeneration | None = None):
-    """Read latents saved by `save_conditioning_latents`; with `model`, check the width matches its decoder."""
-    lat = np.load(Path(path), allow_pickle=False)
-    if model is not None and lat.shape[-1] != model.config.decoder_config.hidden_size:
-        raise ValueError(
-            f"{path}: latents of width {lat.shape[-1]} do not fit this model (decoder hidden_size "
-            f"{model.config.decoder_config.hidden_size}); recompute them with get_conditioning_latents"
+def load_voice_latents(
+    path: str | os.PathLike,
+    model: ClvpModelForConditionalGeneration | None = None,
+    diffusion_width: int | None = None,
+) -> VoiceLatents:
+    """Read a latents file of either version.
+
+    Args:
+      path: the file.
+      model: when given, the AR latent's width must equal its decoder's hidden size.
+      diffusion_width: when given, a diffusion latent present must have this width (2 x the diffusion model's
+        channels); its absence is not an error here (see `VoiceLatents.require_diffusion`).
+
+    Raises:
+      FileNotFoundError: no file at `path`.
+      LatentsFileError: not a latents file (corrupt, truncated, another format or a newer version), or a latent of
+        the wrong shape, width or dtype.
+    """
+    path = Path(path)
+    where = str(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no latents file at {path}")
+    raw = path.read_bytes()
+    width = None if model is None else model.config.decoder_config.hidden_size
+    corrupt = f"{where} is not a readable clvp-jax latents file"
+    fix = "recompute it from the voice clips (`clvp-jax latents --voice ... --out FILE`)"
+    if raw.startswith(_NPY_MAGIC):
+        try:
+            ar = np.load(io.BytesIO(raw), allow_pickle=False)
+        except Exception as error:  # truncated header or data, pickled objects
+            raise LatentsFileError(f"{corrupt} ({type(error).__name__}: {error}); {fix}") from None
+        return VoiceLatents(_checked_latent("autoregressive", ar, (1, 2), width, where), None, 1, where)
+    if not raw.startswith(_ZIP_MAGIC):
+        raise LatentsFileError(f"{corrupt} (neither a .npy array nor a version-2 archive); {fix}")
+    try:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as archive:
+            entries = {name: archive[name] for name in archive.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as error:
+        raise LatentsFileError(f"{corrupt} ({type(error).__name__}: {error}); {fix}") from None
+    if str(entries.get("format", "")) != LATENTS_FORMAT or "version" not in entries:
+        raise LatentsFileError(f"{corrupt} (an .npz archive without the latents header); {fix}")
+    version = int(entries["version"])
+    if version > LATENTS_VERSION:
+        raise LatentsFileError(
+            f"{where} is a version-{version} latents file, newer than this clvp-jax reads ({LATENTS_VERSION}); "
+            "upgrade clvp-jax or recompute the latents"
         )
-    return lat
+    if version != 2 or "autoregressive" not in entries:
+        raise LatentsFileError(f"{corrupt} (version {version} without an autoregressive latent); {fix}")
+    unknown = sorted(set(entries) - {"format", "version", "autoregressive", "diffusion"})
+    if unknown:
+        raise LatentsFileError(f"{corrupt} (unexpected entries {unknown}); {fix}")
+    ar = _checked_latent("autoregressive", entries["autoregressive"], (1, 2), width, where)
+    diffusion = entries.get("diffusion")
+    if diffusion is not None:
+        diffusion = _checked_latent("diffusion", diffusion, (1,), diffusion_width, where)
+    return VoiceLatents(ar, diffusion, version, where)
+
+
+def load_conditioning_latents(path: str | os.PathLike, model: ClvpModelForConditionalGeneration | None = None):
+    """The AR latent of a latents file of either version (codes-only use); with `model`, its width is checked."""
+    return load_voice_latents(path, model).autoregressive

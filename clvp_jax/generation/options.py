@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from typing import Literal
 
 from clvp_jax.config import ClvpConfig
@@ -69,7 +71,30 @@ class GenerationOptions:
             if not ok:
                 raise ValueError(msg)
 
-        need(self.max_new_tokens >= 1, f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        def integer(name: str, low: int, optional: bool = False) -> None:
+            v = getattr(self, name)
+            ok = (optional and v is None) or (isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= low)
+            need(ok, f"{name} must be an integer >= {low}{' or None' if optional else ''}, got {v!r}")
+
+        def real(name: str, low: float, high: float, optional: bool = False, closed_low: bool = False) -> None:
+            v = getattr(self, name)
+            if optional and v is None:
+                return
+            ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+            ok = ok and (low <= v if closed_low else low < v) and v <= high
+            span = f"> {low:g}" if high == math.inf else f"in {'[' if closed_low else '('}{low:g}, {high:g}]"
+            need(ok, f"{name} must be a finite number {span}{' or None' if optional else ''}, got {v!r}")
+
+        integer("max_new_tokens", 1)
+        integer("min_new_tokens", 0)
+        integer("num_return_sequences", 1)
+        integer("top_k", 1, optional=True)
+        integer("chunk_size", 1, optional=True)
+        integer("pad_to_max_mel_tokens", 1, optional=True)
+        integer("text_length_bucket", 1)
+        real("temperature", 0.0, math.inf)  # > 0: greedy decoding is do_sample=False, not temperature 0
+        real("top_p", 0.0, 1.0, optional=True)
+        real("repetition_penalty", 0.0, math.inf, optional=True)
         need(0 <= self.min_new_tokens <= self.max_new_tokens, "min_new_tokens must be in [0, max_new_tokens]")
         need(self.num_return_sequences >= 1, "num_return_sequences must be >= 1")
         need(self.stop_on in ("decoder_eos", "text_eos"), f"stop_on {self.stop_on!r}: use 'decoder_eos' or 'text_eos'")

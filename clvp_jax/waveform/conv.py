@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from clvp_jax.config import group_norm_groups
 from clvp_jax.layers import param
 
 Padding = Literal["zeros", "reflect"]
@@ -100,6 +101,16 @@ class ConvTranspose1d(nn.Module):
         if self.use_bias:
             y = y + param(self, "bias", nn.initializers.zeros, (self.features,)).astype(y.dtype)[:, None]
         return y
+
+
+def norm_groups(channels: int) -> int:
+    """The original `normalization(channels)` group count (the AR conditioning encoder's rule,
+    `clvp_jax.config.group_norm_groups`: 32 above 64 channels, 16 above 16, else 8, halved until it divides);
+    fewer than 3 groups is refused, as the original asserts."""
+    groups = group_norm_groups(channels)
+    if groups <= 2:
+        raise ValueError(f"GroupNorm over {channels} channels would have {groups} groups; the original needs > 2")
+    return groups
 
 
 class GroupNorm(nn.Module):

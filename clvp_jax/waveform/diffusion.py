@@ -30,8 +30,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from clvp_jax.layers import Dtype, Linear
-from clvp_jax.waveform.conv import Conv1d, GroupNorm
-from clvp_jax.waveform.diffusion_blocks import AttentionBlock, DiffusionLayer, ResBlock, timestep_embedding
+from clvp_jax.waveform.attention_block import AttentionBlock
+from clvp_jax.waveform.conv import Conv1d, GroupNorm, norm_groups
+from clvp_jax.waveform.diffusion_blocks import DiffusionLayer, ResBlock, timestep_embedding
 from clvp_jax.waveform.diffusion_config import (
     CODE_CONVERTER_BLOCKS,
     CONTEXTUAL_EMBEDDER_BLOCKS,
@@ -39,7 +40,6 @@ from clvp_jax.waveform.diffusion_config import (
     LATENT_CONDITIONER_BLOCKS,
     TRAILING_RESBLOCKS,
     DiffusionConfig,
-    norm_groups,
 )
 from clvp_jax.waveform.pointwise import PointwiseConv1d
 
@@ -67,13 +67,15 @@ class DiffusionTts(nn.Module):
         self.time_embed_0 = Linear(c, dtype=dt)
         self.time_embed_2 = Linear(c, dtype=dt)
         self.code_embedding = nn.Embed(cfg.in_tokens, c, embedding_init=nn.initializers.normal(1.0))
-        self.code_converter = [AttentionBlock(heads, dtype=dt) for _ in range(CODE_CONVERTER_BLOCKS)]
+        self.code_converter = [
+            AttentionBlock(heads, relative_position=True, dtype=dt) for _ in range(CODE_CONVERTER_BLOCKS)
+        ]
         self.code_norm = GroupNorm(norm_groups(c))
         self.latent_conditioner = [Conv1d(c, 3, padding=1)] + [
-            AttentionBlock(heads, dtype=dt) for _ in range(LATENT_CONDITIONER_BLOCKS)
+            AttentionBlock(heads, relative_position=True, dtype=dt) for _ in range(LATENT_CONDITIONER_BLOCKS)
         ]
         self.contextual_embedder = [Conv1d(c, 3, stride=2, padding=1), Conv1d(2 * c, 3, stride=2, padding=1)] + [
-            AttentionBlock(heads, dtype=dt) for _ in range(CONTEXTUAL_EMBEDDER_BLOCKS)
+            AttentionBlock(heads, relative_position=True, dtype=dt) for _ in range(CONTEXTUAL_EMBEDDER_BLOCKS)
         ]
         self.unconditioned_embedding = self.param("unconditioned_embedding", nn.initializers.normal(1.0), (1, c, 1))
         self.conditioning_timestep_integrator = [DiffusionLayer(heads, dtype=dt) for _ in range(INTEGRATOR_LAYERS)]

@@ -18,9 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from clvp_jax.layers import Dtype, Linear, param
-from clvp_jax.waveform.conv import Conv1d, GroupNorm
-from clvp_jax.waveform.diffusion_config import RELATIVE_BUCKETS, RELATIVE_MAX_DISTANCE, norm_groups
+from clvp_jax.layers import Dtype, Linear
+from clvp_jax.waveform.attention_block import AttentionBlock
+from clvp_jax.waveform.conv import Conv1d, GroupNorm, norm_groups
 from clvp_jax.waveform.pointwise import PointwiseConv1d
 
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -49,67 +49,6 @@ def timestep_embedding(timesteps: jax.Array, dim: int) -> jax.Array:
     if dim % 2:
         embedding = jnp.pad(embedding, ((0, 0), (0, 1)))
     return embedding
-
-
-def relative_buckets(length: int) -> np.ndarray:
-    """Bucket [T, S] of each (query, key) pair of the non-causal relative bias (32 buckets, max distance 64).
-
-    n = query - key; keys after the query (n < 0) use the upper 16 buckets; |n| < 8 is its own bucket, larger
-    distances are log-spaced, 8 + trunc(ln(|n| / 8) / ln(64 / 8) * 8), capped at 15. The log is taken in
-    float32 as the original; no distance lands on a bucket edge other than 8 (exact) and 64 (capped), so the
-    float rounding cannot move a pair.
-    """
-    half = RELATIVE_BUCKETS // 2
-    max_exact = half // 2
-    pos = np.arange(length)
-    n = pos[:, None] - pos[None, :]  # [T, S] query minus key
-    base = np.where(n < 0, half, 0)
-    n = np.abs(n)
-    far = np.maximum(n, max_exact)  # the log-spaced formula, evaluated only where it is used
-    scaled = np.log(far.astype(np.float32) / np.float32(max_exact)) / np.float32(
-        math.log(RELATIVE_MAX_DISTANCE / max_exact)
-    )
-    large = np.minimum(max_exact + (scaled * np.float32(half - max_exact)).astype(np.int64), half - 1)
-    return (base + np.where(n < max_exact, n, large)).astype(np.int32)
-
-
-class RelativePositionBias(nn.Module):
-    """The learned relative position bias [H, T, T] of length T, times sqrt(head dim) (param [32, H])."""
-
-    num_heads: int
-    scale: float
-
-    @nn.compact
-    def __call__(self, length: int) -> jax.Array:
-        table = param(self, "relative_attention_bias", nn.initializers.normal(1.0), (RELATIVE_BUCKETS, self.num_heads))
-        # Gathered from the [H, 32] table straight into [H, T, S] (no transpose of the big result: ~20% faster).
-        return jnp.take(table.astype(jnp.float32).T * self.scale, relative_buckets(length), axis=1)
-
-
-class AttentionBlock(nn.Module):
-    """x + proj_out(attention(qkv(GroupNorm(x)))) over L with a relative position bias, on [B, C, L].
-
-    The 3C qkv channels are laid out per head, [H][q | k | v][D]. q and k are each scaled by D^-1/4 (as the
-    original: the product is then scaled by D^-1/2); the bias is added to the logits; softmax in float32.
-    """
-
-    num_heads: int
-    dtype: Dtype | None = None
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        batch, channels, length = x.shape
-        heads = self.num_heads
-        head_dim = channels // heads
-        h = GroupNorm(norm_groups(channels), name="norm")(x)
-        qkv = PointwiseConv1d(3 * channels, name="qkv")(h).reshape(batch, heads, 3, head_dim, length)
-        scale = head_dim**-0.25
-        q, k, v = qkv[:, :, 0] * scale, qkv[:, :, 1] * scale, qkv[:, :, 2]  # [B, H, D, L] each
-        logits = jnp.einsum("bhdt,bhds->bhts", q, k, precision=HIGHEST).astype(jnp.float32)
-        bias = RelativePositionBias(heads, math.sqrt(head_dim), name="relative_pos_embeddings")(length)
-        weights = jax.nn.softmax(logits + bias[None], axis=-1).astype(v.dtype)  # [B, H, T, S]
-        a = jnp.einsum("bhts,bhds->bhdt", weights, v, precision=HIGHEST).reshape(batch, channels, length)
-        return x + PointwiseConv1d(channels, name="proj_out")(a)
 
 
 class ResBlock(nn.Module):
@@ -142,4 +81,4 @@ class DiffusionLayer(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, time_emb: jax.Array) -> jax.Array:
         x = ResBlock(dtype=self.dtype, name="resblk")(x, time_emb)
-        return AttentionBlock(self.num_heads, dtype=self.dtype, name="attn")(x)
+        return AttentionBlock(self.num_heads, relative_position=True, dtype=self.dtype, name="attn")(x)

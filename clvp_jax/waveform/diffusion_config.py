@@ -11,6 +11,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from clvp_jax.waveform.conv import norm_groups
+
 # Constructor arguments of the original class that only matter in training (eval mode ignores them).
 TRAINING_ONLY_KWARGS = ("dropout", "use_fp16", "layer_drop", "unconditioned_percentage")
 TRAILING_RESBLOCKS = 3  # plain ResBlocks after the DiffusionLayers, hard-coded in the original
@@ -18,19 +20,6 @@ INTEGRATOR_LAYERS = 3  # DiffusionLayers of conditioning_timestep_integrator, ha
 LATENT_CONDITIONER_BLOCKS = 4  # AttentionBlocks after the latent conditioner's conv, hard-coded
 CODE_CONVERTER_BLOCKS = 3  # AttentionBlocks of the (unused by api.py) token path, hard-coded
 CONTEXTUAL_EMBEDDER_BLOCKS = 5  # AttentionBlocks of the contextual embedder (width 2C), hard-coded
-RELATIVE_BUCKETS = 32  # relative position bias table rows (16 per side)
-RELATIVE_MAX_DISTANCE = 64  # distances >= this share the last bucket of their side
-
-
-def norm_groups(channels: int) -> int:
-    """GroupNorm group count of the original's `normalization(ch)`: 32 if ch > 64, 16 if ch > 16, else 8, then
-    halved until it divides ch (1024 -> 32, 96 -> 32, 48 -> 16). The original asserts more than 2 groups."""
-    groups = 32 if channels > 64 else 16 if channels > 16 else 8
-    while channels % groups:
-        groups //= 2
-    if groups <= 2:
-        raise ValueError(f"width {channels} gets {groups} GroupNorm groups; the original requires more than 2")
-    return groups
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,94 @@
+"""Tortoise's channels-first `AttentionBlock` (`arch_util.py`), shared by the waveform-stage models: CVVP's
+pre-combiner uses it plain, the diffusion decoder with its learned relative position bias.
+
+Axis legend: see `clvp_jax.waveform`; here T query positions, S key positions, H heads, D head channels (C / H).
+
+x + proj_out(attention(qkv(GroupNorm(x)))): qkv and proj_out are 1x1 convolutions; the 3C qkv channels are laid
+out per head ([H][q | k | v][D]); q and k are each scaled by D^-1/4 before the dot product (the original's fp16
+trick, kept for its rounding); softmax in float32; no mask. The relative-position bucket table is computed on
+the host with numpy (the length is static).
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from clvp_jax.layers import Dtype, param
+from clvp_jax.waveform.conv import GroupNorm, norm_groups
+from clvp_jax.waveform.pointwise import PointwiseConv1d
+
+HIGHEST = jax.lax.Precision.HIGHEST
+RELATIVE_BUCKETS = 32  # relative position bias table rows (16 per side)
+RELATIVE_MAX_DISTANCE = 64  # distances >= this share the last bucket of their side
+
+
+def relative_buckets(length: int) -> np.ndarray:
+    """Bucket [T, S] of each (query, key) pair of the non-causal relative bias (32 buckets, max distance 64).
+
+    n = query - key; keys after the query (n < 0) use the upper 16 buckets; |n| < 8 is its own bucket, larger
+    distances are log-spaced, 8 + trunc(ln(|n| / 8) / ln(64 / 8) * 8), capped at 15. The log is taken in
+    float32 as the original; no distance lands on a bucket edge other than 8 (exact) and 64 (capped), so the
+    float rounding cannot move a pair.
+    """
+    half = RELATIVE_BUCKETS // 2
+    max_exact = half // 2
+    pos = np.arange(length)
+    n = pos[:, None] - pos[None, :]  # [T, S] query minus key
+    base = np.where(n < 0, half, 0)
+    n = np.abs(n)
+    far = np.maximum(n, max_exact)  # the log-spaced formula, evaluated only where it is used
+    scaled = np.log(far.astype(np.float32) / np.float32(max_exact)) / np.float32(
+        math.log(RELATIVE_MAX_DISTANCE / max_exact)
+    )
+    large = np.minimum(max_exact + (scaled * np.float32(half - max_exact)).astype(np.int64), half - 1)
+    return (base + np.where(n < max_exact, n, large)).astype(np.int32)
+
+
+class RelativePositionBias(nn.Module):
+    """The learned relative position bias [H, T, T] of length T, times sqrt(head dim) (param [32, H])."""
+
+    num_heads: int
+    scale: float
+
+    @nn.compact
+    def __call__(self, length: int) -> jax.Array:
+        table = param(self, "relative_attention_bias", nn.initializers.normal(1.0), (RELATIVE_BUCKETS, self.num_heads))
+        # Gathered from the [H, 32] table straight into [H, T, S] (no transpose of the big result: ~20% faster).
+        return jnp.take(table.astype(jnp.float32).T * self.scale, relative_buckets(length), axis=1)
+
+
+class AttentionBlock(nn.Module):
+    """[B, C, T] -> [B, C, T]; submodules `norm` (GroupNorm), `qkv` (1x1 conv C -> 3C), `proj_out` (C -> C) and,
+    with `relative_position`, `relative_pos_embeddings` (the bias table [32, H], times sqrt(D)).
+
+    Attributes: num_heads; relative_position; dtype (compute dtype of the matmuls; softmax and norm statistics
+    stay float32).
+    """
+
+    num_heads: int
+    relative_position: bool = False
+    dtype: Dtype | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        batch, channels, length = x.shape
+        heads = self.num_heads
+        if channels % heads:
+            raise ValueError(f"AttentionBlock: {channels} channels do not split into {heads} heads")
+        head_dim = channels // heads
+        h = x if self.dtype is None else x.astype(self.dtype)
+        h = GroupNorm(norm_groups(channels), name="norm")(h)
+        qkv = PointwiseConv1d(3 * channels, name="qkv")(h).reshape(batch, heads, 3, head_dim, length)
+        scale = head_dim**-0.25
+        q, k, v = qkv[:, :, 0] * scale, qkv[:, :, 1] * scale, qkv[:, :, 2]  # [B, H, D, T] each
+        logits = jnp.einsum("bhdt,bhds->bhts", q, k, precision=HIGHEST).astype(jnp.float32)  # [B, H, T, S]
+        if self.relative_position:
+            logits = logits + RelativePositionBias(heads, math.sqrt(head_dim), name="relative_pos_embeddings")(length)
+        weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+        a = jnp.einsum("bhts,bhds->bhdt", weights, v, precision=HIGHEST).reshape(batch, channels, length)
+        return x + PointwiseConv1d(channels, name="proj_out")(a).astype(x.dtype)
