@@ -11,8 +11,10 @@ fp32, 64 AR codes -> L = 278 mel frames (L = m * 4 * 24000 // 22050):
            analysis, and the shapes' formula) over this machine's measured fp32 matmul peak (2048^2, JAX).
   vocoder  UnivNet (`inference`, the 10 padding frames and the cut included) on a [1, 100, 278] mel -> 71 168
            samples; real-time factor = audio seconds / wall seconds.
-  sampler  the sampler loop: 30 steps without guidance (ultra_fast) and 80 with (fast), against the original's
-           `SpacedDiffusion.p_sample_loop`. TODO: needs clvp_jax.waveform.sampler (branch wsamp, not on main yet).
+  sampler  the DDPM sampler loop: 30 steps without guidance (ultra_fast: 30 model calls) and 80 with (fast: the
+           original's 160 calls of 1 row, our 80 of 2 rows), the original's `SpacedDiffusion.p_sample_loop` as
+           api.py's `do_spectrogram_diffusion` builds it against our one compiled `lax.scan` (`sampler.sample`,
+           noise drawn from a key inside the loop); best of `--sampler-runs` (default 1: each loop takes minutes).
 
 Each case runs in its own process on each side, the original's and ours back to back (torch and XLA threads would
 fight in one process; separate processes also give each case its own peak memory, VmHWM). torch keeps its default
@@ -77,6 +79,8 @@ DIFFUSION_KWARGS = {
 # UnivNetGenerator constructor arguments: api.py uses the defaults; the tiny one is narrower.
 VOCODER_KWARGS = {"real": {}, "tiny": dict(channel_size=8, noise_dim=8)}
 CASES = ("step", "vocoder", "sampler")
+# The sampler runs: name -> (steps K, conditioning-free guidance), as the ultra_fast and fast presets.
+SAMPLER_RUNS = {"ultra_fast": (30, False), "fast": (80, True)}
 
 
 # ---- shared helpers ---------------------------------------------------------------------------------------------
@@ -215,7 +219,7 @@ def _torch_info() -> dict:
     return {"torch_threads": torch.get_num_threads(), "torch": torch.__version__}
 
 
-def run_reference(size: str, runs: int, folder: str, case: str) -> dict:
+def run_reference(size: str, runs: int, folder: str, case: str, sampler_runs: int = 1) -> dict:
     import numpy as np
     import torch
 
@@ -248,13 +252,35 @@ def run_reference(size: str, runs: int, folder: str, case: str) -> dict:
             wav = model.inference(inputs["mel"], inputs["z"])
             out["vocoder_s"] = _best(lambda: model.inference(inputs["mel"], inputs["z"]), runs)
             np.savez(f"{folder}/out_vocoder_reference.npz", wav=wav.numpy())
-        else:
-            raise NotImplementedError(f"case {case!r}: TODO (see the module docstring)")
+        else:  # sampler: api.py's do_spectrogram_diffusion loop (SpacedDiffusion.p_sample_loop), x_T given
+            from tortoise.models.diffusion_decoder import DiffusionTts
+            from tortoise.utils.diffusion import SpacedDiffusion, get_named_beta_schedule, space_timesteps
+
+            model = DiffusionTts(**DIFFUSION_KWARGS[size]).eval()
+            model.load_state_dict({k: torch.from_numpy(v) for k, v in _load_npz(f"{folder}/diffusion.npz").items()})
+            aligned = model.timestep_independent(inputs["latents"], inputs["cond_latent"], L, False)
+            for name, (steps, cond_free) in SAMPLER_RUNS.items():
+                # load_discrete_vocoder_diffuser's construction, with the preset's values (cond_free_k 2)
+                diffuser = SpacedDiffusion(
+                    use_timesteps=space_timesteps(4000, [steps]),
+                    model_mean_type="epsilon",
+                    model_var_type="learned_range",
+                    loss_type="mse",
+                    betas=get_named_beta_schedule("linear", 4000),
+                    conditioning_free=cond_free,
+                    conditioning_free_k=2.0,
+                )
+                kwargs = {"precomputed_aligned_embeddings": aligned}
+                loop = lambda d=diffuser, kw=kwargs: d.p_sample_loop(  # noqa: E731
+                    model, tuple(inputs["x"].shape), noise=inputs["x"], model_kwargs=kw, progress=False
+                )
+                loop()  # warm-up, as every case has one
+                out[f"{name}_s"] = _best(loop, sampler_runs)
     out["peak_gib"] = {case: _peak_gib()}
     return out
 
 
-def run_jax(size: str, runs: int, folder: str, case: str) -> dict:
+def run_jax(size: str, runs: int, folder: str, case: str, sampler_runs: int = 1) -> dict:
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -310,8 +336,42 @@ def run_jax(size: str, runs: int, folder: str, case: str) -> dict:
         wav = call()
         out["vocoder_s"] = _best(call, runs)
         np.savez(f"{folder}/out_vocoder_jax.npz", wav=np.asarray(wav))
-    else:
-        raise NotImplementedError(f"case {case!r}: TODO (see the module docstring)")
+    else:  # sampler: one compiled lax.scan over the steps, guidance's two passes as one 2-row call
+        from jax.tree_util import Partial
+
+        from clvp_jax.checkpoint.tortoise_diffusion import params_from_original
+        from clvp_jax.waveform.diffusion import DiffusionTts, param_shapes
+        from clvp_jax.waveform.diffusion_config import DiffusionConfig
+        from clvp_jax.waveform.sampler import SamplerConfig, sample
+
+        config = DiffusionConfig.from_original_kwargs(DIFFUSION_KWARGS[size])
+        model = DiffusionTts(config)
+
+        def model_fn(variables, aligned, x, t, cond_free):  # the sampler's model_fn, weights as traced arguments
+            return model.apply(variables, x, t, aligned, cond_free)
+
+        aligned_spec = jax.ShapeDtypeStruct((1, config.model_channels, L), jnp.float32)
+        loops, out["compile_s"] = {}, {}
+        for name, (steps, cond_free) in SAMPLER_RUNS.items():
+            sampler = SamplerConfig.tortoise(name)
+            assert (sampler.steps, sampler.cond_free, sampler.kind) == (steps, cond_free, "ddpm"), sampler
+
+            def run(v, a, x, s=sampler):  # the noise drawn inside the loop, as a user runs it
+                return sample(Partial(model_fn, v, a), tuple(x.shape), config=s, key=jax.random.key(0))
+
+            t0 = time.perf_counter()
+            loops[name] = jax.jit(run).lower(param_shapes(config), aligned_spec, spec(inputs["x"])).compile()
+            out["compile_s"][name] = time.perf_counter() - t0
+        ti = jax.jit(lambda v, a, c: model.apply(v, a, c, L, method=DiffusionTts.timestep_independent))
+        variables = _to_device(params_from_original(_load_npz(f"{folder}/diffusion.npz"), config)[1])
+        aligned = jax.block_until_ready(
+            ti(variables, jnp.asarray(inputs["latents"]), jnp.asarray(inputs["cond_latent"]))
+        )
+        x = jnp.asarray(inputs["x"])
+        for name, loop in loops.items():
+            call = lambda f=loop: jax.block_until_ready(f(variables, aligned, x))  # noqa: E731
+            call()  # warm-up
+            out[f"{name}_s"] = _best(call, sampler_runs)
     out["peak_gib"] = {case: _peak_gib()}
     return out
 
@@ -344,12 +404,23 @@ def machine() -> dict:
     )
 
 
-def _side(which: str, size: str, runs: int, folder: str, case: str = "") -> dict:
+def _side(which: str, size: str, runs: int, folder: str, case: str = "", sampler_runs: int = 1) -> dict:
     env = dict(os.environ)
     env.pop("JAX_COMPILATION_CACHE_DIR", None)  # compile times are real compilations, never disk-cache hits
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), root]))  # the caller's first
-    args = ["--size", size, "--runs", str(runs), "--side", which, "--folder", folder]
+    args = [
+        "--size",
+        size,
+        "--runs",
+        str(runs),
+        "--sampler-runs",
+        str(sampler_runs),
+        "--side",
+        which,
+        "--folder",
+        folder,
+    ]
     proc = subprocess.run(
         [sys.executable, os.path.abspath(__file__), *args, *(["--case", case] if case else [])],
         env=env,
@@ -420,7 +491,16 @@ def report(size: str, runs: int, mach: dict, ref: dict, ours: dict, folder: str)
                 f"{o['compile_s']['vocoder']:.1f} s; {_max_diff(folder, 'vocoder')} |"
             )
     if "sampler" in ref:
-        print("| sampler loop, 30 steps / 80 guided | | | | | TODO: clvp_jax.waveform.sampler is not on main yet |")
+        r, o = ref["sampler"], ours["sampler"]
+        for name, (steps, cond_free) in SAMPLER_RUNS.items():
+            calls = (
+                f"{steps} steps, {'guided: ref 2 calls/step, ours 1 call of 2 rows' if cond_free else 'no guidance'}"
+            )
+            print(
+                f"| sampler loop, {name} ({calls}) | {r[name + '_s']:.2f} s | {o[name + '_s']:.2f} s | "
+                f"**{r[name + '_s'] / o[name + '_s']:.2f}x** | | ours {o[name + '_s'] / steps * 1e3:.0f} ms/step, "
+                f"original {r[name + '_s'] / steps * 1e3:.0f} ms/step; compile {o['compile_s'][name]:.1f} s |"
+            )
     peaks = ", ".join(
         f"{c} {ref[c]['peak_gib'][c]:.3f} / {ours[c]['peak_gib'][c]:.3f}"
         for c in ref
@@ -434,16 +514,19 @@ def main() -> None:
     ap.add_argument("--size", choices=sorted(DIFFUSION_KWARGS), default="real")
     ap.add_argument("--runs", type=int, default=3, help="timed calls per figure (best of); after one warm-up")
     ap.add_argument("--case", choices=(*CASES, "all"), default="all")
+    ap.add_argument(
+        "--sampler-runs", type=int, default=1, help="timed loops per sampler figure (best of; each loop is minutes)"
+    )
     ap.add_argument("--side", choices=["both", "prepare", "reference", "jax"], default="both", help=argparse.SUPPRESS)
     ap.add_argument("--folder", help=argparse.SUPPRESS)
     a = ap.parse_args()
-    if a.runs < 1:
-        ap.error(f"--runs must be at least 1, got {a.runs}")
+    if a.runs < 1 or a.sampler_runs < 1:
+        ap.error(f"--runs and --sampler-runs must be at least 1, got {a.runs} and {a.sampler_runs}")
     if a.side != "both":
         run = dict(
             prepare=lambda: prepare(a.size, a.folder),
-            reference=lambda: run_reference(a.size, a.runs, a.folder, a.case),
-            jax=lambda: run_jax(a.size, a.runs, a.folder, a.case),
+            reference=lambda: run_reference(a.size, a.runs, a.folder, a.case, a.sampler_runs),
+            jax=lambda: run_jax(a.size, a.runs, a.folder, a.case, a.sampler_runs),
         )
         print(json.dumps(run[a.side]()))
         return
@@ -453,8 +536,8 @@ def main() -> None:
         _side("prepare", a.size, a.runs, folder)
         ref, ours = {}, {}
         for case in cases:  # each case in its own process on both sides, the two back to back
-            ref[case] = _side("reference", a.size, a.runs, folder, case)
-            ours[case] = _side("jax", a.size, a.runs, folder, case)
+            ref[case] = _side("reference", a.size, a.runs, folder, case, a.sampler_runs)
+            ours[case] = _side("jax", a.size, a.runs, folder, case, a.sampler_runs)
         report(a.size, a.runs, mach, ref, ours, folder)
 
 
