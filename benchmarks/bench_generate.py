@@ -145,11 +145,11 @@ def run_jax(size: str, tokens: int, runs: int, folder: str, case: str) -> dict:
     import jax
     import numpy as np
 
+    from clvp_jax.checkpoint import from_pretrained
     from clvp_jax.config import ClvpConfig
     from clvp_jax.generation import GenerationOptions, warmup
     from clvp_jax.generation.compiling import ahead_or_jit
     from clvp_jax.generation.generate import _prepare_text, _program_for
-    from clvp_jax.loading import from_pretrained
     from clvp_jax.model import ClvpModelForConditionalGeneration, param_shapes
 
     tortoise = GenerationOptions.tortoise(

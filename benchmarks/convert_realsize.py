@@ -81,7 +81,7 @@ def write_checkpoint(path: Path, shapes: dict) -> None:
 
 _CHILD = (
     "import resource, sys\n"
-    "from convert.cli import main\n"
+    "from clvp_jax.checkpoint.convert_cli import main\n"
     "rc = main(sys.argv[1:])\n"
     "print('PEAK_RSS_KIB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
     "sys.exit(rc)\n"

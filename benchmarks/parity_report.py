@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import reference_models  # noqa: E402
 
+from clvp_jax.checkpoint import state_dict_to_params  # noqa: E402
 from clvp_jax.model import ClvpModelForConditionalGeneration  # noqa: E402
-from clvp_jax.weights import state_dict_to_params  # noqa: E402
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""`clvp-jax`: the command line, thin over `clvp_jax.pipeline` (and `convert.cli` for `convert`).
+"""`clvp-jax`: the command line, thin over `clvp_jax.pipeline` (and `clvp_jax.checkpoint.convert_cli` for
+`convert`).
 
   clvp-jax generate "Some text." [--voice CLIP_OR_FOLDER | --latents F.npy] [--checkpoint DIR] [--preset P]
   clvp-jax latents --voice CLIPS... --out voice.npy
@@ -231,7 +232,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from convert.cli import run
+    from clvp_jax.checkpoint.convert_cli import run
 
     return run(args)
 
@@ -246,7 +247,7 @@ def _common(p: argparse.ArgumentParser, voice: bool = True) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from convert.cli import add_arguments as add_convert_arguments
+    from clvp_jax.checkpoint.convert_cli import add_arguments as add_convert_arguments
 
     parser = argparse.ArgumentParser(prog=PROG, description="CLVP (Tortoise-TTS) in JAX: generate, rank, convert.")
     sub = parser.add_subparsers(dest="command", required=True)

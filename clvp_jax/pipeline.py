@@ -54,7 +54,7 @@ def default_config() -> ClvpConfig:
 def load_model(checkpoint: str | os.PathLike | None = None, *, dtype: str | None = None):
     """(model, params) from a checkpoint of any supported format, or the packaged default when None."""
     if checkpoint is not None:
-        from clvp_jax.loading import from_pretrained
+        from clvp_jax.checkpoint import from_pretrained
 
         return from_pretrained(checkpoint, dtype=dtype)
     from clvp_jax.model import ClvpModelForConditionalGeneration, init_params
@@ -284,7 +284,7 @@ def score(*, text: str | Sequence[str], speech_ids: Sequence[Sequence[int]], mod
 
 def describe_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """What a checkpoint holds: format, config summary, parameter count and dtype, provenance."""
-    from clvp_jax.loading import load_params
+    from clvp_jax.checkpoint import load_params
 
     loaded = load_params(path)
     leaves = jax.tree_util.tree_leaves(loaded.params)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -15,14 +16,33 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import reference_models  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+# ---- fixture files (tests/data, see its README for provenance) -------------------------------------------------
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+@dataclasses.dataclass(frozen=True)
+class TortoiseTiny:
+    """The tiny original-format fixture. Attributes: folder (autoregressive.pth, clvp2.pth, original_config.json,
+    meta.json), reference (the original code's outputs, `reference.npz`, see the folder's README)."""
+
+    folder: Path
+    reference: dict
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    """The read-only shared/ folder beside the checkout (real vocabulary, clips, Tortoise fixtures)."""
-    assert SHARED.is_dir(), f"shared data folder missing: {SHARED}"
-    return SHARED
+def data_dir() -> Path:
+    """tests/data: the fixture files the tests read (vocabulary, clips, tiny original checkpoints)."""
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def tortoise_tiny() -> TortoiseTiny:
+    """tests/data/tortoise_tiny with its oracle loaded (read-only: tests copy files they change)."""
+    import numpy as np
+
+    folder = DATA / "tortoise_tiny"
+    return TortoiseTiny(folder, dict(np.load(folder / "reference.npz")))
 
 
 @pytest.fixture(scope="session", params=sorted(reference_models.CONFIGS))
@@ -33,7 +53,7 @@ def config_name(request) -> str:
 @pytest.fixture(scope="session")
 def reference(config_name):
     """(hf_model, state_dict, clvp_jax config, clvp_jax params) for one tiny configuration."""
-    from clvp_jax.weights import state_dict_to_params
+    from clvp_jax.checkpoint import state_dict_to_params
 
     hf, state = reference_models.reference_model(config_name)
     cfg = reference_models.ours_config(config_name)

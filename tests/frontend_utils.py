@@ -1,4 +1,4 @@
-"""Helpers shared by the front-end tests: shared data paths, transformers' reference objects, a synthetic vocab."""
+"""Helpers shared by the front-end tests: fixture paths (tests/data), transformers' reference objects, a synthetic vocab."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-TORTOISE = SHARED / "data" / "tortoise"
+TORTOISE = Path(__file__).resolve().parent / "data" / "tortoise"
 VOICES = TORTOISE / "voices"
 CLIP_FILES = [VOICES / "lj" / "1.wav", VOICES / "lj" / "2.wav", VOICES / "myself" / "3.wav"]
 SIX_SECONDS = 132_300  # samples at 22.05 kHz

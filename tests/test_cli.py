@@ -12,9 +12,9 @@ import jax
 import numpy as np
 import pytest
 
+from clvp_jax.checkpoint import export_hf, save_checkpoint
 from clvp_jax.config import ClvpConfig
 from clvp_jax.model import init_params
-from clvp_jax.writing import export_hf, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,9 +1,10 @@
 """Original Tortoise checkpoints -> clvp-jax: parity with the original code's outputs, and converter strictness.
 
-Oracle: shared/data/tortoise_tiny (tiny random original-format checkpoints + outputs of the original modules, see
-its README for the conventions used below). A second, larger-than-tiny configuration the fixture does not cover
-is made by writing a random HF model back into the original layout (the inverse of the converter's rules), so the
-converter is also checked on head counts, widths and depths it was not written against.
+Oracle: tests/data/tortoise_tiny (tiny random original-format checkpoints + outputs of the original modules, see
+its README for the conventions used below; the `tortoise_tiny` fixture of conftest.py). A second, larger-than-tiny
+configuration the fixture does not cover is made by writing a random HF model back into the original layout with
+the library's inverse (`to_original`, the same rules run backwards), so the converter is also checked on head
+counts, widths and depths it was not written against, and the two directions are checked against each other.
 """
 
 from __future__ import annotations
@@ -19,26 +20,35 @@ import numpy as np
 import pytest
 from flax.traverse_util import flatten_dict
 
-from clvp_jax.config import ConfigError
-from clvp_jax.loading import CheckpointError, from_pretrained, load_params
+from clvp_jax.checkpoint import (
+    AUTOREGRESSIVE_PARTS,
+    CheckpointError,
+    WeightsMismatchError,
+    export_hf,
+    from_pretrained,
+    load_original,
+    load_params,
+    params_to_state_dict,
+    state_dict_to_params,
+    to_original,
+)
+from clvp_jax.config import ClvpConfig, ConfigError
 from clvp_jax.model import ClvpModelForConditionalGeneration, fix_speech_decoder_output
-from clvp_jax.weights import AUTOREGRESSIVE_PARTS, WeightsMismatchError, state_dict_to_params
-from clvp_jax.writing import export_hf
-from convert.original import load_original
-
-TINY = Path(__file__).resolve().parents[2] / "shared" / "data" / "tortoise_tiny"
-if not TINY.is_dir():
-    TINY = Path("/work/shared/data/tortoise_tiny")
 
 
 @pytest.fixture(scope="module")
-def ref():
-    return dict(np.load(TINY / "reference.npz"))
+def tiny_dir(tortoise_tiny) -> Path:
+    return tortoise_tiny.folder
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    loaded = load_params(TINY)
+def ref(tortoise_tiny) -> dict:
+    return tortoise_tiny.reference
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_dir):
+    loaded = load_params(tiny_dir)
     model = ClvpModelForConditionalGeneration(loaded.config, masked_pooling=False)  # the original pools over all
     return loaded, model, {"params": loaded.params}
 
@@ -141,14 +151,14 @@ def test_greedy_teacher_forced_codes(tiny, ref):
     np.testing.assert_array_equal(buf[:, 1:], ref["greedy_tf_codes"])
 
 
-def test_original_to_hf_to_flax_is_identical(tiny, ref):
+def test_original_to_hf_to_flax_is_identical(tiny, ref, tiny_dir):
     """original -> HF state dict -> transformers (strict) -> state_dict() -> Flax equals original -> Flax."""
     import torch
     from transformers import ClvpConfig as HFConfig
     from transformers import ClvpModelForConditionalGeneration as HFModel
 
     loaded, _, _ = tiny
-    orig = load_original(TINY)
+    orig = load_original(tiny_dir)
     hf_sd = {k: torch.from_numpy(np.array(v)) for k, v in orig.state_dict.items()}
     hf = HFModel(HFConfig.from_dict(loaded.config.to_dict())).eval()
     result = hf.load_state_dict(hf_sd, strict=True)
@@ -166,16 +176,18 @@ def test_original_to_hf_to_flax_is_identical(tiny, ref):
             np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)  # same weights, fp32 reorderings only
 
 
-def _copy_tiny(tmp_path: Path, files=("autoregressive.pth", "clvp2.pth", "original_config.json")) -> Path:
+def _copy_tiny(
+    tmp_path: Path, tiny_dir: Path, files=("autoregressive.pth", "clvp2.pth", "original_config.json")
+) -> Path:
     folder = tmp_path / "orig"
     folder.mkdir()
     for f in files:
-        shutil.copy(TINY / f, folder / f)
+        shutil.copy(tiny_dir / f, folder / f)
     return folder
 
 
-def test_autoregressive_only_loads(tmp_path, tiny, ref):
-    folder = _copy_tiny(tmp_path, ("autoregressive.pth", "original_config.json"))
+def test_autoregressive_only_loads(tmp_path, tiny, ref, tiny_dir):
+    folder = _copy_tiny(tmp_path, tiny_dir, ("autoregressive.pth", "original_config.json"))
     model, params = from_pretrained(folder, masked_pooling=False)
     assert set(params) == {*AUTOREGRESSIVE_PARTS, "logit_scale"}  # + a placeholder scale, see from_pretrained
     lat = _cond(model, {"params": params}, ref["cond_mels"])
@@ -185,23 +197,23 @@ def test_autoregressive_only_loads(tmp_path, tiny, ref):
         export_hf(tmp_path / "hf", loaded.config, loaded.params)
     assert not (tmp_path / "hf").exists()
     # A fine-tuned autoregressive file plus the stock CLVP from elsewhere makes a whole model.
-    whole = load_params(folder, clvp=TINY / "clvp2.pth")
+    whole = load_params(folder, clvp=tiny_dir / "clvp2.pth")
     a, b = flatten_dict(whole.params), flatten_dict(tiny[0].params)
     assert a.keys() == b.keys() and all(np.array_equal(a[p], b[p]) for p in a)
 
 
-def test_heads_come_from_flags_without_original_config(tmp_path, tiny, ref):
-    ar = TINY / "autoregressive.pth"
+def test_heads_come_from_flags_without_original_config(tmp_path, tiny, ref, tiny_dir):
+    ar = tiny_dir / "autoregressive.pth"
     assert load_params(ar).config.decoder_config.num_attention_heads == 16  # the real model's default
     loaded = load_params(ar, heads=4)
     assert loaded.config.decoder_config == tiny[0].config.decoder_config
-    folder = _copy_tiny(tmp_path)
+    folder = _copy_tiny(tmp_path, tiny_dir)
     with pytest.raises(ConfigError, match="heads"):
         load_params(folder, heads=8)  # contradicts original_config.json
 
 
-def test_mismatched_original_config(tmp_path):
-    folder = _copy_tiny(tmp_path)
+def test_mismatched_original_config(tmp_path, tiny_dir):
+    folder = _copy_tiny(tmp_path, tiny_dir)
     cfg = json.loads((folder / "original_config.json").read_text())
     cfg["autoregressive"]["model_dim"] = 128
     (folder / "original_config.json").write_text(json.dumps(cfg))
@@ -214,10 +226,10 @@ def test_mismatched_original_config(tmp_path):
         load_params(folder)
 
 
-def test_unknown_original_key_is_reported(tmp_path):
+def test_unknown_original_key_is_reported(tmp_path, tiny_dir):
     import torch
 
-    folder = _copy_tiny(tmp_path)
+    folder = _copy_tiny(tmp_path, tiny_dir)
     sd = torch.load(folder / "autoregressive.pth", weights_only=True)
     sd["gpt.h.0.attn.extra"] = torch.zeros(3)
     torch.save(sd, folder / "autoregressive.pth")
@@ -232,7 +244,22 @@ def test_unknown_original_key_is_reported(tmp_path):
     )
 
 
-# ---- an unseen configuration, via the inverse of the converter's rules ----------------------------------------
+def test_original_hf_original_is_bit_exact(tiny, tiny_dir):
+    """The library's inverse gives back the fixture's own tensors: original -> params -> HF -> original."""
+    import torch
+
+    loaded = tiny[0]
+    back = to_original(params_to_state_dict(loaded.params, loaded.config), loaded.config)
+    for kind, file in (("autoregressive", "autoregressive.pth"), ("clvp", "clvp2.pth")):
+        stored = {k: v.numpy() for k, v in torch.load(tiny_dir / file, weights_only=True).items()}
+        dropped = {k for k in stored if k.startswith("text_head.") or k.endswith((".attn.bias", ".attn.masked_bias"))}
+        assert back[kind].keys() == stored.keys() - dropped, kind
+        for key, value in back[kind].items():
+            np.testing.assert_array_equal(value, stored[key], err_msg=key)
+            assert value.dtype == stored[key].dtype, key
+
+
+# ---- an unseen configuration, via the inverse of the converter's rules (the library's `to_original`) -------------
 
 UNSEEN = dict(
     text_config=dict(vocab_size=120, hidden_size=128, intermediate_size=96, projection_dim=48, num_hidden_layers=3, num_attention_heads=2, bos_token_id=119),
@@ -240,70 +267,6 @@ UNSEEN = dict(
     decoder_config=dict(vocab_size=302, bos_token_id=300, eos_token_id=301, max_position_embeddings=30, max_text_tokens=26,
                         hidden_size=48, num_hidden_layers=3, num_attention_heads=3, num_mel_attn_blocks=2, n_inner=80),
 )  # fmt: skip
-
-
-def _to_original(sd: dict, heads: int) -> tuple[dict, dict]:
-    """HF numpy state dict -> (autoregressive, clvp) original state dicts (torch), inverting the converter."""
-    import torch
-
-    D, ar, cl = "speech_decoder_model.model.decoder.", {}, {}
-    t = torch.from_numpy
-    for i in range(sum(k.endswith("q_proj.weight") and "mel_attn_blocks" in k for k in sd)):
-        b = f"conditioning_encoder.mel_attn_blocks.{i}."
-        for leaf in ("weight", "bias"):
-            q, k, v = (sd[b + f"{n}_proj.{leaf}"] for n in "qkv")
-            d = q.shape[0]
-            fused = np.stack([x.reshape(heads, d // heads, *x.shape[1:]) for x in (q, k, v)], 1).reshape(
-                3 * d, *q.shape[1:]
-            )
-            ar[f"conditioning_encoder.attn.{i}.qkv.{leaf}"] = t(fused[..., None] if leaf == "weight" else fused)
-        ar[f"conditioning_encoder.attn.{i}.proj_out.weight"] = t(sd[b + "out_proj.weight"][..., None].copy())
-        ar[f"conditioning_encoder.attn.{i}.proj_out.bias"] = t(sd[b + "out_proj.bias"])
-        for leaf in ("weight", "bias"):
-            ar[f"conditioning_encoder.attn.{i}.norm.{leaf}"] = t(sd[f"conditioning_encoder.group_norms.{i}.{leaf}"])
-    ar["conditioning_encoder.init.weight"] = t(sd["conditioning_encoder.mel_conv.weight"])
-    ar["conditioning_encoder.init.bias"] = t(sd["conditioning_encoder.mel_conv.bias"])
-    ar["text_embedding.weight"] = t(sd["conditioning_encoder.text_token_embedding.weight"])
-    ar["text_pos_embedding.emb.weight"] = t(sd["conditioning_encoder.text_position_embedding.weight"])
-    ar["mel_embedding.weight"] = t(sd[D + "input_embeds_layer.weight"])
-    ar["mel_pos_embedding.emb.weight"] = t(sd[D + "position_embeds_layer.weight"])
-    for i in range(UNSEEN["decoder_config"]["num_hidden_layers"]):
-        b, o = f"{D}layers.{i}.", f"gpt.h.{i}."
-        for a, h in (("ln_1", "input_layernorm"), ("ln_2", "post_attention_layernorm")):
-            for leaf in ("weight", "bias"):
-                ar[o + f"{a}.{leaf}"] = t(sd[b + f"{h}.{leaf}"])
-        ar[o + "attn.bias"] = torch.ones(1, 1, 8, 8, dtype=torch.bool)  # the old GPT-2 buffers: must be dropped
-        ar[o + "attn.masked_bias"] = torch.tensor(-1e4)
-        ar[o + "attn.c_attn.weight"] = t(np.concatenate([sd[b + f"attn.{n}_proj.weight"] for n in "qkv"]).T.copy())
-        ar[o + "attn.c_attn.bias"] = t(np.concatenate([sd[b + f"attn.{n}_proj.bias"] for n in "qkv"]))
-        ar[o + "attn.c_proj.weight"] = t(sd[b + "attn.out_proj.weight"].T.copy())
-        ar[o + "attn.c_proj.bias"] = t(sd[b + "attn.out_proj.bias"])
-        for leaf in ("c_fc.weight", "c_fc.bias", "c_proj.weight", "c_proj.bias"):
-            ar[o + "mlp." + leaf] = t(sd[b + "mlp." + leaf])
-    for leaf in ("weight", "bias"):
-        ar[f"gpt.ln_f.{leaf}"] = t(sd[D + f"layer_norm.{leaf}"])
-        ar[f"final_norm.{leaf}"] = t(sd[f"speech_decoder_model.final_norm.{leaf}"])
-        ar[f"mel_head.{leaf}"] = t(sd[f"speech_decoder_model.lm_head.{leaf}"])
-    ar["text_head.weight"] = torch.zeros(3, 48)
-    cl["temperature"] = t(sd["logit_scale"])
-    for tower in ("text", "speech"):
-        e, x = f"{tower}_encoder_model.", f"{tower}_transformer.transformer."
-        cl[f"{tower}_emb.weight"] = t(sd[e + "token_embedding.weight"])
-        cl[f"to_{tower}_latent.weight"] = t(sd[e + "projection.weight"])
-        cl[x + "attn_layers.rotary_pos_emb.inv_freq"] = t(sd[e + "rotary_pos_emb.inv_freq"])
-        for leaf in ("weight", "bias"):
-            cl[x + f"norm.{leaf}"] = t(sd[e + f"final_layer_norm.{leaf}"])
-        for i in range(UNSEEN[f"{tower}_config"]["num_hidden_layers"]):
-            b, a, f = f"{e}layers.{i}.", f"{x}attn_layers.layers.{2 * i}.", f"{x}attn_layers.layers.{2 * i + 1}."
-            cl[a + "0.0.g"] = t(sd[b + "input_rmsnorm.weight"])
-            cl[f + "0.0.g"] = t(sd[b + "post_attention_rmsnorm.weight"])
-            for n in "qkv":
-                cl[a + f"1.wrap.to_{n}.weight"] = t(sd[b + f"self_attn.{n}_proj.weight"])
-            for leaf in ("weight", "bias"):
-                cl[a + f"1.wrap.to_out.{leaf}"] = t(sd[b + f"self_attn.out_proj.{leaf}"])
-                cl[f + f"1.wrap.net.0.proj.{leaf}"] = t(sd[b + f"mlp.fc1.proj.{leaf}"])
-                cl[f + f"1.wrap.net.3.{leaf}"] = t(sd[b + f"mlp.fc2.{leaf}"])
-    return ar, cl
 
 
 def test_unseen_configuration_round_trips(tmp_path):
@@ -317,7 +280,14 @@ def test_unseen_configuration_round_trips(tmp_path):
     hf = HFModel(HFConfig.from_dict(UNSEEN)).eval()
     redraw_o1(hf, 3)
     sd = {k: v.detach().numpy().copy() for k, v in hf.state_dict().items()}
-    ar, cl = _to_original(sd, heads=3)
+    config = ClvpConfig.from_dict(UNSEEN)
+    original = to_original(sd, config)
+    ar = {k: torch.from_numpy(v) for k, v in original["autoregressive"].items()}
+    cl = {k: torch.from_numpy(v) for k, v in original["clvp"].items()}
+    for i in range(UNSEEN["decoder_config"]["num_hidden_layers"]):  # what the original has and HF does not:
+        ar[f"gpt.h.{i}.attn.bias"] = torch.ones(1, 1, 8, 8, dtype=torch.bool)  # old GPT-2 buffers, to be dropped
+        ar[f"gpt.h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
+    ar["text_head.weight"] = torch.zeros(3, 48)  # the training-only text head, to be dropped
     folder = tmp_path / "unseen"
     folder.mkdir()
     torch.save(ar, folder / "autoregressive.pth")

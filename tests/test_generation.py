@@ -7,6 +7,7 @@ import jax
 import numpy as np
 import pytest
 
+from clvp_jax.checkpoint import state_dict_to_params
 from clvp_jax.config import ClvpConfig
 from clvp_jax.generation import (
     GenerationOptions,
@@ -17,7 +18,6 @@ from clvp_jax.generation import (
     warmup,
 )
 from clvp_jax.model import ClvpModelForConditionalGeneration, init_params
-from clvp_jax.weights import state_dict_to_params
 from tests.reference_models import ours_config, reference_model
 
 torch = pytest.importorskip("torch")

@@ -1,4 +1,4 @@
-"""`generate` reproduces the ORIGINAL Tortoise greedy codes (shared/data/tortoise_tiny), both position conventions.
+"""`generate` reproduces the ORIGINAL Tortoise greedy codes (tests/data/tortoise_tiny), both position conventions.
 
 `gen_codes`: original `inference_speech` uncached (code c_k at mel position k + 1) = our default "training"
 convention. `gen_codes_kvcache`: original KV-cache path (c_k at k + 2) = our "reference" convention. Conditioning
@@ -15,31 +15,20 @@ convention's margins happened to survive but the KV-cache run's did not (row 1, 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+from clvp_jax.checkpoint import load_original, state_dict_to_params
 from clvp_jax.generation import GenerationOptions, generate
 from clvp_jax.model import ClvpModelForConditionalGeneration
-from clvp_jax.weights import state_dict_to_params
-
-TINY = Path(__file__).resolve().parents[2] / "shared" / "data" / "tortoise_tiny"
-if not TINY.is_dir():
-    TINY = Path("/work/shared/data/tortoise_tiny")
-pytest.importorskip("torch")
 
 
 @pytest.fixture(scope="module")
-def original():
-    if not (TINY / "autoregressive.pth").is_file():
-        pytest.skip("tortoise_tiny fixture not available")
-    from convert.original import load_original
-
-    orig = load_original(TINY)
+def original(tortoise_tiny):
+    orig = load_original(tortoise_tiny.folder)
     params = state_dict_to_params(orig.state_dict, orig.config)
-    ref = dict(np.load(TINY / "reference.npz"))
-    return ClvpModelForConditionalGeneration(orig.config, masked_pooling=False), params, ref
+    model = ClvpModelForConditionalGeneration(orig.config, masked_pooling=False)
+    return model, params, tortoise_tiny.reference
 
 
 @pytest.mark.parametrize("convention,key", [("training", "gen_codes"), ("reference", "gen_codes_kvcache")])

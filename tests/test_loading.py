@@ -14,15 +14,16 @@ import pytest
 from flax.traverse_util import flatten_dict
 from safetensors.numpy import load_file
 
-from clvp_jax.loading import (
+from clvp_jax.checkpoint import (
     CheckpointError,
+    WeightsMismatchError,
     detect_format,
+    export_hf,
     from_pretrained,
     load_checkpoint,
     load_params,
+    save_checkpoint,
 )
-from clvp_jax.weights import WeightsMismatchError
-from clvp_jax.writing import export_hf, save_checkpoint
 from tests.reference_models import CONFIGS, reference_model
 
 
@@ -235,7 +236,7 @@ def test_outputs_are_atomic_and_never_overwritten_silently(tmp_path, monkeypatch
         path.write_bytes(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr("clvp_jax.writing.write_safetensors", crash)
+    monkeypatch.setattr("clvp_jax.checkpoint.save.write_safetensors", crash)
     with pytest.raises(OSError, match="disk full"):
         export_hf(tmp_path / "hf3", loaded.config, loaded.params)
     with pytest.raises(OSError, match="disk full"):

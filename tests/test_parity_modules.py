@@ -18,9 +18,9 @@ import pytest
 import reference_models
 import torch
 
+from clvp_jax.checkpoint import state_dict_to_params
 from clvp_jax.model import ClvpModelForConditionalGeneration
 from clvp_jax.tuning import Tuning
-from clvp_jax.weights import state_dict_to_params
 
 ATOL_BLOCK = 2e-5
 ATOL_LOGITS = 5e-5

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import reference_models
 
+from clvp_jax.checkpoint import state_dict_to_params
 from clvp_jax.decoder import init_cache, share_prefix
 from clvp_jax.model import ClvpModelForConditionalGeneration
-from clvp_jax.weights import state_dict_to_params
 
 # Online softmax vs one softmax over the concatenated keys: the same math in another order, fp32 noise only
 # (logits of magnitude 1-5); the same tolerance as the other decoder-logit parity tests.

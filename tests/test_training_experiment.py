@@ -9,12 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from clvp_jax.checkpoint import state_dict_to_params
 from clvp_jax.config import ClvpConfig
 from clvp_jax.model import ClvpModelForConditionalGeneration
 from clvp_jax.training.data import DataError, read_pairs
 from clvp_jax.training.experiment import main
 from clvp_jax.training.losses import clvp_embeddings
-from clvp_jax.weights import state_dict_to_params
 
 ARGS = ["--synthetic", "--synthetic-train", "256", "--synthetic-eval", "64", "--batch-size", "32"]
 ARGS += ["--eval-every", "10", "--save-every", "10", "--keep", "2", "--no-progress", "--warmup-steps", "5"]

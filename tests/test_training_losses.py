@@ -19,10 +19,10 @@ import pytest
 from flax.traverse_util import flatten_dict
 from reference_models import ours_config, reference_model
 
+from clvp_jax.checkpoint import state_dict_to_params
 from clvp_jax.conditioning import add_bos_eos
 from clvp_jax.model import ClvpModelForConditionalGeneration
 from clvp_jax.training.losses import clvp_contrastive_loss, decoder_lm_loss, mel_inputs
-from clvp_jax.weights import state_dict_to_params
 
 torch = pytest.importorskip("torch")
 

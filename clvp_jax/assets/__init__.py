@@ -27,7 +27,7 @@ def mel_norms_path() -> Path:
 
 def default_voice_path() -> Path:
     """A 6 s LJ Speech clip (22.05 kHz mono 16-bit WAV) used as the default conditioning voice."""
-    return ASSETS_DIR / "lj_1.wav"
+    return ASSETS_DIR / "voices" / "lj" / "1.wav"
 
 
 __all__ = ["ASSETS_DIR", "default_voice_path", "mel_norms_path", "merges_path", "tortoise_tokenizer_path", "vocab_path"]

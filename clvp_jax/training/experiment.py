@@ -5,7 +5,7 @@
 
 Data: the JSONL format of `clvp_jax.training.data`; `--synthetic` generates the task of
 `clvp_jax.training.synthetic` instead (and writes it to <output>/data/ for inspection).
-Model: `--init` any checkpoint `clvp_jax.loading.load_params` reads (fine-tuning), else a fresh random model of
+Model: `--init` any checkpoint `clvp_jax.checkpoint.load_params` reads (fine-tuning), else a fresh random model of
 `--config` (a config.json) or of `ClvpConfig.tiny()`. Only the text and speech towers and `logit_scale` are
 trained by default (`--freeze` lists what is not; the contrastive loss does not reach the decoder side, and
 freezing it keeps AdamW's decay and moments off it).
@@ -91,7 +91,7 @@ def parser() -> argparse.ArgumentParser:
     src.add_argument("--max-speech-codes", type=int, help="padded speech length (default: longest, rounded to 8)")
     mod = p.add_argument_group("model")
     mod.add_argument("--config", help="config.json of a fresh random model (default: ClvpConfig.tiny())")
-    mod.add_argument("--init", help="checkpoint to fine-tune (any format clvp_jax.loading reads)")
+    mod.add_argument("--init", help="checkpoint to fine-tune (any format clvp_jax.checkpoint reads)")
     mod.add_argument("--bf16", action="store_true", help="bfloat16 compute, float32 master weights")
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--steps", type=int, default=d.steps, help="train steps (micro-batches)")
@@ -144,7 +144,7 @@ def load_data(o: ExperimentOptions) -> tuple[list[data_lib.Pair], list[data_lib.
 
 def load_model(o: ExperimentOptions) -> tuple[ClvpConfig, dict]:
     if o.init:
-        from clvp_jax.loading import load_params  # local: the loaders pull in safetensors and the converter
+        from clvp_jax.checkpoint import load_params  # local: the loaders pull in the converter and orbax
 
         loaded = load_params(o.init, dtype="float32")
         return loaded.config, jax.tree_util.tree_map(jnp.asarray, loaded.params)
@@ -263,7 +263,7 @@ def run_experiment(*, options: ExperimentOptions) -> dict[str, Any]:
     if not curve or curve[-1]["step"] != int(state.step):
         record(int(state.step), loss)
     if o.export:
-        from clvp_jax.writing import export_hf  # local: pulls in safetensors
+        from clvp_jax.checkpoint import export_hf  # local: pulls in the converter
 
         export_hf(out / "hf", config, jax.device_get(state.params), force=True)
     return {

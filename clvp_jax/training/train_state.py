@@ -97,7 +97,7 @@ def trainable_labels(params: Mapping[str, Any], freeze: tuple[str, ...]) -> dict
         roots = sorted({p.split("/")[0] for p in paths})
         raise ValueError(
             f"freeze prefixes {unknown} match no parameter; use parameter paths such as {roots} or "
-            f"'{roots[0]}/...' (see clvp_jax.weights.hf_key for the naming)"
+            f"'{roots[0]}/...' (see clvp_jax.checkpoint.rules.hf_key for the naming)"
         )
 
     def label(path: str) -> str:

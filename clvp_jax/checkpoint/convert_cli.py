@@ -2,12 +2,13 @@
 
 SRC is auto-detected: an HF folder (safetensors, sharded safetensors or pytorch_model.bin), a clvp-jax
 checkpoint, or original Tortoise files (a folder with autoregressive.pth and/or clvp2.pth, optionally
-original_config.json, or one .pth file). `--dry-run` reads only names and shapes and prints the strict report
-(missing / unexpected / mis-shaped keys); it exits 0 when the conversion would succeed, 1 otherwise.
+original_config.json, or one .pth file). `--dry-run` reads only names, shapes and dtypes and prints the strict
+report (missing / unexpected / mis-shaped / mis-typed keys); it exits 0 when the conversion would succeed, 1 otherwise.
 Errors print one line and exit with status 2. The output appears only when complete (temporary folder, then
 rename) and an existing output is replaced only with `--force`.
 
-A future `clvp-jax convert` subcommand can reuse `add_arguments(parser)` and `run(args)`.
+The `clvp-jax convert` subcommand reuses `add_arguments(parser)` and `run(args)`; the repository's
+`convert/convert_checkpoint.py` is a thin script over `main`.
 """
 
 from __future__ import annotations
@@ -15,22 +16,18 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
+from clvp_jax.checkpoint.dtypes import DTYPES
+from clvp_jax.checkpoint.errors import CheckpointError, WeightsMismatchError
+from clvp_jax.checkpoint.format import detect_format, hf_stored_dtype
+from clvp_jax.checkpoint.load import load_checkpoint, load_params
+from clvp_jax.checkpoint.readers import open_hf_state_dict
+from clvp_jax.checkpoint.rules import ALL_PARTS, check_state_dict
+from clvp_jax.checkpoint.save import export_hf, save_checkpoint
+from clvp_jax.checkpoint.tortoise import load_original
 from clvp_jax.config import ClvpConfig, ConfigError
-from clvp_jax.loading import (
-    DTYPES,
-    CheckpointError,
-    detect_format,
-    load_checkpoint,
-    load_params,
-    open_hf_state_dict,
-)
-from clvp_jax.weights import ALL_PARTS, WeightsMismatchError, state_dict_to_params
-from clvp_jax.writing import export_hf, save_checkpoint
 
 PROG = "clvp-jax-convert"
 _ORIGINAL_FLAGS = ("clvp", "original_config", "heads", "start_text_token", "start_mel_token", "stop_mel_token")
@@ -69,28 +66,6 @@ def _one_line(err: BaseException) -> str:
     return text or type(err).__name__
 
 
-class _ShapeOnly(Mapping):
-    """A state dict whose tensors are zero-stride stand-ins of the right shape: strict checks without reading."""
-
-    def __init__(self, state: Mapping) -> None:
-        self._state = state
-        self._shapes = state.shapes() if hasattr(state, "shapes") else {k: np.shape(v) for k, v in state.items()}
-
-    def shapes(self) -> dict[str, tuple[int, ...]]:
-        return dict(self._shapes)
-
-    def __getitem__(self, key: str) -> np.ndarray:
-        if key.endswith("inv_freq"):  # checked by value; tiny
-            return np.asarray(self._state[key])
-        return np.broadcast_to(np.zeros((), np.float32), self._shapes[key])
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._shapes)
-
-    def __len__(self) -> int:
-        return len(self._shapes)
-
-
 def _summary(config: ClvpConfig) -> str:
     d, t, s = config.decoder_config, config.text_config, config.speech_config
     return (
@@ -101,21 +76,24 @@ def _summary(config: ClvpConfig) -> str:
     )
 
 
-def dry_run(source: Path, options: dict) -> int:
-    """Print the strict conversion report for `source` without reading tensor data. Returns 0 if clean, else 1."""
+def dry_run(source: Path, options: dict, dtype: str | None = None) -> int:
+    """Print the strict conversion report for `source` without reading tensor data. Returns 0 if clean, else 1.
+
+    `dtype` (a cast the conversion would apply) lets floating tensors of another dtype pass the check.
+    """
     fmt = detect_format(source)
     print(f"source: {source} ({fmt})")
     ignored: Sequence[str] = ()
     unexpected_original: Sequence[str] = ()
+    stored_dtype = "float32"
     if fmt == "clvp-jax":
         loaded = load_checkpoint(source)  # verifies manifest, tree and dtype
         print(f"config: {_summary(loaded.config)}\nparts: {', '.join(loaded.parts)}\nOK: a valid clvp-jax checkpoint")
         return 0
     if fmt == "hf":
         config, state, parts = ClvpConfig.from_pretrained(source), open_hf_state_dict(source), ALL_PARTS
+        stored_dtype = hf_stored_dtype(source)
     else:
-        from convert.original import load_original
-
         orig = load_original(source, strict=False, **options)
         config, state, parts = orig.config, orig.state_dict, orig.parts
         ignored, unexpected_original = orig.ignored, orig.unexpected
@@ -128,7 +106,7 @@ def dry_run(source: Path, options: dict) -> int:
         problems += len(unexpected_original)
         print(f"unexpected original keys ({len(unexpected_original)}):", *unexpected_original, sep="\n  ")
     try:
-        state_dict_to_params(_ShapeOnly(state), config, parts=parts)
+        check_state_dict(state, config, dtype=dtype, parts=parts, stored_dtype=stored_dtype)
     except WeightsMismatchError as err:
         for title, items in (("missing", err.missing), ("unexpected", err.unexpected)):
             if items:
@@ -137,7 +115,11 @@ def dry_run(source: Path, options: dict) -> int:
             print(f"mis-shaped ({len(err.mismatched)}):")
             for key, got, want in err.mismatched:
                 print(f"  {key}: checkpoint {got}, config expects {want}")
-        problems += len(err.missing) + len(err.unexpected) + len(err.mismatched)
+        if err.mistyped:
+            print(f"mis-typed ({len(err.mistyped)}; --dtype casts floating tensors):")
+            for key, got, want in err.mistyped:
+                print(f"  {key}: checkpoint {got}, expected {want}")
+        problems += len(err.missing) + len(err.unexpected) + len(err.mismatched) + len(err.mistyped)
     print(
         "OK: every key consumed or ignored by name, every parameter filled"
         if not problems
@@ -174,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
         options = {k: getattr(args, k) for k in _ORIGINAL_FLAGS if getattr(args, k, None) is not None}
         source = args.source
         if args.dry_run:
-            return dry_run(source, options)
+            return dry_run(source, options, getattr(args, "dtype", None))
         if args.output is None:
             raise CheckpointError("an output folder is needed (or pass --dry-run)")
         out = args.output.absolute()
@@ -196,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The `clvp-jax-convert` console script. Returns the exit status (0 done, 1 dry-run problems, 2 errors)."""
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     return run(parser.parse_args(argv))

@@ -12,9 +12,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from clvp_jax.checkpoint.errors import CheckpointError
 from clvp_jax.config import ClvpConfig, ClvpDecoderConfig, ClvpEncoderConfig, ConfigError
 from clvp_jax.layers import rotary_r0
-from clvp_jax.loading import CheckpointError
 
 CONFIG_FILE = "original_config.json"
 REAL_AR_HEADS = 16

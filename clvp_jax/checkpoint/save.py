@@ -2,7 +2,7 @@
 
 Every output is written into a temporary sibling folder that replaces the target only when complete
 (`atomic_output_folder`), so a failure never leaves a partial checkpoint; an existing output is replaced only with
-`force=True`. The formats are described in `clvp_jax.loading`.
+`force=True`. The formats are described in `clvp_jax.checkpoint.format`.
 """
 
 from __future__ import annotations
@@ -20,19 +20,13 @@ from typing import Any
 import jax
 import numpy as np
 
+from clvp_jax.checkpoint.dtypes import SAFETENSORS_DTYPES, as_dtype, cast_floats, float_dtype
+from clvp_jax.checkpoint.errors import CheckpointError
+from clvp_jax.checkpoint.format import build_manifest
+from clvp_jax.checkpoint.rules import ALL_PARTS, check_params, params_to_state_dict
 from clvp_jax.config import ClvpConfig, write_text_atomic
-from clvp_jax.loading import (
-    _ST_DTYPES,
-    CHECKPOINT_FORMAT,
-    CHECKPOINT_VERSION,
-    CheckpointError,
-    _cast,
-    _float_dtype,
-    as_dtype,
-    converter_version,
-    sha256_file,
-)
-from clvp_jax.weights import ALL_PARTS, check_params, params_to_state_dict
+
+_SAFETENSORS_CODES = {name: code for code, name in SAFETENSORS_DTYPES.items()}
 
 
 @contextlib.contextmanager
@@ -83,22 +77,12 @@ def save_checkpoint(
     Returns:
       The folder path.
     """
-    import orbax.checkpoint as ocp
+    import orbax.checkpoint as ocp  # local: orbax is slow to import and only this format needs it
 
-    params = _cast(params, as_dtype(dtype))
+    params = cast_floats(params, as_dtype(dtype))
     parts = tuple(p for p in ALL_PARTS if p in params)
     check_params(params, config, parts)
-    manifest = {
-        "format": CHECKPOINT_FORMAT,
-        "format_version": CHECKPOINT_VERSION,
-        "converter_version": converter_version(),
-        "dtype": _float_dtype(params),
-        "parts": list(parts),
-        "source_format": source_format,
-        "sources": [
-            {"file": Path(s).name, "sha256": sha256_file(Path(s)), "bytes": Path(s).stat().st_size} for s in sources
-        ],
-    }
+    manifest = build_manifest(dtype=float_dtype(params), parts=parts, source_format=source_format, sources=sources)
     with atomic_output_folder(folder, force=force) as tmp:
         config.save_pretrained(tmp)
         # One synchronous orbax item per parameter group (params/<group>): orbax copies whatever one save call
@@ -112,7 +96,6 @@ def save_checkpoint(
 
 def write_safetensors(path: Path, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> None:
     """Stream `tensors` into a safetensors file one tensor at a time (no whole-file buffer in memory)."""
-    codes = {v: k for k, v in _ST_DTYPES.items()}
     header: dict[str, Any] = {"__metadata__": dict(metadata)}
     offset = 0
     keys = sorted(tensors)
@@ -120,7 +103,7 @@ def write_safetensors(path: Path, tensors: Mapping[str, np.ndarray], metadata: M
         arr = tensors[key]
         nbytes = int(np.prod(arr.shape, dtype=np.int64)) * arr.dtype.itemsize
         header[key] = {
-            "dtype": codes[arr.dtype.name],
+            "dtype": _SAFETENSORS_CODES[arr.dtype.name],
             "shape": list(arr.shape),
             "data_offsets": [offset, offset + nbytes],
         }
@@ -147,7 +130,7 @@ def export_hf(folder: str | os.PathLike, config: ClvpConfig, params: Mapping, *,
         )
     params = jax.tree_util.tree_map(np.asarray, dict(params))
     state = params_to_state_dict(params, config, copy=False)  # views: write_safetensors copies one at a time
-    dtype = _float_dtype(params)
+    dtype = float_dtype(params)
     hf_config = config.to_dict()
     hf_config.update(architectures=["ClvpModelForConditionalGeneration"], dtype=dtype)
     with atomic_output_folder(folder, force=force) as tmp:
