@@ -1,10 +1,11 @@
 """Waveform-stage speed: the original Tortoise code (tortoise-tts 3.0.0, torch) and clvp-jax side by side.
 
-Usage: .venv/bin/python benchmarks/bench_waveform.py [--size real|tiny] [--runs 3] [--case step|vocoder|sampler|all]
+Usage: .venv/bin/python benchmarks/bench_waveform.py [--size real|tiny] [--runs 3] [--sampler-runs 1]
+       [--case step|vocoder|sampler|all]
 
 Cases, each on random weights of the original classes (built in torch with api.py's constructor arguments, torch's
-seeded default init, the zero-initialised output convs drawn from N(0, 1/fan-in)), converted to clvp-jax with our own converter,
-fp32, 64 AR codes -> L = 278 mel frames (L = m * 4 * 24000 // 22050):
+seeded default init, the zero-initialised output convs drawn from N(0, 1/fan-in)), converted to clvp-jax with our
+own converters, fp32, 64 AR codes -> L = 278 mel frames (L = m * 4 * 24000 // 22050):
   step     one diffusion step with conditioning-free guidance: the original's two model calls (conditional and
            conditioning-free, batch 1, as p_sample_loop makes them) against our one batched call
            (`DiffusionTts.guided`, 2 rows); plus our share of the compute floor: the FLOPs of the step (XLA's cost
