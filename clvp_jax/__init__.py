@@ -12,14 +12,29 @@ letters; a file that needs a new letter adds it here rather than redefining one)
   D  width;  I  MLP inner width;  P  CLVP projection width;  V  decoder vocabulary
   H  heads;  K  head dim;  E  rotary width (2 * ceil(r0 / 2))
   F  mel bins;  N  mel frames;  A  audio samples;  Y  STFT frequency bins (n_fft // 2 + 1)
+  W  channels of a channels-first convolution tensor (the waveform stage: `[B, W, T]`; a new letter rather than
+     the torch habit `[B, C, L]`, because C and L already mean candidates and prompt slots here)
+  U  diffusion sampler steps (the spaced schedule's length; K is taken by the head dim)
+In the waveform stage (`clvp_jax/waveform/`) tensors are channels-first as in the original: a mel is `[B, F, N]`,
+audio `[B, A]` or `[B, 1, A]`, a conv or attention stack `[B, W, T]` (T its positions: mel frames or AR latent
+frames), and the AR latents are `[B, M, D]` (one frame per speech code).
 Layers are not an axis (per-layer tuples and subtrees; only the stacked tower loop stacks them, `[n_layers, ...]`);
-a size that has no letter is spelled out (`block`, `rows`).
+a size that has no letter is spelled out (`block`, `rows`, `steps`, `taps`, `clips`). A derived size is written
+with its letter (`2W`, `T + 3`, `B'`) and defined where it is used. A file may say which of these meanings its T,
+S or B take ("here T ..."), but never gives a letter a new meaning.
 """
 
 from clvp_jax.audio import ClvpFeatureExtractor, load_audio, load_voice
 from clvp_jax.checkpoint import CheckpointError, export_hf, from_pretrained, save_checkpoint
 from clvp_jax.config import ClvpConfig, ClvpDecoderConfig, ClvpEncoderConfig, ConfigError
-from clvp_jax.generation import GenerationOptions, GenerationOutput, generate, get_conditioning_latents, warmup
+from clvp_jax.generation import (
+    GenerationOptions,
+    GenerationOutput,
+    enable_compilation_cache,
+    generate,
+    get_conditioning_latents,
+    warmup,
+)
 from clvp_jax.processor import ClvpProcessor
 from clvp_jax.text import ClvpTokenizer, split_text
 from clvp_jax.tuning import Tuning
@@ -27,6 +42,7 @@ from clvp_jax.version import __version__ as __version__
 
 __all__ = ["ClvpConfig", "ClvpDecoderConfig", "ClvpEncoderConfig", "ConfigError"]
 __all__ += ["ClvpFeatureExtractor", "ClvpProcessor", "ClvpTokenizer", "load_audio", "load_voice", "split_text"]
-__all__ += ["GenerationOptions", "GenerationOutput", "generate", "get_conditioning_latents", "warmup"]
+__all__ += ["GenerationOptions", "GenerationOutput", "enable_compilation_cache", "generate", "get_conditioning_latents"]
+__all__ += ["warmup"]
 __all__ += ["CheckpointError", "export_hf", "from_pretrained", "save_checkpoint"]
 __all__ += ["Tuning"]

@@ -33,7 +33,8 @@ number and lets each voice be cached on its own); latents files are averaged wit
 `load_voices`). Like Tortoise, clip voices and latents-file voices cannot be joined, and `random` cannot be joined.
 Unlike Tortoise (which warns and falls back to `random`), that is an error.
 
-Axis legend: D the AR conditioning latent width (1024 real), E the diffusion conditioning latent width (2048 real).
+Axis letters: see the package legend in `clvp_jax/__init__.py` (here D the AR conditioning latent width, 1024 real; the
+diffusion conditioning latent is 2W wide, 2048 real).
 """
 
 from __future__ import annotations
@@ -165,7 +166,7 @@ class VoiceLatents:
 
     Attributes:
       auto: float32 [D], the autoregressive model's conditioning latent.
-      diffusion: float32 [E], the diffusion decoder's conditioning latent, or None when not computed.
+      diffusion: float32 [2W], the diffusion decoder's conditioning latent, or None when not computed.
     """
 
     auto: np.ndarray
@@ -451,7 +452,7 @@ def _as_vector(value, what: str, path: Path) -> np.ndarray:
 
 
 def load_latents_file(path: str | os.PathLike) -> VoiceLatents:
-    """Read a latents file: Tortoise's `.pth` (the tuple (auto [1, D], diffusion [1, E]) that
+    """Read a latents file: Tortoise's `.pth` (the tuple (auto [1, D], diffusion [1, 2W]) that
     `get_conditioning_latents` returns; torch needed), a `.npy` of the AR latent [D], or a `.npz` cache."""
     path = Path(path)
     suffix = path.suffix.lower()

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import pytest
 from flax.traverse_util import flatten_dict
+from reference_models import CONFIGS, reference_model
 from safetensors.numpy import load_file
 
 from clvp_jax.checkpoint import (
@@ -24,7 +25,6 @@ from clvp_jax.checkpoint import (
     load_params,
     save_checkpoint,
 )
-from tests.reference_models import CONFIGS, reference_model
 
 
 def _save_hf(folder: Path, name: str, layout: str) -> dict:

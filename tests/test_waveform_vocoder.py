@@ -340,11 +340,11 @@ def test_converter_reports_every_problem(name):
     sd["extra.weight"] = np.zeros(3, np.float32)
     with pytest.raises(StateDictMismatchError) as info:
         module.state_dict_to_params(sd, config())
-    problems, message = info.value.problems, str(info.value)
-    assert problems["missing"] == [dropped]
-    assert problems["unexpected"] == ["extra.weight"]
-    assert [p.split(":")[0] for p in problems["mis-shaped"]] == [reshaped]
-    assert [p.split(":")[0] for p in problems["wrong dtype"]] == [retyped] and "float16" in message
+    error, message = info.value, str(info.value)
+    assert error.missing == [dropped]
+    assert error.unexpected == ["extra.weight"]
+    assert [m[0] for m in error.mismatched] == [reshaped]
+    assert error.mistyped == [(retyped, "float16", "float32")] and "cast the tensors to float32" in message
     for key in (dropped, reshaped, retyped, "extra.weight"):
         assert key in message
 
@@ -358,7 +358,7 @@ def test_converter_rejects_mixed_weight_norm_forms(name):
     del sd[key + "_g"]
     with pytest.raises(StateDictMismatchError, match="mixed forms") as info:
         module.state_dict_to_params(sd, config())
-    assert info.value.problems["mixed forms"] == [key]
+    assert info.value.other["mixed forms"] == [key]
 
 
 @pytest.mark.parametrize("name", CONVERTERS)

@@ -1,6 +1,6 @@
 """Voice clips -> the mels `DiffusionTts.get_conditioning` takes, as Tortoise's `get_conditioning_latents` builds them.
 
-Axis legend: n clips, N samples, M mel bins (100), F frames (401).
+Axis letters: see the package legend in `clvp_jax/__init__.py` (here B clips; F = 100 mel bins, N = 401 frames).
 
 Per clip (22.05 kHz, as `load_audio` returns it: clipped to [-1, 1]): resample the **whole** clip to 24 kHz with
 torchaudio's sinc interpolation (`clvp_jax.audio.resample`), keep the first 102 400 samples or zero-pad on the
@@ -24,7 +24,7 @@ CONDITIONING_SAMPLES = 102400  # 24 kHz samples per clip (4.27 s) -> 401 mel fra
 
 
 def pad_or_truncate(x: np.ndarray, length: int) -> np.ndarray:
-    """The first `length` samples of x [..., N], zero-padded on the right when N < length."""
+    """The first `length` samples of x [..., A], zero-padded on the right when A < length."""
     n = x.shape[-1]
     if n >= length:
         return x[..., :length]
@@ -42,7 +42,7 @@ def diffusion_conditioning_mels(
             there first, with the same sinc resampler, which is what is done here too).
 
     Returns:
-        float32 [n, 100, 401]: ready for `DiffusionTts.get_conditioning`.
+        float32 [B, F, N] = [clips, 100, 401]: ready for `DiffusionTts.get_conditioning`.
 
     Raises:
         AudioError: no clips, an empty clip, NaN / inf samples, non-numeric data.

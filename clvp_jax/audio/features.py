@@ -1,6 +1,6 @@
 """`ClvpFeatureExtractor`: Tortoise / CLVP log-mel features, identical to transformers' extractor (spec section 10).
 
-Axis legend: B clips, N samples, F frames (1 + N // hop), K frequency bins (n_fft // 2 + 1), M mel bins.
+Axis letters: see the package legend in `clvp_jax/__init__.py` (here B clips; N = 1 + A // hop frames).
 
 Per clip: reflect-pad n_fft/2 on both sides -> frames of n_fft every hop samples -> periodic Hann window -> rfft,
 rounded to complex64 as the reference stores it -> power |X|^2 (float64) -> HTK-scale mel filters with Slaney area
@@ -52,14 +52,14 @@ def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
 
 
 def mel_filter_bank(n_mels: int = N_MELS, n_fft: int = N_FFT, sampling_rate: int = SAMPLING_RATE) -> np.ndarray:
-    """Triangular HTK-scale mel filters with Slaney area normalisation, float64 of shape [K, M]."""
-    edges = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(MEL_FMAX), n_mels + 2))  # [M + 2] Hz
-    bins = np.linspace(0, sampling_rate // 2, n_fft // 2 + 1)  # [K] Hz (integer Nyquist, as the reference)
-    offsets = edges[None, :] - bins[:, None]  # [K, M + 2]: edge minus bin frequency
-    widths = np.diff(edges)  # [M + 1]
+    """Triangular HTK-scale mel filters with Slaney area normalisation, float64 of shape [Y, F]."""
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(MEL_FMAX), n_mels + 2))  # [F + 2] Hz
+    bins = np.linspace(0, sampling_rate // 2, n_fft // 2 + 1)  # [Y] Hz (integer Nyquist, as the reference)
+    offsets = edges[None, :] - bins[:, None]  # [Y, F + 2]: edge minus bin frequency
+    widths = np.diff(edges)  # [F + 1]
     rising = -offsets[:, :-2] / widths[:-1]  # (f - lower edge) / (centre - lower edge)
     falling = offsets[:, 2:] / widths[1:]  # (upper edge - f) / (upper edge - centre)
-    filters = np.maximum(0.0, np.minimum(rising, falling))  # [K, M]
+    filters = np.maximum(0.0, np.minimum(rising, falling))  # [Y, F]
     return filters * (2.0 / (edges[2:] - edges[:-2]))[None, :]
 
 
@@ -83,23 +83,23 @@ def log_mel_spectrogram(
     """Log-mel features of equal-length clips.
 
     Args:
-        waveforms: [B, N] float32 samples.
-        filters: [K, M] mel filters from `mel_filter_bank`.
-        mel_norms: optional [M] per-bin divisors applied after the log.
+        waveforms: [B, A] float32 samples.
+        filters: [Y, F] mel filters from `mel_filter_bank`.
+        mel_norms: optional [F] per-bin divisors applied after the log.
         n_fft, hop_length: STFT frame length and step, in samples.
 
     Returns:
-        [B, M, F] float32 with F = 1 + N // hop_length.
+        [B, F, N] float32 with N = 1 + A // hop_length.
     """
     half = n_fft // 2
-    padded = np.pad(waveforms, ((0, 0), (half, half)), mode="reflect")  # [B, N + n_fft]; float64 at the window
-    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=-1)[:, ::hop_length]  # [B, F, n_fft]
+    padded = np.pad(waveforms, ((0, 0), (half, half)), mode="reflect")  # [B, A + n_fft]; float64 at the window
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=-1)[:, ::hop_length]  # [B, N, n_fft]
     batch, n_frames, _ = frames.shape
     window = hann_window(n_fft)
     # Bins above the highest filter's upper edge have zero weight: skip them (bit-identical result).
     used = int(np.nonzero(filters.any(axis=1))[0].max()) + 1 if filters.any() else 1
-    bank = np.ascontiguousarray(filters[:used])  # [K', M]
-    power = np.empty((batch, n_frames, used), dtype=np.float64)  # [B, F, K']
+    bank = np.ascontiguousarray(filters[:used])  # [Y', F]
+    power = np.empty((batch, n_frames, used), dtype=np.float64)  # [B, N, Y']
 
     import scipy.fft  # local: a process that only generates from saved latents never loads it (~12 MiB)
 
@@ -114,25 +114,25 @@ def log_mel_spectrogram(
         list(_fft_pool().map(clip_power, range(batch)))
     else:
         clip_power(0)
-    mel = power.reshape(batch * n_frames, used) @ bank  # one matrix product for the batch: [B * F, M]
+    mel = power.reshape(batch * n_frames, used) @ bank  # one matrix product for the batch: [B * N, F]
     mel = mel.reshape(batch, n_frames, -1)
     log_mel = np.log(np.maximum(np.maximum(mel, MEL_FLOOR), LOG_FLOOR))
     if mel_norms is not None:
         log_mel = log_mel / np.asarray(mel_norms, dtype=np.float64)
-    return log_mel.transpose(0, 2, 1).astype(np.float32)  # [B, M, F]
+    return log_mel.transpose(0, 2, 1).astype(np.float32)  # [B, F, N]
 
 
 class ClvpFeatureExtractor:
     """Log-mel front end with transformers' `ClvpFeatureExtractor` interface and values.
 
     Args:
-        feature_size: number of mel bins M (80).
+        feature_size: number of mel bins F (80).
         sampling_rate: expected sampling rate in Hz (22050); other rates are resampled.
         default_audio_length: seconds that clips are padded / truncated to when `max_length` is unset (6).
         hop_length, n_fft: STFT step and frame length in samples (256, 1024).
         chunk_length: unused, kept for config compatibility (30).
         padding_value: value used to pad clips (0.0).
-        mel_norms: optional M per-bin divisors (Tortoise's are in the packaged `mel_norms.npy`).
+        mel_norms: optional F per-bin divisors (Tortoise's are in the packaged `mel_norms.npy`).
         return_attention_mask: stored for config compatibility; `__call__` returns the mask unless told not to.
     """
 
@@ -187,18 +187,18 @@ class ClvpFeatureExtractor:
             truncation: cut clips longer than `max_length` (default on, as the reference).
             pad_to_multiple_of: round the padded length up to a multiple of this many samples.
             return_tensors: None or "np" (numpy), "jax" (jax arrays).
-            return_attention_mask: return the per-sample mask [B, N] int32 (default True, as the reference).
+            return_attention_mask: return the per-sample mask [B, A] int32 (default True, as the reference).
             padding: "max_length" (default: pad to `max_length`), True / "longest" (to the longest clip after
                 truncation) or False (no padding: clips of different lengths give a list of features).
             max_length: target length in samples (default `default_audio_length * sampling_rate` = 132300).
             layout: how a 2-D array is read. "batch": rows are clips (the reference). "channels_first" /
-                "channels_last": one clip of shape (C, N) / (N, C), down-mixed by averaging the channels.
-                "auto" (default): (N, C) with C <= 8 channels and N >= 1000 samples is a multi-channel clip
+                "channels_last": one clip of shape (channels, A) / (A, channels), down-mixed by averaging the channels.
+                "auto" (default): (A, channels) with at most 8 channels and A >= 1000 samples is a multi-channel clip
                 (as a batch it would be thousands of clips shorter than one frame); anything else is a batch.
-                A (2, N) array therefore stays a batch of two clips; pass layout="channels_first" for stereo.
+                A (2, A) array therefore stays a batch of two clips; pass layout="channels_first" for stereo.
 
         Returns:
-            BatchEncoding with `input_features` [B, M, F] float32 and `attention_mask` [B, N] int32.
+            BatchEncoding with `input_features` [B, F, N] float32 and `attention_mask` [B, A] int32.
 
         Raises:
             AudioError: empty clips, NaN / inf samples, non-numeric data, more than two dimensions.

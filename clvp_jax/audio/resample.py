@@ -1,7 +1,7 @@
 """Band-limited resampling as torchaudio's `functional.resample` computes it (the default "sinc_interp_hann").
 
-Axis legend: N input samples, F frames (one per `orig` input samples after the gcd reduction), P phases (`new`
-output samples per frame), k kernel taps (2 w + orig).
+Axis letters: see the package legend in `clvp_jax/__init__.py` (A input samples). Sizes without a letter: `blocks` of
+`orig` input samples after the gcd reduction, `phases` (`new` output samples per block), `taps` (2 w + orig).
 
 Tortoise resamples each 22.05 kHz voice clip to 24 kHz this way before the diffusion conditioning mel. The
 method (public torchaudio documentation and its published algorithm; re-derived here, not copied):
@@ -12,8 +12,8 @@ method (public torchaudio documentation and its published algorithm; re-derived 
      (j - w) / orig - p / new, scaled to t = base * offset and clamped to [-width, width]; the tap is
      sinc(pi t) * cos(pi t / (2 width))^2 * base / orig (a Hann window over the clamped range);
   5. zero-pad the input by w on the left and w + orig on the right, take frames of 2 w + orig samples every orig
-     samples, multiply each by the [new, k] kernel -> new outputs per frame, and keep the first
-     ceil(new * N / orig) outputs.
+     samples, multiply each by the [new, taps] kernel -> new outputs per frame, and keep the first
+     ceil(new * A / orig) outputs.
 The kernel is evaluated in float32 as torchaudio does for float32 clips; the products are summed in float64 and
 rounded once, which agrees with torchaudio to one float32 ulp on speech (tests/test_waveform_frontend.py).
 """
@@ -35,7 +35,7 @@ def sinc_resample_kernel(
     rolloff: float = ROLLOFF,
     dtype: np.dtype = np.float32,
 ) -> tuple[np.ndarray, int]:
-    """The polyphase kernel [P, k] and its half-width w, for gcd-reduced rates `orig_freq`, `new_freq`.
+    """The polyphase kernel [phases, taps] and its half-width w, for gcd-reduced rates `orig_freq`, `new_freq`.
 
     Every step is evaluated in `dtype`, as torchaudio evaluates it in the waveform's dtype (float32 for Tortoise's
     clips): with a float64 kernel the resampled speech differs from torchaudio's by up to ~5e-6, with this float32
@@ -44,9 +44,9 @@ def sinc_resample_kernel(
     dtype = np.dtype(dtype)
     base = min(orig_freq, new_freq) * rolloff
     width = math.ceil(lowpass_filter_width * orig_freq / base)
-    taps = np.arange(-width, width + orig_freq, dtype=dtype) / dtype.type(orig_freq)  # [k] offsets, input periods
-    phases = np.arange(0, -new_freq, -1, dtype=dtype) / dtype.type(new_freq)  # [P] minus each output's offset
-    t = (phases[:, None] + taps[None, :]) * dtype.type(base)  # [P, k] in units of the cutoff period
+    taps = np.arange(-width, width + orig_freq, dtype=dtype) / dtype.type(orig_freq)  # [taps] offsets, input periods
+    phases = np.arange(0, -new_freq, -1, dtype=dtype) / dtype.type(new_freq)  # [phases] minus each output's offset
+    t = (phases[:, None] + taps[None, :]) * dtype.type(base)  # [phases, taps] in units of the cutoff period
     t = np.clip(t, -lowpass_filter_width, lowpass_filter_width).astype(dtype)
     window = np.cos(t * dtype.type(math.pi) / dtype.type(lowpass_filter_width) / dtype.type(2)) ** 2  # Hann
     x = t * dtype.type(math.pi)
@@ -64,13 +64,13 @@ def resample(
     """Resample along the last axis from `orig_freq` to `new_freq` Hz, as `torchaudio.functional.resample`.
 
     Args:
-        waveforms: [..., N] float samples.
+        waveforms: [..., A] float samples.
         orig_freq, new_freq: sampling rates in Hz (positive integers).
         lowpass_filter_width, rolloff: the sinc's zero crossings per side and the cutoff fraction (torchaudio's
             defaults, which Tortoise uses).
 
     Returns:
-        float32 [..., ceil(N * new / orig)] (N * new / orig reduced by the gcd); the input as float32 when the
+        float32 [..., ceil(A * new / orig)] (A * new / orig reduced by the gcd); the input as float32 when the
         rates are equal.
     """
     if int(orig_freq) != orig_freq or int(new_freq) != new_freq or orig_freq <= 0 or new_freq <= 0:
@@ -86,12 +86,12 @@ def resample(
         return x.astype(np.float32)
     gcd = math.gcd(int(orig_freq), int(new_freq))
     orig, new = int(orig_freq) // gcd, int(new_freq) // gcd
-    kernel, width = sinc_resample_kernel(orig, new, lowpass_filter_width, rolloff)  # [P, k] float32
+    kernel, width = sinc_resample_kernel(orig, new, lowpass_filter_width, rolloff)  # [phases, taps] float32
     kernel = kernel.astype(np.float64)
     lead, n = x.shape[:-1], x.shape[-1]
-    flat = x.reshape(-1, n).astype(np.float64)  # [B, N]
-    padded = np.pad(flat, ((0, 0), (width, width + orig)))  # [B, N + 2 w + orig]
-    frames = np.lib.stride_tricks.sliding_window_view(padded, kernel.shape[1], axis=-1)[:, ::orig]  # [B, F, k]
-    out = np.einsum("bfk,pk->bfp", frames, kernel).reshape(flat.shape[0], -1)  # [B, F * P]
-    target = -(-new * n // orig)  # ceil(new * N / orig)
+    flat = x.reshape(-1, n).astype(np.float64)  # [B, A]
+    padded = np.pad(flat, ((0, 0), (width, width + orig)))  # [B, A + 2 w + orig]
+    frames = np.lib.stride_tricks.sliding_window_view(padded, kernel.shape[1], axis=-1)[:, ::orig]  # [B, blocks, taps]
+    out = np.einsum("bfk,pk->bfp", frames, kernel).reshape(flat.shape[0], -1)  # [B, blocks * phases]
+    target = -(-new * n // orig)  # ceil(new * A / orig)
     return out[:, :target].reshape(*lead, target).astype(np.float32)

@@ -1,7 +1,7 @@
 """The 24 kHz, 100-bin log-mel of Tortoise's waveform stage (`wav_to_univnet_mel`, `TacotronSTFT`), and the
 normalisation pair the diffusion model's output mels use.
 
-Axis legend: B clips, N samples (24 kHz), F frames (1 + N // hop), K frequency bins (n_fft // 2 + 1), M mel bins.
+Axis letters: see the package legend in `clvp_jax/__init__.py` (here B clips, A samples at 24 kHz; N = 1 + A // hop).
 
 Per clip: clip to [-1, 1] -> reflect-pad n_fft / 2 each side -> frames of n_fft every hop samples -> periodic
 Hann window -> |DFT| (magnitude: power 1, not the AR mel's power 2) -> Slaney-scale mel filters with Slaney area
@@ -62,7 +62,7 @@ def slaney_mel_filters(
     fmin: float = MEL_FMIN,
     fmax: float = MEL_FMAX,
 ) -> np.ndarray:
-    """Triangular Slaney-scale mel filters with Slaney area normalisation (2 / bandwidth), float32 [M, K].
+    """Triangular Slaney-scale mel filters with Slaney area normalisation (2 / bandwidth), float32 [F, Y].
 
     Each triangle is evaluated in float64 and stored as float32, then scaled by its float64 area factor and
     rounded again, the order of librosa's computation (so the float32 values agree with it).
@@ -71,14 +71,14 @@ def slaney_mel_filters(
         raise ValueError(
             f"mel filters: need 0 <= fmin < fmax <= sampling_rate / 2, got {fmin}, {fmax}, {sampling_rate}"
         )
-    bins = np.fft.rfftfreq(n_fft, 1.0 / sampling_rate)  # [K] Hz
-    edges = _slaney_mel_to_hz(np.linspace(_hz_to_slaney_mel(fmin), _hz_to_slaney_mel(fmax), n_mels + 2))  # [M + 2]
-    widths = np.diff(edges)  # [M + 1]
-    offsets = edges[:, None] - bins[None, :]  # [M + 2, K]: edge minus bin frequency
+    bins = np.fft.rfftfreq(n_fft, 1.0 / sampling_rate)  # [Y] Hz
+    edges = _slaney_mel_to_hz(np.linspace(_hz_to_slaney_mel(fmin), _hz_to_slaney_mel(fmax), n_mels + 2))  # [F + 2]
+    widths = np.diff(edges)  # [F + 1]
+    offsets = edges[:, None] - bins[None, :]  # [F + 2, Y]: edge minus bin frequency
     rising = -offsets[:-2] / widths[:-1, None]  # (f - lower edge) / (centre - lower edge)
     falling = offsets[2:] / widths[1:, None]  # (upper edge - f) / (upper edge - centre)
-    filters = np.maximum(0.0, np.minimum(rising, falling)).astype(np.float32)  # [M, K]
-    area = 2.0 / (edges[2:] - edges[:-2])  # [M]
+    filters = np.maximum(0.0, np.minimum(rising, falling)).astype(np.float32)  # [F, Y]
+    area = 2.0 / (edges[2:] - edges[:-2])  # [F]
     filters = (filters * area[:, None]).astype(np.float32)
     filters.flags.writeable = False
     return filters
@@ -98,10 +98,10 @@ def univnet_log_mel(waveforms: np.ndarray) -> np.ndarray:
     """The diffusion conditioning / vocoder log-mel of 24 kHz clips (`wav_to_univnet_mel(do_normalization=False)`).
 
     Args:
-        waveforms: [N] or [B, N] float samples at 24 kHz, within [-10, 10] (clipped to [-1, 1] here).
+        waveforms: [A] or [B, A] float samples at 24 kHz, within [-10, 10] (clipped to [-1, 1] here).
 
     Returns:
-        float32 [M, F] or [B, M, F] with M = 100 and F = 1 + N // 256 (102 400 samples -> 401 frames).
+        float32 [F, N] or [B, F, N] with F = 100 and N = 1 + A // 256 (102 400 samples -> 401 frames).
 
     Raises:
         ValueError: NaN / inf samples, samples beyond +-10 (the original asserts this), a clip shorter than
@@ -125,14 +125,14 @@ def univnet_log_mel(waveforms: np.ndarray) -> np.ndarray:
             "(divide int16 samples by 32768)"
         )
     x = np.clip(x, -1.0, 1.0)
-    padded = np.pad(x, ((0, 0), (half, half)), mode="reflect")  # [B, N + n_fft]
-    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT, axis=-1)[:, ::HOP_LENGTH]  # [B, F, n_fft]
+    padded = np.pad(x, ((0, 0), (half, half)), mode="reflect")  # [B, A + n_fft]
+    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT, axis=-1)[:, ::HOP_LENGTH]  # [B, N, n_fft]
     import scipy.fft  # local, as scipy.signal above
 
-    spectrum = scipy.fft.rfft(frames.astype(np.float64) * _hann_window(N_FFT), axis=-1)  # [B, F, K] complex128
+    spectrum = scipy.fft.rfft(frames.astype(np.float64) * _hann_window(N_FFT), axis=-1)  # [B, N, Y] complex128
     magnitude = np.abs(spectrum).astype(np.float32)  # power 1, rounded as the original's float32 sqrt
-    filters = slaney_mel_filters().astype(np.float64)  # [M, K]
-    mel = np.einsum("mk,bfk->bmf", filters, magnitude.astype(np.float64)).astype(np.float32)  # [B, M, F]
+    filters = slaney_mel_filters().astype(np.float64)  # [F, Y]
+    mel = np.einsum("fy,bny->bfn", filters, magnitude.astype(np.float64)).astype(np.float32)  # [B, F, N]
     log_mel = np.log(np.maximum(mel, np.float32(LOG_FLOOR))).astype(np.float32)
     return log_mel[0] if single else log_mel
 

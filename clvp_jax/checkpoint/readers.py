@@ -124,26 +124,30 @@ def shard_files(index: Path) -> list[str]:
     return sorted(set(weight_map.values()))
 
 
-def torch_load_weights(path: str | os.PathLike) -> dict[str, Any]:
-    """`torch.load(path, weights_only=True, map_location="cpu")`, memory-mapped when possible.
+def torch_load(path: str | os.PathLike) -> Any:
+    """`torch.load(path, weights_only=True, map_location="cpu")`, memory-mapped when possible: whatever plain
+    containers and tensors the file holds (`torch_load_weights` for a state dict).
 
-    Returns the dict of tensors. Raises `CheckpointError` for a missing, truncated or corrupt file, for a pickle
-    that would need to run code (refused by torch's weights-only unpickler), and for content that is not tensors.
+    Raises `ImportError` naming the `[torch]` extra when torch is not installed, and `CheckpointError` for a
+    missing, truncated or corrupt file and for a pickle that would need to run code (refused by torch's
+    weights-only unpickler).
     """
     import pickle
 
-    import torch
-
     path = Path(path)
+    try:
+        import torch
+    except ImportError as err:  # torch is an optional extra, needed only for .bin / .pth files
+        raise ImportError(f"reading {path} (a torch pickle) needs torch: pip install 'clvp-jax[torch]'") from err
     if not path.is_file():
         raise CheckpointError(f"missing weights file {path}")
     try:
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except RuntimeError as err:
             if "mmap" not in str(err):
                 raise
-            obj = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) files cannot be mmapped
+            return torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) files cannot be mmapped
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"refused to load {path}: it is not a plain tensor checkpoint (its pickle asks to run or build "
@@ -154,6 +158,17 @@ def torch_load_weights(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(
             f"cannot read {path}: truncated or corrupt ({str(err).splitlines()[0]}); re-download it"
         ) from err
+
+
+def torch_load_weights(path: str | os.PathLike) -> dict[str, Any]:
+    """The state dict (name -> torch tensor) of a `.bin` / `.pth` file, read by `torch_load`.
+
+    A common training-script wrapper (`{"state_dict": ...}`, `{"model": ...}`) around it is removed. Raises
+    what `torch_load` raises, and `CheckpointError` for content that is not a mapping of names to tensors.
+    """
+    obj = torch_load(path)  # first: it names the [torch] extra when torch is missing
+    import torch
+
     if isinstance(obj, Mapping) and not any(torch.is_tensor(v) for v in obj.values()):
         for wrapper in ("state_dict", "model"):  # common training-script wrappers around the state dict
             if isinstance(obj.get(wrapper), Mapping):

@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -29,10 +28,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from clvp_jax.checkpoint.errors import CheckpointError
-from clvp_jax.checkpoint.readers import torch_load_weights
+from clvp_jax.checkpoint.strict import abstract_params, load_pth
 from clvp_jax.checkpoint.weight_norm_convert import (
     StateDictMismatchError,
-    expected_leaves,
     indices,
     read,
     state_dict_shapes,
@@ -72,7 +70,7 @@ def expected_params(config: HifiganConfig) -> dict[tuple[str, ...], jax.ShapeDty
 def _expected(config: HifiganConfig) -> dict[tuple[str, ...], jax.ShapeDtypeStruct]:
     x = jax.ShapeDtypeStruct((1, config.in_channels, 8), jnp.float32)
     g = jax.ShapeDtypeStruct((1, config.cond_channels), jnp.float32) if config.cond_channels else None
-    return expected_leaves(HifiganGenerator(config).init, x, g)
+    return abstract_params(HifiganGenerator(config).init, x, g)
 
 
 def infer_config(
@@ -169,9 +167,10 @@ def load_hifigan(path: str | os.PathLike, config: HifiganConfig | None = None) -
     """Read a `hifidecoder.pth` (with `torch.load(weights_only=True)`) -> (params, config).
 
     Raises:
+      ImportError: without torch.
       CheckpointError: a missing or unreadable file.
       StateDictMismatchError: the weights do not fit the (given or inferred) config.
     """
-    state_dict = torch_load_weights(Path(path))
+    state_dict = load_pth(path)
     config = config if config is not None else infer_config(state_dict)
     return state_dict_to_params(state_dict, config), config

@@ -28,9 +28,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from clvp_jax.checkpoint.errors import CheckpointError
+from clvp_jax.checkpoint.readers import torch_load
+from clvp_jax.checkpoint.strict import abstract_params
 from clvp_jax.checkpoint.weight_norm_convert import (
     StateDictMismatchError,
-    expected_leaves,
     indices,
     read,
     state_dict_shapes,
@@ -63,7 +64,7 @@ def _expected(config: UnivNetConfig) -> dict[tuple[str, ...], jax.ShapeDtypeStru
     frames = 8  # any length works; conv_pre's reflect padding needs more than 3 frames
     mel = jax.ShapeDtypeStruct((1, config.n_mel_channels, frames), jnp.float32)
     z = jax.ShapeDtypeStruct((1, config.noise_dim, frames), jnp.float32)
-    return expected_leaves(UnivNetGenerator(config).init, mel, z)
+    return abstract_params(UnivNetGenerator(config).init, mel, z)
 
 
 def unwrap(checkpoint: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -166,25 +167,14 @@ def load_vocoder(path: str | os.PathLike, config: UnivNetConfig | None = None) -
     """Read a `vocoder.pth` (with `torch.load(weights_only=True)`) -> (params, config).
 
     Raises:
+      ImportError: without torch.
       CheckpointError: a missing or unreadable file, or one that is not a vocoder checkpoint.
       StateDictMismatchError: the weights do not fit the (given or inferred) config.
     """
-    import pickle
-
-    import torch
-
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"missing vocoder file {path} (Tortoise's vocoder.pth)")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise CheckpointError(
-            f"refused to load {path}: its pickle asks to build objects that weights-only loading forbids; re-save "
-            f"it as {{'model_g': state_dict}}. Details: {str(err).splitlines()[0]}"
-        ) from err
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise CheckpointError(f"cannot read {path}: truncated or corrupt ({str(err).splitlines()[0]})") from err
+    checkpoint = torch_load(path)  # not torch_load_weights: the state dict sits under "model_g"
     if not isinstance(checkpoint, Mapping):
         raise CheckpointError(f"{path} does not hold a mapping ({{'model_g': state_dict}} expected)")
     state_dict = unwrap(checkpoint)

@@ -1,17 +1,18 @@
 """Voice conditioning latents: compute once from reference clips, save, load, and pass to `generate`.
 
-Axis legend: n clips, F mel bins, N frames, D decoder width, W diffusion conditioning width (2048).
+Axis letters: see the package legend in `clvp_jax/__init__.py` (here B clips; 2W = 2048 the width of the diffusion
+conditioning latent, twice the diffusion model's channels).
 
 As Tortoise (`get_conditioning_latents` / `UnifiedVoice.get_conditioning`): each clip's log-mel goes through the
 conditioning encoder on its own (its first frame after the mel attention blocks) and the per-clip vectors are
 averaged into one voice latent [D].
 
 Latents files (Tortoise's voice `.pth` holds the same pair: the AR latent and the diffusion latent):
-  version 1  a bare `.npy` of the AR latent [D] (or [n, D]): what clvp-jax wrote before the waveform stage, and
+  version 1  a bare `.npy` of the AR latent [D] (or [B, D]): what clvp-jax wrote before the waveform stage, and
              still what it writes when no diffusion latent is known. Loads for codes; asking it for the
              diffusion latent raises `MissingDiffusionLatentError`.
   version 2  an `.npz` archive (whatever the file's suffix) with `format` = "clvp-jax voice latents",
-             `version` = 2, `autoregressive` [D] (or [n, D]) and `diffusion` [W] float32 (the reader also
+             `version` = 2, `autoregressive` [D] (or [B, D]) and `diffusion` [2W] float32 (the reader also
              accepts an archive without `diffusion`, as codes-only latents).
 The version is read from the file's content (numpy's magic bytes or the zip header), not from its name.
 """
@@ -24,8 +25,9 @@ import io
 import os
 import tempfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -42,13 +44,13 @@ def _voice_latent_fn(model: ClvpModelForConditionalGeneration):
 
 
 def get_conditioning_latents(
-    model: ClvpModelForConditionalGeneration, params, clips: np.ndarray | Sequence[np.ndarray]
+    model: ClvpModelForConditionalGeneration, params: Mapping[str, Any], clips: np.ndarray | Sequence[np.ndarray]
 ) -> np.ndarray:
     """The voice latent of one speaker from one or more clips.
 
     Args:
       model, params: the composite model and its parameters.
-      clips: log-mel features, [F, N] for one clip, [n, F, N] for clips of equal length, or a list of [F, N_i].
+      clips: log-mel features, [F, N] for one clip, [B, F, N] for clips of equal length, or a list of [F, N_i].
     Returns:
       float32 [D]: the mean over clips of each clip's latent.
     """
@@ -64,7 +66,7 @@ def get_conditioning_latents(
             f"{[g.shape[1:] for g in groups]}"
         )
     fn = _voice_latent_fn(model)
-    per_clip = np.concatenate([np.asarray(fn(params, jnp.asarray(g))) for g in groups], axis=0)  # [n, D]
+    per_clip = np.concatenate([np.asarray(fn(params, jnp.asarray(g))) for g in groups], axis=0)  # [B, D]
     return per_clip.mean(axis=0).astype(np.float32)
 
 
@@ -87,8 +89,8 @@ class VoiceLatents:
     """One voice's conditioning latents.
 
     Attributes:
-      autoregressive: float32 [D] (or [n, D]): the AR model's conditioning latent.
-      diffusion: float32 [W] or None: the diffusion model's conditioning latent (None in version-1 files).
+      autoregressive: float32 [D] (or [B, D]): the AR model's conditioning latent.
+      diffusion: float32 [2W] or None: the diffusion model's conditioning latent (None in version-1 files).
       version: the file format version it was read from (`LATENTS_VERSION` for new latents).
       source: the file it was read from, for messages (None when built in memory).
     """
@@ -99,7 +101,7 @@ class VoiceLatents:
     source: str | None = None
 
     def require_diffusion(self) -> np.ndarray:
-        """The diffusion latent [W]; raises `MissingDiffusionLatentError` when these latents have none."""
+        """The diffusion latent [2W]; raises `MissingDiffusionLatentError` when these latents have none."""
         if self.diffusion is None:
             where = f"{self.source} (latents file version {self.version})" if self.source else "these latents"
             raise MissingDiffusionLatentError(
@@ -132,9 +134,9 @@ def save_conditioning_latents(
 ) -> Path:
     """Write latents atomically (temp file + rename).
 
-    With `diffusion` (the diffusion conditioning latent [W]; a [1, W] array, as Tortoise returns it, is
+    With `diffusion` (the diffusion conditioning latent [2W]; a [1, 2W] array, as Tortoise returns it, is
     flattened): a version-2 archive holding both. Without it: a version-1 `.npy` of the AR latent [D] (or
-    [n, D]), byte for byte what earlier clvp-jax versions wrote, so codes-only files stay readable by them.
+    [B, D]), byte for byte what earlier clvp-jax versions wrote, so codes-only files stay readable by them.
     """
     target = Path(path)
     where = str(target)
@@ -224,6 +226,8 @@ def load_voice_latents(
     return VoiceLatents(ar, diffusion, version, where)
 
 
-def load_conditioning_latents(path: str | os.PathLike, model: ClvpModelForConditionalGeneration | None = None):
+def load_conditioning_latents(
+    path: str | os.PathLike, model: ClvpModelForConditionalGeneration | None = None
+) -> np.ndarray:
     """The AR latent of a latents file of either version (codes-only use); with `model`, its width is checked."""
     return load_voice_latents(path, model).autoregressive

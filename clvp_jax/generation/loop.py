@@ -1,8 +1,9 @@
 """The decode loop: one `lax.while_loop` over an explicit state, independent of the model.
 
-Axis legend: N rows (text x candidate), M new-token budget, V vocabulary.
+Axis letters: see the package legend in `clvp_jax/__init__.py` (here R the rows the loop is given, M the new-token
+budget).
 
-The loop only sees a `step_fn(tokens [N], positions [N], cache) -> (logits [N, V] float32, cache)` and a tuple
+The loop only sees a `step_fn(tokens [R], positions [R], cache) -> (logits [R, V] float32, cache)` and a tuple
 of logit processors, so it can be driven by a stub in tests. Token c_k (k = 0, 1, ...) is chosen from the logits
 of the previous step (c_0 from the prefill logits, which the caller passes in), then fed back at decoder position
 `first_position + k`. The loop runs `step_fn` only for tokens that are still needed: n new tokens cost n - 1 steps
@@ -31,11 +32,11 @@ StepFn = Callable[[jax.Array, jax.Array, Any], tuple[jax.Array, Any]]
 class LoopState:
     """Attributes:
     step: int32, tokens chosen so far (the next one goes to column `step`).
-    tokens: [N, M] int32 buffer, pre-filled with the pad id.
-    done: [N] bool, rows that have emitted eos.
-    seen: [N, V] bool tokens seen (prompt + generated) for the repetition penalty, or None.
+    tokens: [R, M] int32 buffer, pre-filled with the pad id.
+    done: [R] bool, rows that have emitted eos.
+    seen: [R, V] bool tokens seen (prompt + generated) for the repetition penalty, or None.
     cache: the model's cache pytree (opaque here).
-    scores: [N, M, V] float32 raw logits of every step, or None.
+    scores: [R, M, V] float32 raw logits of every step, or None.
     """
 
     step: jax.Array
@@ -48,8 +49,8 @@ class LoopState:
 
 @flax.struct.dataclass
 class LoopOutput:
-    """Attributes: tokens [N, M] (pad after eos and after early stop); num_steps: int32 columns written;
-    scores [N, M, V] raw logits (zeros where no step ran) or None."""
+    """Attributes: tokens [R, M] (pad after eos and after early stop); num_steps: int32 columns written;
+    scores [R, M, V] raw logits (zeros where no step ran) or None."""
 
     tokens: jax.Array
     num_steps: jax.Array
@@ -57,9 +58,9 @@ class LoopOutput:
 
 
 def _choose(
-    logits: jax.Array,  # [N, V] float32
+    logits: jax.Array,  # [R, V] float32
     state: LoopState,
-    row_keys: jax.Array,  # [N] keys
+    row_keys: jax.Array,  # [R] keys
     processors: Sequence[Processor],
     do_sample: bool,
     eos_token_id: int,
@@ -73,7 +74,7 @@ def _choose(
         token = jax.vmap(jax.random.categorical)(keys, processed)
     else:
         token = jnp.argmax(processed, axis=-1)
-    token = jnp.where(state.done, pad_token_id, token).astype(jnp.int32)  # [N]
+    token = jnp.where(state.done, pad_token_id, token).astype(jnp.int32)  # [R]
     rows = jnp.arange(token.shape[0])
     tokens = state.tokens.at[:, state.step].set(token)
     seen = None if state.seen is None else state.seen.at[rows, token].set(True)
@@ -85,9 +86,9 @@ def _choose(
 
 def decode(
     step_fn: StepFn,
-    first_logits: jax.Array,  # [N, V]: logits after the prompt (predict c_0)
+    first_logits: jax.Array,  # [R, V]: logits after the prompt (predict c_0)
     cache: Any,
-    row_keys: jax.Array,  # [N] PRNG keys (new-style typed keys or raw uint32[N, 2])
+    row_keys: jax.Array,  # [R] PRNG keys (new-style typed keys or raw uint32[R, 2])
     *,
     max_new_tokens: int,
     processors: Sequence[Processor] = (),
@@ -96,7 +97,7 @@ def decode(
     pad_token_id: int | None = None,
     first_position: int = 1,
     limit: jax.Array | int | None = None,
-    seen: jax.Array | None = None,  # [N, V] bool: prompt tokens for the repetition penalty
+    seen: jax.Array | None = None,  # [R, V] bool: prompt tokens for the repetition penalty
     output_scores: bool = False,
 ) -> LoopOutput:
     """Generate up to `max_new_tokens` tokens per row; pure and jittable (`max_new_tokens` static).
@@ -114,23 +115,23 @@ def decode(
       first_position: decoder position of c_0 (1: training convention; 2: the reference's).
       limit: optional traced bound <= M on the tokens to generate (columns after it hold pad).
       seen: initial seen-token mask; required when a `RepetitionPenalty` is among the processors.
-      output_scores: also return every step's raw logits [N, M, V].
+      output_scores: also return every step's raw logits [R, M, V].
     Returns:
       LoopOutput.
     """
-    N, V = first_logits.shape
+    R, V = first_logits.shape
     pad = eos_token_id if pad_token_id is None else pad_token_id
     needs_seen = any(isinstance(p, RepetitionPenalty) for p in processors)
     if needs_seen and seen is None:
-        seen = jnp.zeros((N, V), bool)
+        seen = jnp.zeros((R, V), bool)
     limit = jnp.asarray(max_new_tokens if limit is None else limit, jnp.int32)
     state = LoopState(
         step=jnp.zeros((), jnp.int32),
-        tokens=jnp.full((N, max_new_tokens), pad, jnp.int32),
-        done=jnp.zeros((N,), bool),
+        tokens=jnp.full((R, max_new_tokens), pad, jnp.int32),
+        done=jnp.zeros((R,), bool),
         seen=seen if needs_seen else None,
         cache=cache,
-        scores=jnp.zeros((N, max_new_tokens, V), jnp.float32) if output_scores else None,
+        scores=jnp.zeros((R, max_new_tokens, V), jnp.float32) if output_scores else None,
     )
     choose = lambda logits, s: _choose(logits, s, row_keys, processors, do_sample, eos_token_id, pad)  # noqa: E731
     state = choose(first_logits.astype(jnp.float32), state)
@@ -139,8 +140,8 @@ def decode(
         return (s.step < jnp.minimum(limit, max_new_tokens)) & ~jnp.all(s.done)
 
     def body(s: LoopState) -> LoopState:
-        last = jax.lax.dynamic_index_in_dim(s.tokens, s.step - 1, axis=1, keepdims=False)  # [N]
-        positions = jnp.full((N,), first_position - 1, jnp.int32) + s.step
+        last = jax.lax.dynamic_index_in_dim(s.tokens, s.step - 1, axis=1, keepdims=False)  # [R]
+        positions = jnp.full((R,), first_position - 1, jnp.int32) + s.step
         logits, cache = step_fn(last, positions, s.cache)
         return choose(logits.astype(jnp.float32), s.replace(cache=cache))
 

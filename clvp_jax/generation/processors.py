@@ -1,9 +1,9 @@
 """Logit processors for speech-token generation: small frozen dataclasses, each a pure function of the logits.
 
-Axis legend: N rows (text x candidate), V decoder vocabulary.
+Axis letters: see the package legend in `clvp_jax/__init__.py` (here R the rows, text x candidate).
 
-Every processor maps float32 logits [N, V] to processed logits [N, V] given a `ProcessorContext` (the tokens seen
-so far as a [N, V] mask and the number of tokens generated so far). They reproduce transformers' processors of the
+Every processor maps float32 logits [R, V] to processed logits [R, V] given a `ProcessorContext` (the tokens seen
+so far as a [R, V] mask and the number of tokens generated so far). They reproduce transformers' processors of the
 same role (`RepetitionPenaltyLogitsProcessor`, `MinNewTokensLengthLogitsProcessor`, `TemperatureLogitsWarper`,
 `TopKLogitsWarper`, `TopPLogitsWarper`) and are applied in the reference's order: penalties first, then the
 sampling warpers (`processor_chain`).
@@ -29,7 +29,7 @@ NEG_INF = -jnp.inf
 
 @flax.struct.dataclass
 class ProcessorContext:
-    """Attributes: seen [N, V] bool (prompt + generated tokens, or None); num_new: int32 tokens generated so far."""
+    """Attributes: seen [R, V] bool (prompt + generated tokens, or None); num_new: int32 tokens generated so far."""
 
     seen: jax.Array | None
     num_new: jax.Array
@@ -61,7 +61,7 @@ class TopK:
 
     def __call__(self, logits: jax.Array, ctx: ProcessorContext) -> jax.Array:
         k = min(self.k, logits.shape[-1])
-        kth = jax.lax.top_k(logits, k)[0][..., -1:]  # [N, 1]
+        kth = jax.lax.top_k(logits, k)[0][..., -1:]  # [R, 1]
         return jnp.where(logits < kth, NEG_INF, logits)
 
 
@@ -91,10 +91,10 @@ class TopP:
     def __call__(self, logits: jax.Array, ctx: ProcessorContext) -> jax.Array:
         if self.top_p >= 1.0:
             return logits
-        probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)  # [N, V]
+        probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)  # [R, V]
         top_p = jnp.float32(self.top_p)
 
-        def mass_above(t: jax.Array) -> jax.Array:  # t [N] -> [N]
+        def mass_above(t: jax.Array) -> jax.Array:  # t [R] -> [R]
             return jnp.sum(jnp.where(probs > t[:, None], probs, 0.0), axis=-1)
 
         # Invariant: mass_above(lo) >= top_p (or lo == 0), mass_above(hi) < top_p. Bits of 0.0 and of max(p).
@@ -160,7 +160,7 @@ Processor = Temperature | TopK | TopP | RepetitionPenalty | MinNewTokens | Suppr
 
 
 def apply_processors(processors: Sequence[Processor], logits: jax.Array, ctx: ProcessorContext) -> jax.Array:
-    """Apply `processors` in order to float32 logits [N, V]."""
+    """Apply `processors` in order to float32 logits [R, V]."""
     logits = logits.astype(jnp.float32)
     for proc in processors:
         logits = proc(logits, ctx)

@@ -1,6 +1,6 @@
 """Sharding of candidate rows over devices (`jax.sharding`), single host or many.
 
-Axis legend: R candidate rows (text x candidate).
+Axis letters: see the package legend in `clvp_jax/__init__.py` (R candidate rows, text x candidate).
 
 Generation is data-parallel over rows: each row's tokens depend only on its own key and its text's prefill, so
 rows can be split over any number of devices without changing results. The program is written for one global
@@ -16,6 +16,8 @@ CPU device each) and checks both get exactly what one process alone gets.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import jax
 import numpy as np
@@ -37,7 +39,7 @@ def rows_mesh(n_devices: int) -> Mesh | None:
     return Mesh(np.asarray(devices[:n_devices]), (ROWS,))
 
 
-def constrain_rows(tree, mesh: Mesh | None):
+def constrain_rows(tree: Any, mesh: Mesh | None) -> Any:
     """Shard the leading (row) axis of every array in `tree` with ndim >= 1 over the mesh; identity without one."""
     if mesh is None:
         return tree

@@ -1,7 +1,7 @@
 """Training for CLVP and the speech-token decoder: losses, optax train state, jitted steps, orbax checkpoints,
 data-parallel sharding, the JSONL data format, a synthetic task and a command-line experiment.
 
-Axis legend used throughout: B batch, T text tokens, M speech codes, D width, P projection width.
+Axis letters: see the package legend in `clvp_jax/__init__.py`, used throughout this package (M speech codes).
 """
 
 from clvp_jax.training.checkpointing import Checkpointer

@@ -137,6 +137,8 @@ def batch_indices(num_pairs: int, batch_size: int, seed: int, step: int) -> np.n
     return order[k * batch_size : (k + 1) * batch_size]
 
 
-def train_batch(pairs: Sequence[Pair], batch_size: int, seed: int, step: int, max_text: int, max_speech: int):
+def train_batch(
+    pairs: Sequence[Pair], batch_size: int, seed: int, step: int, max_text: int, max_speech: int
+) -> dict[str, np.ndarray]:
     """The padded batch of step `step` (see `batch_indices`)."""
     return pad_batch([pairs[i] for i in batch_indices(len(pairs), batch_size, seed, step)], max_text, max_speech)

@@ -27,7 +27,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -168,7 +168,7 @@ class RetrievalEval:
 
         self._embed = jax.jit(embed)
 
-    def __call__(self, params) -> float:
+    def __call__(self, params: Mapping[str, Any]) -> float:
         parts = [self._embed(params, b) for b in self.chunks]
         t = jnp.concatenate([p[0] for p in parts])[: self.n]
         s = jnp.concatenate([p[1] for p in parts])[: self.n]

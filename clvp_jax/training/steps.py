@@ -23,7 +23,9 @@ TrainStep = Callable[[TrainState, Batch], tuple[TrainState, Metrics]]
 EvalStep = Callable[[Mapping, Batch], Metrics]
 
 
-def train_step(loss_fn: LossFn, tx: optax.GradientTransformation, state: TrainState, batch: Batch):
+def train_step(
+    loss_fn: LossFn, tx: optax.GradientTransformation, state: TrainState, batch: Batch
+) -> tuple[TrainState, Metrics]:
     """One un-jitted step (see module docstring); `make_train_step` jits it."""
     rng, key = jax.random.split(state.rng)
     (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, key)

@@ -1,10 +1,11 @@
 """Tortoise's channels-first `AttentionBlock` (`arch_util.py`), shared by the waveform-stage models: CVVP's
 pre-combiner uses it plain, the diffusion decoder with its learned relative position bias.
 
-Axis legend: see `clvp_jax.waveform`; here T query positions, S key positions, H heads, D head channels (C / H).
+Axis letters: see the package legend in `clvp_jax/__init__.py` (here T query positions, S key positions, K = W / H head
+channels).
 
-x + proj_out(attention(qkv(GroupNorm(x)))): qkv and proj_out are 1x1 convolutions; the 3C qkv channels are laid
-out per head ([H][q | k | v][D]); q and k are each scaled by D^-1/4 before the dot product (the original's fp16
+x + proj_out(attention(qkv(GroupNorm(x)))): qkv and proj_out are 1x1 convolutions; the 3W qkv channels are laid
+out per head ([H][q | k | v][K]); q and k are each scaled by K^-1/4 before the dot product (the original's fp16
 trick, kept for its rounding); softmax in float32; no mask. The relative-position bucket table is computed on
 the host with numpy (the length is static).
 """
@@ -63,8 +64,8 @@ class RelativePositionBias(nn.Module):
 
 
 class AttentionBlock(nn.Module):
-    """[B, C, T] -> [B, C, T]; submodules `norm` (GroupNorm), `qkv` (1x1 conv C -> 3C), `proj_out` (C -> C) and,
-    with `relative_position`, `relative_pos_embeddings` (the bias table [32, H], times sqrt(D)).
+    """[B, W, T] -> [B, W, T]; submodules `norm` (GroupNorm), `qkv` (1x1 conv W -> 3W), `proj_out` (W -> W) and,
+    with `relative_position`, `relative_pos_embeddings` (the bias table [32, H], times sqrt(K)).
 
     Attributes: num_heads; relative_position; dtype (compute dtype of the matmuls; softmax and norm statistics
     stay float32).
@@ -85,10 +86,10 @@ class AttentionBlock(nn.Module):
         h = GroupNorm(norm_groups(channels), name="norm")(h)
         qkv = PointwiseConv1d(3 * channels, name="qkv")(h).reshape(batch, heads, 3, head_dim, length)
         scale = head_dim**-0.25
-        q, k, v = qkv[:, :, 0] * scale, qkv[:, :, 1] * scale, qkv[:, :, 2]  # [B, H, D, T] each
-        logits = jnp.einsum("bhdt,bhds->bhts", q, k, precision=HIGHEST).astype(jnp.float32)  # [B, H, T, S]
+        q, k, v = qkv[:, :, 0] * scale, qkv[:, :, 1] * scale, qkv[:, :, 2]  # [B, H, K, T] each
+        logits = jnp.einsum("bhkt,bhks->bhts", q, k, precision=HIGHEST).astype(jnp.float32)  # [B, H, T, S]
         if self.relative_position:
             logits = logits + RelativePositionBias(heads, math.sqrt(head_dim), name="relative_pos_embeddings")(length)
         weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-        a = jnp.einsum("bhts,bhds->bhdt", weights, v, precision=HIGHEST).reshape(batch, channels, length)
+        a = jnp.einsum("bhts,bhks->bhkt", weights, v, precision=HIGHEST).reshape(batch, channels, length)
         return x + PointwiseConv1d(channels, name="proj_out")(a).astype(x.dtype)

@@ -1,6 +1,6 @@
 """Channels-first 1-D convolutions and GroupNorm with torch's parameter layouts, shared by the waveform models.
 
-Tensors are [B, C, L] as in the original code, so every weight loads without a transpose: `Conv1d.weight` is
+Tensors are [B, W, T] as in the original code, so every weight loads without a transpose: `Conv1d.weight` is
 [out, in / groups, k], `ConvTranspose1d.weight` is [in, out, k] (torch's layouts). Weight norm is folded into the
 weight when a checkpoint is converted (`fold_weight_norm`); the modules hold plain weights.
 """
@@ -21,7 +21,7 @@ Padding = Literal["zeros", "reflect"]
 
 
 class Conv1d(nn.Module):
-    """torch's `nn.Conv1d` on [B, C_in, L] -> [B, C_out, L_out] (weight [out, in / groups, k], bias [out]).
+    """torch's `nn.Conv1d` on [B, W_in, T] -> [B, W_out, T_out] (weight [out, in / groups, k], bias [out]).
 
     Attributes: features (out channels), kernel_size, stride, padding (each side), dilation, groups, use_bias,
     padding_mode ("zeros", or "reflect" as torch's `padding_mode="reflect"` and `nn.ReflectionPad1d`).
@@ -67,7 +67,7 @@ class Conv1d(nn.Module):
 
 
 class ConvTranspose1d(nn.Module):
-    """torch's `nn.ConvTranspose1d` (groups 1) on [B, C_in, L] -> [B, C_out, (L - 1) s - 2 p + d (k - 1) + op + 1].
+    """torch's `nn.ConvTranspose1d` (groups 1) on [B, W_in, T] -> [B, W_out, (T - 1) s - 2 p + d (k - 1) + op + 1].
 
     The weight is torch's [in, out, k]. Computed as a convolution of the input dilated by the stride with the
     flipped kernel, which is exactly the transpose (gradient) of the strided convolution.
@@ -114,7 +114,7 @@ def norm_groups(channels: int) -> int:
 
 
 class GroupNorm(nn.Module):
-    """torch's `nn.GroupNorm` on [B, C, ...] (channels first), statistics in float32 (`scale`, `bias`: [C]).
+    """torch's `nn.GroupNorm` on [B, W, ...] (channels first), statistics in float32 (`scale`, `bias`: [W]).
 
     Attributes: groups, eps.
     """

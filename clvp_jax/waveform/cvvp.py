@@ -1,9 +1,10 @@
 """`CVVP`: Tortoise's contrastive voice-voice scorer (`cvvp.pth`), how similar candidate codes sound to a voice.
 
-Axis legend: B batch (clips or candidates), C mel channels (80), L mel frames (22.05 kHz, hop 256), T positions,
-D model width, H heads, K head dim (64, x-transformers' default whatever D is), R rotary width (32).
+Axis letters: see the package legend in `clvp_jax/__init__.py` (here B clips or candidates, C candidates against B clips
+in `score_matrix`; F = 80 mel bins, N mel frames at 22.05 kHz, hop 256; T code positions; D model width; K = 64 head
+dim, x-transformers' default whatever D is; E = 32 rotary width).
 
-conditioning: mel [B, 80, L] -> Conv1d(80, D/2, k5, s2, p2) -> Conv1d(D/2, D, k3, s2, p1) (no activation;
+conditioning: mel [B, 80, N] -> Conv1d(80, D/2, k5, s2, p2) -> Conv1d(D/2, D, k3, s2, p1) (no activation;
   517 -> 259 -> 130 frames) -> CollapsingTransformer -> to_conditioning_latent (D x D, no bias)
 speech:       codes [B, T] -> Embedding(mel_codes, D) -> CollapsingTransformer -> to_speech_latent
 CollapsingTransformer: x-transformers Encoder (depth x [x + Attn(RMSNorm(x)); x + GLU-FF(RMSNorm(x))], rotary on
@@ -13,7 +14,7 @@ CollapsingTransformer: x-transformers Encoder (depth x [x + Attn(RMSNorm(x)); x 
 score = exp(temperature) * cos(conditioning latent, speech latent).
 
 Where this port differs from the original (same numbers, less work): the original scores (clip, candidate) pairs
-row by row, re-encoding a clip once per candidate (`api.tts` repeats each clip's mel N times); here each clip and
+row by row, re-encoding a clip once per candidate (`api.tts` repeats each clip's mel C times); here each clip and
 each candidate is encoded once and `score_matrix` takes all the cosines in one product. The speech embedding is
 kept [B, T, D] instead of the original's channels-first round trip. The mel-input speech encoder (`mel_codes=None`)
 and training-time masking are not ported: Tortoise's checkpoint scores codes and is used in eval only.
@@ -211,7 +212,7 @@ class Encoder(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        cos, sin = rotary_tables(ROTARY_DIM, x.shape[1])  # [T, R]
+        cos, sin = rotary_tables(ROTARY_DIM, x.shape[1])  # [T, E]
         for i in range(self.depth):
             a, f = 2 * i, 2 * i + 1
             x = x + Attention(self.heads, dtype=self.dtype, name=f"layers_{a}_1")(
@@ -303,10 +304,10 @@ class CVVP(nn.Module):
         self.to_speech_latent = Linear(D, use_bias=False, dtype=self.dtype)
 
     def conditioning_latent(self, mels: jax.Array) -> jax.Array:
-        """mels [B, 80, L] (the AR front end's normalised log-mels, as `format_conditioning` makes them) ->
+        """mels [B, 80, N] (the AR front end's normalised log-mels, as `format_conditioning` makes them) ->
         [B, D] float32, before L2 normalisation."""
         x = mels if self.dtype is None else mels.astype(self.dtype)
-        h = self.cond_emb_1(self.cond_emb_0(x))  # [B, D, ceil(L / 4)]
+        h = self.cond_emb_1(self.cond_emb_0(x))  # [B, D, ceil(N / 4)]
         return self.to_conditioning_latent(self.conditioning_transformer(h.transpose(0, 2, 1))).astype(jnp.float32)
 
     def speech_latent(self, codes: jax.Array) -> jax.Array:
@@ -322,10 +323,10 @@ class CVVP(nn.Module):
         return jnp.einsum("bd,bd->b", c, s) * jnp.exp(self.temperature.astype(jnp.float32))
 
     def score_matrix(self, mels: jax.Array, codes: jax.Array) -> jax.Array:
-        """Every clip against every candidate: mels [n, 80, L], codes [N, T] -> [n, N] scores (each encoded once)."""
+        """Every clip against every candidate: mels [B, 80, N], codes [C, T] -> [B, C] scores (each encoded once)."""
         c = _l2_normalize(self.conditioning_latent(mels))
         s = _l2_normalize(self.speech_latent(codes))
-        return jnp.einsum("nd,md->nm", c, s) * jnp.exp(self.temperature.astype(jnp.float32))
+        return jnp.einsum("bd,cd->bc", c, s) * jnp.exp(self.temperature.astype(jnp.float32))
 
 
 @functools.lru_cache(maxsize=8)
@@ -334,7 +335,7 @@ def _score_matrix_fn(model: CVVP):
 
 
 def cvvp_score_matrix(model: CVVP, params: Mapping, mels: jax.Array, codes: jax.Array) -> jax.Array:
-    """Jitted `CVVP.score_matrix` (compiled once per model and shapes): mels [n, 80, L], codes [N, T] -> [n, N].
+    """Jitted `CVVP.score_matrix` (compiled once per model and shapes): mels [B, 80, N], codes [C, T] -> [B, C].
 
     Raises:
         ValueError: mels or codes of the wrong rank or width, or codes outside [0, mel_codes) (the original's
@@ -356,6 +357,6 @@ def cvvp_score_matrix(model: CVVP, params: Mapping, mels: jax.Array, codes: jax.
 
 
 def cvvp_scores(model: CVVP, params: Mapping, mels: jax.Array, codes: jax.Array) -> jax.Array:
-    """CVVP scores of N candidates for one voice as `api.tts` mixes them: the mean over the n clips of each
-    clip's score. mels [n, 80, L], codes [N, T] -> [N] float32."""
+    """CVVP scores of C candidates for one voice as `api.tts` mixes them: the mean over the B clips of each
+    clip's score. mels [B, 80, N], codes [C, T] -> [C] float32."""
     return cvvp_score_matrix(model, params, mels, codes).mean(axis=0)

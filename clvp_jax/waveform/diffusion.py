@@ -1,14 +1,14 @@
 """Tortoise's diffusion decoder `DiffusionTts` (`diffusion_decoder.pth`): AR latents + a voice -> 100-bin mel.
 
-Axis legend: B batch, C model channels (1024), m AR latent frames (one per code), L output mel frames, F frames
-of a conditioning mel, n conditioning clips, M mel bins (100).
+Axis letters: see the package legend in `clvp_jax/__init__.py` (here W = 1024 model channels, M AR latent frames, one
+per code; N output mel frames, N' the frames of a conditioning mel; F = 100 mel bins; `clips` conditioning clips).
 
-Architecture (spec §2): a contextual embedder (two stride-2 convs + 5 attention blocks at width 2C) turns each
-conditioning mel into the 2C-wide conditioning latent (C scales | C shifts); `timestep_independent` runs once per
+Architecture (spec §2): a contextual embedder (two stride-2 convs + 5 attention blocks at width 2W) turns each
+conditioning mel into the 2W-wide conditioning latent (W scales | W shifts); `timestep_independent` runs once per
 sample: latent conditioner (conv + 4 attention blocks) over the AR latents, GroupNorm, scale-shift by the latent,
-nearest upsampling m -> L. Each sampler step then calls the model: sinusoidal timestep embedding -> MLP; the
+nearest upsampling M -> N. Each sampler step then calls the model: sinusoidal timestep embedding -> MLP; the
 conditioning_timestep_integrator (3 DiffusionLayers) over the aligned embedding; a k3 conv over the noisy mel;
-a 1x1 conv over both; num_layers DiffusionLayers + 3 ResBlocks; GroupNorm, SiLU, conv -> [B, 200, L]
+a 1x1 conv over both; num_layers DiffusionLayers + 3 ResBlocks; GroupNorm, SiLU, conv -> [B, 200, N]
 (epsilon | learned-range variance values).
 
 Differences from the original, on purpose:
@@ -45,7 +45,7 @@ from clvp_jax.waveform.pointwise import PointwiseConv1d
 
 
 def nearest_indices(source_length: int, length: int) -> np.ndarray:
-    """Source frame of each output frame of PyTorch's legacy 'nearest' resize: floor(i * m / L), exact integers.
+    """Source frame of each output frame of PyTorch's legacy 'nearest' resize: floor(i * M / N), exact integers.
 
     Not half-pixel centres (`jax.image.resize` picks another frame for ~11% of frames)."""
     return (np.arange(length, dtype=np.int64) * source_length // length).astype(np.int32)
@@ -90,18 +90,18 @@ class DiffusionTts(nn.Module):
     # ---- once per voice ------------------------------------------------------------------------------------
 
     def contextual_embedding(self, mel: jax.Array) -> jax.Array:
-        """The contextual embedder on raw log-mels [B, M, F] -> [B, 2C, ceil(ceil(F / 2) / 2)]."""
+        """The contextual embedder on raw log-mels [B, F, N'] -> [B, 2W, ceil(ceil(N' / 2) / 2)]."""
         h = mel.astype(self.dtype)
         for block in self.contextual_embedder:
             h = block(h)
         return h
 
     def get_conditioning(self, mels: jax.Array) -> jax.Array:
-        """The diffusion conditioning latent [B, 2C] (C scales, then C shifts), float32.
+        """The diffusion conditioning latent [B, 2W] (W scales, then W shifts), float32.
 
         Args:
-            mels: raw (not normalised) 24 kHz log-mels, [B, n, M, F] (n clips of one voice per row: their
-                embeddings are concatenated along time, then averaged) or [B, M, F] (one clip per row).
+            mels: raw (not normalised) 24 kHz log-mels, [B, clips, F, N'] (clips of one voice per row: their
+                embeddings are concatenated along time, then averaged) or [B, F, N'] (one clip per row).
         """
         if mels.ndim == 3:
             mels = mels[:, None]
@@ -111,7 +111,8 @@ class DiffusionTts(nn.Module):
                 f"[B, {self.config.in_channels}, frames], got shape {tuple(mels.shape)}"
             )
         batch, clips = mels.shape[:2]
-        h = self.contextual_embedding(mels.reshape(batch * clips, *mels.shape[2:]))  # [B n, 2C, F']
+        # [B * clips, 2W, ceil(ceil(N' / 2) / 2)]
+        h = self.contextual_embedding(mels.reshape(batch * clips, *mels.shape[2:]))
         # Concatenating equal-length clips along time and averaging is the mean over clips and time.
         h = h.reshape(batch, clips, *h.shape[1:]).astype(jnp.float32)
         return h.mean(axis=(1, 3))
@@ -119,7 +120,7 @@ class DiffusionTts(nn.Module):
     # ---- once per sample -----------------------------------------------------------------------------------
 
     def latent_conditioning(self, latents: jax.Array) -> jax.Array:
-        """The latent conditioner on AR latents [B, m, C_lat] -> [B, C, m] (before code_norm)."""
+        """The latent conditioner on AR latents [B, M, D] -> [B, W, M] (before code_norm)."""
         h = latents.astype(self.dtype).transpose(0, 2, 1)
         for block in self.latent_conditioner:
             h = block(h)
@@ -132,14 +133,14 @@ class DiffusionTts(nn.Module):
         output_length: int,
         return_code_pred: bool = False,
     ) -> jax.Array | tuple[jax.Array, jax.Array]:
-        """The aligned embedding [B, C, L] every model call of one sample takes (`precomputed_aligned_embeddings`).
+        """The aligned embedding [B, W, N] every model call of one sample takes (`precomputed_aligned_embeddings`).
 
         Args:
-            aligned_conditioning: AR latents [B, m, C_lat] (floating), or speech codes [B, m] (integer: the token
+            aligned_conditioning: AR latents [B, M, D] (floating), or speech codes [B, M] (integer: the token
                 path, unused by api.py).
-            conditioning_latent: [B or 1, 2C] from `get_conditioning`.
-            output_length: L, the mel frames to produce (static).
-            return_code_pred: also return `mel_head` of the result [B, M, L] (a training-only head).
+            conditioning_latent: [B or 1, 2W] from `get_conditioning`.
+            output_length: N, the mel frames to produce (static).
+            return_code_pred: also return `mel_head` of the result [B, F, N] (a training-only head).
         """
         c = self.config.model_channels
         if jnp.issubdtype(aligned_conditioning.dtype, jnp.floating):
@@ -163,8 +164,8 @@ class DiffusionTts(nn.Module):
             raise ValueError(f"conditioning_latent must be [B, {2 * c}], got {tuple(conditioning_latent.shape)}")
         latent = conditioning_latent.astype(h.dtype)
         scale, shift = latent[:, :c, None], latent[:, c:, None]
-        h = self.code_norm(h) * (1 + scale) + shift  # [B, C, m]
-        expanded = jnp.take(h, nearest_indices(h.shape[2], output_length), axis=2)  # [B, C, L]
+        h = self.code_norm(h) * (1 + scale) + shift  # [B, W, M]
+        expanded = jnp.take(h, nearest_indices(h.shape[2], output_length), axis=2)  # [B, W, N]
         if not return_code_pred:
             return expanded
         return expanded, self.mel_head(expanded).astype(jnp.float32)
@@ -172,15 +173,15 @@ class DiffusionTts(nn.Module):
     # ---- every sampler step --------------------------------------------------------------------------------
 
     def time_mlp(self, embedding: jax.Array) -> jax.Array:
-        """The time_embed MLP (Linear, SiLU, Linear) on a sinusoidal embedding [B, C] -> [B, C]."""
+        """The time_embed MLP (Linear, SiLU, Linear) on a sinusoidal embedding [B, W] -> [B, W]."""
         return self.time_embed_2(nn.silu(self.time_embed_0(embedding.astype(self.dtype))))
 
     def time_embedding(self, timesteps: jax.Array) -> jax.Array:
-        """time_embed(timestep_embedding(t)) [B, C] for original-scale integer timesteps [B]."""
+        """time_embed(timestep_embedding(t)) [B, W] for original-scale integer timesteps [B]."""
         return self.time_mlp(timestep_embedding(timesteps, self.config.model_channels))
 
     def integrate(self, code_emb: jax.Array, time_emb: jax.Array) -> jax.Array:
-        """conditioning_timestep_integrator: 3 DiffusionLayers over the aligned embedding [B, C, L]."""
+        """conditioning_timestep_integrator: 3 DiffusionLayers over the aligned embedding [B, W, N]."""
         for layer in self.conditioning_timestep_integrator:
             code_emb = layer(code_emb, time_emb)
         return code_emb
@@ -192,12 +193,12 @@ class DiffusionTts(nn.Module):
         aligned: jax.Array | None = None,
         conditioning_free: bool | jax.Array = False,
     ) -> jax.Array:
-        """One model evaluation: [B, 2M, L] float32 (channels 0..M-1 epsilon, M..2M-1 variance values).
+        """One model evaluation: [B, 2F, N] float32 (channels 0..F-1 epsilon, F..2F-1 variance values).
 
         Args:
-            x: the noisy normalised mel [B, M, L].
+            x: the noisy normalised mel [B, F, N].
             timesteps: [B] integer timesteps on the ORIGINAL 0..3999 scale (the sampler's `timestep_map[t]`).
-            aligned: `timestep_independent` output [B or 1, C, L]; may be None when `conditioning_free` is True.
+            aligned: `timestep_independent` output [B or 1, W, N]; may be None when `conditioning_free` is True.
             conditioning_free: True (every row uses the unconditioned embedding, `aligned` is ignored), False, or
                 a [B] bool mask choosing per row, so guidance's two passes run as one batched call (a 0-d bool
                 array applies to every row; `aligned` is then still required).
@@ -234,9 +235,9 @@ class DiffusionTts(nn.Module):
                         f"conditioning_free must be a bool or a [{batch}] bool mask, got {mask.dtype} {mask.shape}"
                     )
                 code_emb = jnp.where(mask[:, None, None], unconditioned, code_emb)
-        time_emb = self.time_embedding(timesteps)  # [B, C]
+        time_emb = self.time_embedding(timesteps)  # [B, W]
         code_emb = self.integrate(code_emb, time_emb)
-        h = jnp.concatenate([self.inp_block(x.astype(self.dtype)), code_emb], axis=1)  # [B, 2C, L]
+        h = jnp.concatenate([self.inp_block(x.astype(self.dtype)), code_emb], axis=1)  # [B, 2W, N]
         h = self.integrating_conv(h)
         for layer in self.layers:
             h = layer(h, time_emb)
@@ -246,9 +247,9 @@ class DiffusionTts(nn.Module):
     def guided(self, x: jax.Array, timesteps: jax.Array, aligned: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Both passes of conditioning-free guidance as ONE batched call of 2B rows.
 
-        Args: as `__call__` (aligned [B or 1, C, L]).
+        Args: as `__call__` (aligned [B or 1, W, N]).
         Returns:
-            (the conditional output [B, 2M, L] (epsilon | variance values), the unconditional epsilon [B, M, L]);
+            (the conditional output [B, 2F, N] (epsilon | variance values), the unconditional epsilon [B, F, N]);
             the unconditional variance half is not used by the sampler, as in the original.
         """
         batch = x.shape[0]

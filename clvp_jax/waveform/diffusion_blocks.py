@@ -1,9 +1,9 @@
 """Building blocks of the diffusion decoder: timestep embedding, relative position bias, attention, ResBlock.
 
-Axis legend: B batch, C channels, L positions (mel frames or AR latent frames), H heads, D head dim,
-T query positions, S key positions.
+Axis letters: see the package legend in `clvp_jax/__init__.py` (here T positions: mel frames or AR latent frames; T
+query and S key positions in attention).
 
-Tensors are channels-first [B, C, L] as in the original, and every submodule is named after the torch state-dict
+Tensors are channels-first [B, W, T] as in the original, and every submodule is named after the torch state-dict
 key (`in_layers_0` for `in_layers.0`, ...), so the converter is a name rule. Where this differs from the original
 on purpose: the relative-position bucket table is computed on the host with numpy (the length is static), and
 the qkv split is one reshape of the head-interleaved channels instead of a split of a reshaped tensor.
@@ -67,7 +67,7 @@ class ResBlock(nn.Module):
         h = nn.silu(GroupNorm(groups, name="in_layers_0")(x))
         h = PointwiseConv1d(channels, name="in_layers_2")(h)
         emb = Linear(2 * channels, dtype=self.dtype, name="emb_layers_1")(nn.silu(time_emb)).astype(h.dtype)
-        scale, shift = emb[:, :channels, None], emb[:, channels:, None]  # [B, C, 1] each
+        scale, shift = emb[:, :channels, None], emb[:, channels:, None]  # [B, W, 1] each
         h = GroupNorm(groups, name="out_layers_0")(h) * (1 + scale) + shift
         return x + Conv1d(channels, 3, padding=1, name="out_layers_3")(nn.silu(h))
 

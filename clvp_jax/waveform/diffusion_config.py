@@ -19,7 +19,7 @@ TRAILING_RESBLOCKS = 3  # plain ResBlocks after the DiffusionLayers, hard-coded 
 INTEGRATOR_LAYERS = 3  # DiffusionLayers of conditioning_timestep_integrator, hard-coded
 LATENT_CONDITIONER_BLOCKS = 4  # AttentionBlocks after the latent conditioner's conv, hard-coded
 CODE_CONVERTER_BLOCKS = 3  # AttentionBlocks of the (unused by api.py) token path, hard-coded
-CONTEXTUAL_EMBEDDER_BLOCKS = 5  # AttentionBlocks of the contextual embedder (width 2C), hard-coded
+CONTEXTUAL_EMBEDDER_BLOCKS = 5  # AttentionBlocks of the contextual embedder (width 2W), hard-coded
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,8 +27,8 @@ class DiffusionConfig:
     """DiffusionTts hyper-parameters (names and meaning as the original constructor's).
 
     Attributes:
-        model_channels: C, the width of the main trunk (the contextual embedder runs at 2C; the conditioning
-            latent is 2C wide: C scales then C shifts).
+        model_channels: W, the width of the main trunk (the contextual embedder runs at 2W; the conditioning
+            latent is 2W wide: W scales then W shifts).
         num_layers: DiffusionLayers (ResBlock + attention) of the trunk, before the 3 trailing ResBlocks.
         in_channels: mel bins of the noisy input and the conditioning mel (100).
         in_latent_channels: width of the AR latents fed to the latent conditioner.

@@ -1,18 +1,18 @@
 """api_fast's HiFiGAN decoder (`hifidecoder.pth`, `tortoise.models.hifigan_decoder.HifiganGenerator`): AR latents
 straight to 24 kHz audio, the fast preview path with no diffusion (spec §7).
 
-`inference(latents, g)`: the latents [B, m, D] are linearly interpolated along time by scale factor 4, then by
-24000 / 22050 (PyTorch's scale-factor source mapping, align_corners False: output length floor(4m * 24000 / 22050)
-= the diffusion's L), then `forward`: conv_pre (k7, zero padding) + cond_layer(g) (1x1, added once, broadcast over
+`inference(latents, g)`: the latents [B, M, D] are linearly interpolated along time by scale factor 4, then by
+24000 / 22050 (PyTorch's scale-factor source mapping, align_corners False: output length floor(4M * 24000 / 22050)
+= the diffusion's N), then `forward`: conv_pre (k7, zero padding) + cond_layer(g) (1x1, added once, broadcast over
 time); for each upsampler LeakyReLU(0.1), ConvTranspose1d, then the mean of its ResBlock1s (kernels 3, 7, 11); a
 final LeakyReLU with torch's default slope 0.01 (not 0.1), conv_post (k7), tanh.
 
-Axis legend: B batch, m AR latent frames, D latent width (`in_channels`), G speaker-embedding width
-(`cond_channels`), L interpolated frames, C channels, N samples.
+Axis letters: see the package legend in `clvp_jax/__init__.py` (here M AR latent frames, D latent width `in_channels`,
+D_g the speaker-embedding width `cond_channels`, N interpolated frames, W channels, A samples).
 
 Where this differs from the original on purpose: weight norm is folded into plain weights at conversion (the
 original keeps it and recomputes the weights on every call: same numbers); the speaker embedding is per row
-([B, G]; the original unsqueezes it to batch 1 and is only correct for B = 1); the output stays on the caller's
+([B, D_g]; the original unsqueezes it to batch 1 and is only correct for B = 1); the output stays on the caller's
 device (the original moves its input to "cuda").
 """
 
@@ -51,7 +51,7 @@ class HifiganConfig:
       upsample_kernel_sizes: ConvTranspose kernel of each upsampler.
       upsample_initial_channel: conv_pre width; halved by every upsampler.
       upsample_factors: stride of each upsampler (product = samples per interpolated frame, 256).
-      cond_channels: speaker-embedding width G (0: no cond_layer).
+      cond_channels: speaker-embedding width D_g (0: no cond_layer).
       inference_padding: kept for the original's signature; unused (its `inference` has the padding commented out).
       conv_pre_weight_norm, conv_post_weight_norm: whether the state dict stores those convs in weight-norm form
         (only the converter's output format depends on them).
@@ -173,10 +173,10 @@ def _linear_taps(size: int, scale: float) -> tuple[int, np.ndarray, np.ndarray, 
 
 
 def interpolate_linear(x: jax.Array, scale: float) -> jax.Array:
-    """[B, C, m] -> [B, C, floor(m * scale)]: torch's linear interpolation by scale factor (align_corners False).
+    """[B, W, M] -> [B, W, floor(M * scale)]: torch's linear interpolation by scale factor (align_corners False).
 
     Output frame d reads source position max((d + 0.5) / scale - 0.5, 0): with the scale given (not the
-    size ratio, which would shift frames by up to 0.8 of a frame at m = 500). The taps are static.
+    size ratio, which would shift frames by up to 0.8 of a frame at M = 500). The taps are static.
     """
     _, idx0, idx1, lam1 = _linear_taps(x.shape[2], scale)
     lam1 = jnp.asarray(lam1, x.dtype)
@@ -184,7 +184,7 @@ def interpolate_linear(x: jax.Array, scale: float) -> jax.Array:
 
 
 def latent_frames(codes: int) -> int:
-    """Frames after `inference`'s two interpolations of `codes` latent frames: floor(4m * 24000 / 22050)."""
+    """Frames after `inference`'s two interpolations of `codes` latent frames: floor(4M * 24000 / 22050)."""
     n = codes
     for scale in LATENT_SCALE_FACTORS:
         n = math.floor(float(n) * scale)
@@ -192,7 +192,7 @@ def latent_frames(codes: int) -> int:
 
 
 class ResBlock1(nn.Module):
-    """Three times x = x + conv2(LReLU(conv1(LReLU(x)))) (conv1 dilated, conv2 not), 'same' padding. [B, C, N]."""
+    """Three times x = x + conv2(LReLU(conv1(LReLU(x)))) (conv1 dilated, conv2 not), 'same' padding. [B, W, T]."""
 
     kernel_size: int
     dilations: tuple[int, ...]
@@ -208,8 +208,8 @@ class ResBlock1(nn.Module):
 
 
 class HifiganGenerator(nn.Module):
-    """`HifiganGenerator.forward(x, g)`: features [B, D, L] and speaker embedding g [B, G] -> audio
-    [B, out_channels, L * prod(upsample_factors)] in [-1, 1].
+    """`HifiganGenerator.forward(x, g)`: features [B, D, N] and speaker embedding g [B, D_g] -> audio
+    [B, out_channels, N * prod(upsample_factors)] in [-1, 1].
 
     Attributes:
       config: the model's `HifiganConfig`.
@@ -225,7 +225,7 @@ class HifiganGenerator(nn.Module):
         if x.ndim != 3 or x.shape[1] != cfg.in_channels:
             raise ValueError(f"HiFiGAN: features must be [B, {cfg.in_channels}, L], got {x.shape}")
         x = x.astype(self.dtype)
-        o = Conv1d(cfg.upsample_initial_channel, PRE_POST_KERNEL, padding=3, name="conv_pre")(x)  # [B, C0, L]
+        o = Conv1d(cfg.upsample_initial_channel, PRE_POST_KERNEL, padding=3, name="conv_pre")(x)  # [B, W_0, N]
         if cfg.cond_channels:
             if g is None or g.shape != (x.shape[0], cfg.cond_channels):
                 got = None if g is None else g.shape
@@ -233,7 +233,7 @@ class HifiganGenerator(nn.Module):
                     f"HiFiGAN: speaker embedding g must be [B, G] = {(x.shape[0], cfg.cond_channels)}, got {got}"
                 )
             cond = Conv1d(cfg.upsample_initial_channel, 1, name="cond_layer")(g.astype(self.dtype)[:, :, None])
-            o = o + cond  # [B, C0, 1] broadcast over time, once
+            o = o + cond  # [B, W_0, 1] broadcast over time, once
         kernels = len(cfg.resblock_kernel_sizes)
         for i, (u, k) in enumerate(zip(cfg.upsample_factors, cfg.upsample_kernel_sizes, strict=True)):
             channels = cfg.upsample_initial_channel // 2 ** (i + 1)
@@ -243,17 +243,17 @@ class HifiganGenerator(nn.Module):
             for j, (rk, dil) in enumerate(zip(cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes, strict=True)):
                 y = ResBlock1(rk, dil, name=f"resblocks_{i * kernels + j}")(o)
                 total = y if total is None else total + y
-            o = total / kernels  # [B, C_i, L prod(u_0..u_i)]
+            o = total / kernels  # [B, W_i, N prod(u_0..u_i)]
         post = Conv1d(cfg.out_channels, PRE_POST_KERNEL, padding=3, use_bias=cfg.conv_post_bias, name="conv_post")
         o = post(_lrelu(o, FINAL_LRELU_SLOPE))
-        return jnp.tanh(o).astype(jnp.float32)  # [B, 1, N]
+        return jnp.tanh(o).astype(jnp.float32)  # [B, 1, A]
 
     def inference(self, latents: jax.Array, g: jax.Array | None = None) -> jax.Array:
-        """api_fast's `inference(latents, g)`: AR latents [B, m, D] (+ g [B, G]) -> audio [B, 1, 256 L],
-        L = floor(4m * 24000 / 22050)."""
-        x = jnp.swapaxes(latents, 1, 2).astype(self.dtype)  # [B, D, m]
+        """api_fast's `inference(latents, g)`: AR latents [B, M, D] (+ g [B, D_g]) -> audio [B, 1, 256 N],
+        N = floor(4M * 24000 / 22050)."""
+        x = jnp.swapaxes(latents, 1, 2).astype(self.dtype)  # [B, D, M]
         for scale in LATENT_SCALE_FACTORS:
-            x = interpolate_linear(x, scale)  # [B, D, 4m], then [B, D, L]
+            x = interpolate_linear(x, scale)  # [B, D, 4M], then [B, D, N]
         return self(x, g)
 
 
@@ -266,8 +266,8 @@ def hifigan_inference(
     config: HifiganConfig,
     dtype: Any = jnp.float32,
 ) -> jax.Array:
-    """Jitted `HifiganGenerator.inference`: AR latents [B, m, D] and the AR conditioning latent [B, G] (the
-    speaker embedding api_fast passes) -> audio [B, 1, 256 L] at 24 kHz. Compiles once per shape."""
+    """Jitted `HifiganGenerator.inference`: AR latents [B, M, D] and the AR conditioning latent [B, D_g] (the
+    speaker embedding api_fast passes) -> audio [B, 1, 256 N] at 24 kHz. Compiles once per shape."""
     return HifiganGenerator(config, dtype).apply(
         {"params": params}, latents, speaker_embedding, method=HifiganGenerator.inference
     )

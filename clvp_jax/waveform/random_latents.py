@@ -1,17 +1,17 @@
 """Tortoise's random latent generators (`rlg_auto.pth`, `rlg_diffuser.pth`): noise -> a made-up voice's latents.
 
-Axis legend: B rows (one per random voice), C channels (1024 for the AR conditioning latent, 2048 for the
-diffusion conditioning latent).
+Axis letters: see the package legend in `clvp_jax/__init__.py` (here B rows, one per random voice; D the latent width:
+1024 for the AR conditioning latent, 2048 for the diffusion conditioning latent).
 
 Architecture (as `tortoise/models/random_latent_generator.py::RandomLatentConverter(channels)`): an MLP of five
-StyleGAN-style "equalized" linear layers followed by one plain linear layer, all C -> C:
+StyleGAN-style "equalized" linear layers followed by one plain linear layer, all D -> D:
 
-    EqualLinear:  y = leaky_relu(x (W * lr_mul / sqrt(C))^T + b * lr_mul, slope 0.2) * sqrt(2),  lr_mul = 0.1
+    EqualLinear:  y = leaky_relu(x (W * lr_mul / sqrt(D))^T + b * lr_mul, slope 0.2) * sqrt(2),  lr_mul = 0.1
     final Linear: y = x W^T + b
 
 The stored weights are the *unscaled* W and b (the scaling happens in the forward), so the converter copies them
 unchanged. Differences from the original, on purpose:
-* the original draws its own noise inside `forward` (`torch.randn(ref.shape[0], C)`, `ref` only gives the row
+* the original draws its own noise inside `forward` (`torch.randn(ref.shape[0], D)`, `ref` only gives the row
   count); here the noise is an argument (`RandomLatentConverter.__call__`) or comes from a JAX key
   (`random_voice_latents`), so a seed gives the same voice on every backend, though not the voice the torch RNG
   would give for that seed.
@@ -50,7 +50,7 @@ class EqualLinear(nn.Module):
     lr_mul: float = LR_MUL
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:  # [B, C_in] -> [B, features]
+    def __call__(self, x: jax.Array) -> jax.Array:  # [B, D_in] -> [B, features]
         # The original initialises W ~ N(0, 1) / lr_mul and b = 0; the runtime scale lr_mul / sqrt(in) makes the
         # effective weight ~N(0, 1 / in).
         weight = param(self, "weight", nn.initializers.normal(1.0 / self.lr_mul), (self.features, x.shape[-1]))
@@ -66,7 +66,7 @@ class Linear(nn.Module):
     features: int
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:  # [B, C_in] -> [B, features]
+    def __call__(self, x: jax.Array) -> jax.Array:  # [B, D_in] -> [B, features]
         bound = 1.0 / math.sqrt(x.shape[-1])  # torch's default init range for both weight and bias
         weight = param(self, "weight", nn.initializers.uniform(2 * bound), (self.features, x.shape[-1]))
         bias = param(self, "bias", nn.initializers.uniform(2 * bound), (self.features,))
@@ -74,9 +74,9 @@ class Linear(nn.Module):
 
 
 class RandomLatentConverter(nn.Module):
-    """noise [B, C] -> latents [B, C]. Submodules `layers_0`..`layers_5` are the torch `layers.0`..`layers.5`.
+    """noise [B, D] -> latents [B, D]. Submodules `layers_0`..`layers_5` are the torch `layers.0`..`layers.5`.
 
-    Attributes: channels (C: `AUTO_CHANNELS` for rlg_auto, `DIFFUSION_CHANNELS` for rlg_diffuser).
+    Attributes: channels (D: `AUTO_CHANNELS` for rlg_auto, `DIFFUSION_CHANNELS` for rlg_diffuser).
     """
 
     channels: int
@@ -124,10 +124,12 @@ def _channels(variables: dict, name: str) -> int:
         ) from None
 
 
-def random_voice_latents(key: jax.Array, auto_variables: dict, diffusion_variables: dict, rows: int = 1):
+def random_voice_latents(
+    key: jax.Array, auto_variables: dict, diffusion_variables: dict, rows: int = 1
+) -> RandomVoiceLatents:
     """A key -> the `random` voice's latents, as Tortoise's api.py makes them (`get_random_conditioning_latents`).
 
-    Each generator maps its own standard-normal noise [rows, C] (float32) to a latent: the key is split in two,
+    Each generator maps its own standard-normal noise [rows, D] (float32) to a latent: the key is split in two,
     the first half for rlg_auto, the second for rlg_diffuser (Tortoise draws them in that order from torch's RNG).
 
     Args:

@@ -1,10 +1,10 @@
 """The diffusion sampler of Tortoise's decoder: its own DDPM loop, its DDIM, and DPM-Solver++(2M).
 
-All three run on the model's own discrete schedule (`schedule.spaced_schedule(K)`, the model fed the mapped
+All three run on the model's own discrete schedule (`schedule.spaced_schedule(U)`, the model fed the mapped
 original-scale timesteps 0 .. 3999) and share one step prologue, the original's `p_mean_variance`:
 
-  eps, v = model(x, map[t])[:, :C], [:, C:]           (v: the learned-range variance values, conditional pass)
-  eps = (1 + k_t) eps - k_t eps_u,  k_t = k (1 - t/K)  (conditioning-free guidance, ramped on the spaced index)
+  eps, v = model(x, map[t])[:, :F], [:, F:]           (v: the learned-range variance values, conditional pass)
+  eps = (1 + k_t) eps - k_t eps_u,  k_t = k (1 - t/U)  (conditioning-free guidance, ramped on the spaced index)
   x0 = clip(sqrt(1/abar_t) x - sqrt(1/abar_t - 1) eps, -1, 1)
 
 * "ddpm" (`p_sample_loop`, what api.py runs): log var = f log beta'_t + (1 - f) log post_var_t with
@@ -17,10 +17,10 @@ original-scale timesteps 0 .. 3999) and share one step prologue, the original's 
   alpha = sqrt(abar), sigma = sqrt(1 - abar), lambda = log(alpha / sigma) and h = lambda_{t-1} - lambda_t,
   x = (sigma_{t-1} / sigma_t) x - alpha_{t-1} (e^-h - 1) D, D = (1 + 1/(2r)) x0_t - 1/(2r) x0_{t+1}, r =
   h_{t+1} / h. Its first-order step (D = x0_t) is the DDIM step, so it solves the same probability-flow ODE with
-  the same clipped data prediction and guidance, on K independent of the DDPM's. First order are the first step
+  the same clipped data prediction and guidance, on U independent of the DDPM's. First order are the first step
   (no history), the last one (t = 0 -> abar = 1: D = x0 exactly) and, as DPM-Solver's "lower order final", the
   step t = 1 -> 0: the grid is uniform in t, and its last interval is 4-6x longer in lambda than the one before
-  (r ~ 0.2 at K = 10 .. 80), where extrapolating x0 linearly overshoots. On Gaussian data (std 0.25, whose
+  (r ~ 0.2 at U = 10 .. 80), where extrapolating x0 linearly overshoots. On Gaussian data (std 0.25, whose
   exact solution is known; tests/test_waveform_sampler.py) plain 2M's max error at 10/20/40/80 steps is 0.20,
   0.29, 0.20, 0.075 (not even monotone); with the first-order final step it is 0.37, 0.16, 0.042, 0.0055, second
   order (DDIM: 0.38, 0.20, 0.11, 0.054, first order).
@@ -32,7 +32,8 @@ noise comes from explicit keys (or is injected, e.g. the original's recorded dra
 use as the original does, and the float32 arithmetic keeps the original's order of operations (XLA may still fuse a
 multiply and an add into one FMA, which rounds once: one ulp of the intermediate).
 
-Axis legend: B batch, C mel channels (100), L mel frames, K sampler steps; B' = 2B rows with guidance, else B.
+Axis letters: see the package legend in `clvp_jax/__init__.py` (here F = 100 mel bins, N mel frames, U sampler steps;
+B' = 2B rows with guidance, else B).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ TORTOISE_PRESETS: dict[str, dict] = {
     "high_quality": {"steps": 400, "cond_free": True},
 }
 
-# model_fn(x [B', C, L] float, t_model [B'] int32 (original scale 0..3999), cond_free [B'] bool) -> [B', 2C, L]
+# model_fn(x [B', F, N] float, t_model [B'] int32 (original scale 0..3999), cond_free [B'] bool) -> [B', 2F, N]
 ModelFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
 
@@ -71,9 +72,9 @@ class SamplerConfig:
 
     Attributes:
       kind: "ddpm" (Tortoise's own p_sample loop), "ddim" (its ddim_sample_loop) or "dpm++2m".
-      steps: K, the number of sampling steps (= model evaluations of each pass), 2 .. trained_steps.
+      steps: U, the number of sampling steps (= model evaluations of each pass), 2 .. trained_steps.
       cond_free: conditioning-free guidance (two passes per step, batched as one call).
-      cond_free_k: guidance strength k at the last step; ramped as k (1 - t/K) over the spaced index t.
+      cond_free_k: guidance strength k at the last step; ramped as k (1 - t/U) over the spaced index t.
       temperature: scales the initial noise x_T only (not the per-step draws), as api.py does.
       ddim_eta: DDIM's stochasticity (0 = deterministic, the original's default); only for kind "ddim".
       trained_steps: length of the trained schedule (4000 for Tortoise's decoder).
@@ -135,8 +136,8 @@ class SamplerNoise:
     """Injected standard-normal draws, in the order the original makes them.
 
     Attributes:
-      init: [B, C, L], the draw for x_T (the sampler multiplies it by the temperature).
-      steps: [K, B, C, L], entry i used by the i-th step (spaced t = K-1-i); None for the samplers that draw
+      init: [B, F, N], the draw for x_T (the sampler multiplies it by the temperature).
+      steps: [U, B, F, N], entry i used by the i-th step (spaced t = U-1-i); None for the samplers that draw
         nothing per step (DDIM with eta 0, DPM++).
     """
 
@@ -146,12 +147,12 @@ class SamplerNoise:
 
 @flax.struct.dataclass
 class Trajectory:
-    """Every step of one sampling run (loop order: entry i is spaced t = K-1-i).
+    """Every step of one sampling run (loop order: entry i is spaced t = U-1-i).
 
     Attributes:
-      x: [K, B, C, L], the sample after each step (the last entry is the result).
-      pred_xstart: [K, B, C, L], the clipped x0 prediction of each step.
-      model_timesteps: [K] int32, the original-scale timestep the model was fed at each step.
+      x: [U, B, F, N], the sample after each step (the last entry is the result).
+      pred_xstart: [U, B, F, N], the clipped x0 prediction of each step.
+      model_timesteps: [U] int32, the original-scale timestep the model was fed at each step.
     """
 
     x: jax.Array
@@ -160,7 +161,7 @@ class Trajectory:
 
 
 def _step_tables(config: SamplerConfig) -> dict[str, np.ndarray]:
-    """Per-step scalars in loop order (t = K-1 .. 0), cast to float32 from float64 as the original casts them."""
+    """Per-step scalars in loop order (t = U-1 .. 0), cast to float32 from float64 as the original casts them."""
     sched = spaced_schedule(config.steps, config.trained_steps)
     K = sched.num_steps
     t = np.arange(K - 1, -1, -1)  # spaced index of each step, loop order
@@ -200,7 +201,7 @@ def _step_tables(config: SamplerConfig) -> dict[str, np.ndarray]:
         with np.errstate(divide="ignore"):
             lam, lam_next = np.log(alpha / sigma), np.log(alpha_next / sigma_next)  # lam_next[-1] = +inf
         h = lam_next - lam
-        # Second order (r = h_prev / h) on the steps 1 < t < K-1. First order: the first step (no history); the
+        # Second order (r = h_prev / h) on the steps 1 < t < U-1. First order: the first step (no history); the
         # step t = 1 -> 0, the last interval of the spaced grid, which is uniform in t and so ~4x longer in
         # lambda than the one before (r ~ 0.2: a linear extrapolation of x0 over it overshoots, see the module
         # docstring); and the step t = 0 -> abar = 1, where D = x0 whatever the order.
@@ -229,12 +230,12 @@ def _row_keys(key: jax.Array, batch: int) -> jax.Array:
 
 
 def _draw(row_keys: jax.Array, index: jax.Array | int, shape: tuple[int, int]) -> jax.Array:
-    """A standard-normal [B, C, L] draw: row b from fold_in(row_keys[b], index)."""
+    """A standard-normal [B, F, N] draw: row b from fold_in(row_keys[b], index)."""
     return jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, index), shape, jnp.float32))(row_keys)
 
 
 def _guided_eps(model_fn: ModelFn, x: jax.Array, tabs: dict, config: SamplerConfig) -> tuple[jax.Array, jax.Array]:
-    """One (batched) model evaluation -> (guided eps [B, C, L], variance values of the conditional pass)."""
+    """One (batched) model evaluation -> (guided eps [B, F, N], variance values of the conditional pass)."""
     B, C, L = x.shape
     if config.cond_free:  # both passes as one call: rows [cond; uncond]
         rows_x = jnp.concatenate([x, x], axis=0)
@@ -281,7 +282,7 @@ def _sample_impl(
     def step(carry, tabs):
         x, x0_prev = carry
         eps, var = _guided_eps(model_fn, x, tabs, config)
-        x0 = jnp.clip(tabs["sqrt_recip"] * x - tabs["sqrt_recipm1"] * eps, -1, 1)  # [B, C, L]
+        x0 = jnp.clip(tabs["sqrt_recip"] * x - tabs["sqrt_recipm1"] * eps, -1, 1)  # [B, F, N]
         if config.draws_step_noise:
             z = tabs["noise"] if step_noise is not None else _draw(row_keys, 1 + tabs["index"], (C, L))
         if config.kind == "ddpm":
@@ -317,26 +318,26 @@ def sample(
     noise: SamplerNoise | None = None,
     return_trajectory: bool = False,
 ) -> jax.Array | tuple[jax.Array, Trajectory]:
-    """Sample a normalised mel [B, C, L] (in [-1, 1]) from the decoder, as one compiled loop over the steps.
+    """Sample a normalised mel [B, F, N] (in [-1, 1]) from the decoder, as one compiled loop over the steps.
 
     Args:
-      model_fn: model_fn(x [B', C, L], t_model [B'] int32, cond_free [B'] bool) -> [B', 2C, L]: epsilon in
-        channels 0..C-1, learned-range variance values in C..2C-1; rows with cond_free True must run the
+      model_fn: model_fn(x [B', F, N], t_model [B'] int32, cond_free [B'] bool) -> [B', 2F, N]: epsilon in
+        channels 0..F-1, learned-range variance values in F..2F-1; rows with cond_free True must run the
         unconditioned model. With guidance B' = 2B (rows [cond; uncond], one call per step), else B' = B.
         Pass a `jax.tree_util.Partial` to hand arrays (weights, precomputed embeddings) to it as traced
         arguments: the compiled loop is then reused for new arrays of the same shapes. A plain function is
         wrapped as is (the same function object reuses the compiled loop; arrays it closes over become
         constants of the program).
-      shape: (B, C, L) of the mel to sample.
+      shape: (B, F, N) of the mel to sample.
       config: the sampler (kind, steps, guidance, temperature).
       key: where the noise comes from: one typed key (`jax.random.key`), or one per row [B] so that a row's
         draws do not depend on its batch mates. x_T of row b is normal(fold_in(k_b, 0)), step i's draw
         normal(fold_in(k_b, 1 + i)).
-      noise: instead of `key`, the draws to use (e.g. the original's recorded ones): `SamplerNoise(init [B, C,
-        L], steps [K, B, C, L])`; `steps` is needed only by the samplers that draw per step (`draws_step_noise`).
+      noise: instead of `key`, the draws to use (e.g. the original's recorded ones): `SamplerNoise(init [B, F,
+        N], steps [U, B, F, N])`; `steps` is needed only by the samplers that draw per step (`draws_step_noise`).
       return_trajectory: also return every step's sample and x0 prediction.
     Returns:
-      the sample x [B, C, L] float32, or (x, Trajectory) with `return_trajectory`.
+      the sample x [B, F, N] float32, or (x, Trajectory) with `return_trajectory`.
     """
     if not isinstance(config, SamplerConfig):
         raise TypeError(f"sample: config must be a SamplerConfig, got {type(config).__name__}")

@@ -2,11 +2,11 @@
 respaced tables of `SpacedDiffusion` (`tortoise/utils/diffusion.py`), all on the host in float64.
 
 The model was trained on 4000 steps with betas = linspace(2.5e-5, 5e-3) (Ho et al.'s schedule scaled by
-1000/4000). Sampling with K steps keeps K of them (`space_timesteps`) and rebuilds every table from the respaced
+1000/4000). Sampling with U steps keeps U of them (`space_timesteps`) and rebuilds every table from the respaced
 betas beta'_j = 1 - abar[map_j] / abar[map_{j-1}]. The tables stay float64 here; the sampler casts each one to
 float32 when it uses it, as the original's `_extract_into_tensor` does, so the float32 numbers match.
 
-Index convention: spaced index t = 0 .. K-1 (t = K-1 is the noisiest); `timestep_map[t]` is the original-scale
+Index convention: spaced index t = 0 .. U-1 (t = U-1 is the noisiest); `timestep_map[t]` is the original-scale
 timestep 0 .. 3999 the model is fed.
 """
 
@@ -40,7 +40,7 @@ def space_timesteps(num_timesteps: int, section_counts: Sequence[int]) -> np.nda
 
     Args:
       num_timesteps: length of the trained schedule (4000).
-      section_counts: steps to keep per section; Tortoise uses one section, [K].
+      section_counts: steps to keep per section; Tortoise uses one section, [U].
     Returns:
       int64 [sum(section_counts)], strictly ascending.
     """
@@ -64,7 +64,7 @@ def space_timesteps(num_timesteps: int, section_counts: Sequence[int]) -> np.nda
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class SpacedSchedule:
-    """The respaced diffusion tables for K sampling steps, float64 [K] each (int64 for `timestep_map`).
+    """The respaced diffusion tables for U sampling steps, float64 [U] each (int64 for `timestep_map`).
 
     Attributes:
       timestep_map: original-scale timestep of each spaced index (what the model is fed).
@@ -90,7 +90,7 @@ class SpacedSchedule:
 
     @property
     def num_steps(self) -> int:
-        """K, the number of spaced steps."""
+        """U, the number of spaced steps."""
         return int(self.betas.shape[0])
 
 
@@ -121,7 +121,7 @@ def spaced_schedule(steps: int, trained_steps: int = TRAINED_STEPS) -> SpacedSch
     """The tables of `SpacedDiffusion(space_timesteps(trained_steps, [steps]), betas=linear)` (cached).
 
     Args:
-      steps: K, the number of sampling steps, 2 <= K <= trained_steps.
+      steps: U, the number of sampling steps, 2 <= U <= trained_steps.
       trained_steps: the trained schedule length (4000 for Tortoise's decoder).
     Returns:
       the float64 tables; treat them as read-only (they are shared between callers).

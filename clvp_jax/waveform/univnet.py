@@ -3,16 +3,16 @@
 Architecture (spec §5): noise z -> conv_pre (k7, reflect padding) -> one `LVCBlock` per stride (LeakyReLU +
 ConvTranspose upsampling by the stride, then for each dilation a LeakyReLU / dilated conv / LeakyReLU followed by a
 location-variable convolution (LVC) whose 3-tap kernels and biases are predicted from the mel, frame by frame, and
-a gated residual update x += sigmoid(y[:C]) tanh(y[C:])) -> LeakyReLU, conv_post (k7, reflect), tanh.
+a gated residual update x += sigmoid(y[:W]) tanh(y[W:])) -> LeakyReLU, conv_post (k7, reflect), tanh.
 `inference` appends 10 frames of -11.5129 to the mel, runs the generator and cuts the last 10 * hop samples.
 
-Axis legend: B batch, M mel bins (100), F mel frames, C channels (`channel_size`), O = 2C LVC output channels,
-l LVC layers (one per dilation), k kernel taps, H samples per mel frame at a block (the product of the strides so
-far), N samples, Z noise channels.
+Axis letters: see the package legend in `clvp_jax/__init__.py` (here F = 100 mel bins, N mel frames, W = `channel_size`
+channels, 2W the LVC output channels, A samples). Sizes without a letter: `layers` LVC layers (one per dilation), `taps`
+kernel taps, `hop` samples per mel frame at a block (the product of the strides so far), `noise_dim` noise channels.
 
 Where this differs from the original on purpose:
   * weight norm is folded into plain weights when a checkpoint is converted (as `eval(inference=True)` does);
-  * the LVC is one batched contraction over all frames of [B, C, k, F, H] windows (three shifted views of the
+  * the LVC is one batched contraction over all frames of [B, W, taps, N, hop] windows (three shifted views of the
     padded input, no gather), not torch's chain of `unfold`s, and the kernel predictor's big `kernel_conv` is one
     matmul over unfolded taps (`FrameConv1d`); the maths is the same;
   * the noise z is drawn from an explicit key (`univnet_noise`) or given, never from a global generator.
@@ -51,15 +51,15 @@ class UnivNetConfig:
     """`UnivNetGenerator`'s constructor arguments (spec §5; defaults = the real `vocoder.pth`).
 
     Attributes:
-      noise_dim: channels Z of the noise input z.
-      channel_size: width C of the generator (the LVC gate makes 2C).
+      noise_dim: channels of the noise input z.
+      channel_size: width W of the generator (the LVC gate makes 2W).
       dilations: one LVC layer per dilation (of its plain conv; the LVC itself is always dilation 1).
       strides: upsampling factor of each block; their product is the number of samples per mel frame.
       lrelu_slope: negative slope of every LeakyReLU, kernel predictor included (`lReLU_slope` in the original).
       kpnet_conv_size: kernel size of the kernel predictor's residual, kernel and bias convs (odd, 'same').
       hop_length: samples per frame that `inference` cuts off, times 10 (the original never checks it against
         the strides' product; only that product sets the real upsampling).
-      n_mel_channels: mel bins M of the conditioning input.
+      n_mel_channels: mel bins F of the conditioning input.
     """
 
     noise_dim: int = 64
@@ -97,7 +97,7 @@ class UnivNetConfig:
 
     @property
     def kernel_channels(self) -> int:
-        """Output channels of a block's `kernel_conv`: l x C x 2C x k (24 576 for the real model)."""
+        """Output channels of a block's `kernel_conv`: layers x W x 2W x taps (24 576 for the real model)."""
         return len(self.dilations) * self.channel_size * 2 * self.channel_size * LVC_KERNEL_SIZE
 
     @classmethod
@@ -141,8 +141,8 @@ def _activation(config: UnivNetConfig):
 
 
 class FrameConv1d(nn.Module):
-    """A stride-1, zero-'same'-padded Conv1d computed as one matmul over the unfolded taps: [B, C, F] ->
-    [B, features, F], parameters as `Conv1d` (`weight` [out, in, k], `bias` [out]).
+    """A stride-1, zero-'same'-padded Conv1d computed as one matmul over the unfolded taps: [B, W, N] ->
+    [B, features, N], parameters as `Conv1d` (`weight` [out, in, taps], `bias` [out]).
 
     For the kernel predictor's `kernel_conv` (64 -> 24 576 channels at frame rate, a third of the vocoder's work)
     this contraction ran ~1.5-2x faster than XLA's convolution on the 2-core CPU; it is the same sum.
@@ -157,16 +157,16 @@ class FrameConv1d(nn.Module):
         weight = param(self, "weight", nn.initializers.lecun_normal(), (self.features, x.shape[1], k))
         bias = param(self, "bias", nn.initializers.zeros, (self.features,))
         padded = jnp.pad(x, ((0, 0), (0, 0), ((k - 1) // 2, (k - 1) // 2)))
-        taps = jnp.stack([padded[:, :, j : j + frames] for j in range(k)], axis=2)  # [B, C, k, F]
-        y = jnp.einsum("bcjf,ocj->bof", taps, weight.astype(x.dtype), precision=jax.lax.Precision.HIGHEST)
+        taps = jnp.stack([padded[:, :, j : j + frames] for j in range(k)], axis=2)  # [B, W, taps, N]
+        y = jnp.einsum("bwjn,owj->bon", taps, weight.astype(x.dtype), precision=jax.lax.Precision.HIGHEST)
         return y + bias.astype(y.dtype)[:, None]
 
 
 class KernelPredictor(nn.Module):
     """Predicts every LVC kernel and bias of one block from the mel, at frame rate.
 
-    [B, M, F] -> kernels [B, l, C, O, k, F] (channel order in before out, as the original's `view`) and
-    bias [B, l, O, F].
+    [B, F, N] -> kernels [B, layers, W, 2W, taps, N] (channel order in before out, as the original's `view`) and
+    bias [B, layers, 2W, N].
     """
 
     config: UnivNetConfig
@@ -175,13 +175,13 @@ class KernelPredictor(nn.Module):
     def __call__(self, c: jax.Array) -> tuple[jax.Array, jax.Array]:
         cfg, act = self.config, _activation(self.config)
         k, hidden = cfg.kpnet_conv_size, KPNET_HIDDEN_CHANNELS
-        h = act(Conv1d(hidden, KPNET_INPUT_KERNEL, padding=2, name="input_conv_0")(c))  # [B, 64, F]
+        h = act(Conv1d(hidden, KPNET_INPUT_KERNEL, padding=2, name="input_conv_0")(c))  # [B, 64, N]
         for r in range(KPNET_RESIDUAL_BLOCKS):  # torch: Sequential(Dropout, conv, LReLU, conv, LReLU)
             y = act(Conv1d(hidden, k, padding=(k - 1) // 2, name=f"residual_convs_{r}_1")(h))
             h = h + act(Conv1d(hidden, k, padding=(k - 1) // 2, name=f"residual_convs_{r}_3")(y))
-        kernels = FrameConv1d(cfg.kernel_channels, k, name="kernel_conv")(h)  # [B, l C O k, F]
+        kernels = FrameConv1d(cfg.kernel_channels, k, name="kernel_conv")(h)  # [B, layers W 2W taps, N]
         layers, channels = len(cfg.dilations), cfg.channel_size
-        bias = Conv1d(layers * 2 * channels, k, padding=(k - 1) // 2, name="bias_conv")(h)  # [B, l O, F]
+        bias = Conv1d(layers * 2 * channels, k, padding=(k - 1) // 2, name="bias_conv")(h)  # [B, layers 2W, N]
         batch, frames = c.shape[0], c.shape[2]
         kernels = kernels.reshape(batch, layers, channels, 2 * channels, LVC_KERNEL_SIZE, frames)
         return kernels, bias.reshape(batch, layers, 2 * channels, frames)
@@ -190,18 +190,18 @@ class KernelPredictor(nn.Module):
 def location_variable_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array, hop: int) -> jax.Array:
     """The LVC: a 3-tap cross-correlation whose kernel and bias change every `hop` samples.
 
-    out[b, o, f H + s] = bias[b, o, f] + sum_{i, j} x_pad[b, i, f H + s + j] kernel[b, i, o, j, f], with x zero-padded
-    by one sample at both ends of the whole sequence (so a frame's first and last outputs read its neighbours'
-    samples), dilation 1.
+    out[b, o, f hop + s] = bias[b, o, f] + sum_{i, j} x_pad[b, i, f hop + s + j] kernel[b, i, o, j, f], with x
+    zero-padded by one sample at both ends of the whole sequence (so a frame's first and last outputs read its
+    neighbours' samples), dilation 1.
 
     Args:
-      x: [B, C, F H] input.
-      kernel: [B, C, O, k, F] per-frame kernels (k = 3).
-      bias: [B, O, F] per-frame biases.
-      hop: H, samples per kernel frame.
+      x: [B, W, N hop] input.
+      kernel: [B, W, 2W, taps, N] per-frame kernels (taps = 3).
+      bias: [B, 2W, N] per-frame biases.
+      hop: samples per kernel frame.
 
     Returns:
-      [B, O, F H].
+      [B, 2W, N hop].
     """
     batch, channels, samples = x.shape
     taps, frames = kernel.shape[3], kernel.shape[4]
@@ -209,18 +209,18 @@ def location_variable_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array, hop
         raise ValueError(f"LVC: {samples} samples do not make {frames} frames of {hop}")
     pad = (taps - 1) // 2
     padded = jnp.pad(x, ((0, 0), (0, 0), (pad, pad)))
-    # Three shifted views instead of an unfold: windows[b, i, j, f, s] = x_pad[b, i, f H + s + j].
+    # Three shifted views instead of an unfold: windows[b, i, j, f, s] = x_pad[b, i, f hop + s + j].
     windows = jnp.stack([padded[:, :, j : j + samples] for j in range(taps)], axis=2)
-    windows = windows.reshape(batch, channels, taps, frames, hop)  # [B, C, k, F, H]
-    out = jnp.einsum("bijfs,biojf->bofs", windows, kernel, precision=jax.lax.Precision.HIGHEST)  # [B, O, F, H]
+    windows = windows.reshape(batch, channels, taps, frames, hop)  # [B, W, taps, N, hop]
+    out = jnp.einsum("bijfs,biojf->bofs", windows, kernel, precision=jax.lax.Precision.HIGHEST)  # [B, 2W, N, hop]
     out = out + bias[..., None]
     return out.reshape(batch, -1, samples)
 
 
 class LVCBlock(nn.Module):
-    """One upsampling block: [B, C, F H / s] (+ mel [B, M, F]) -> [B, C, F H].
+    """One upsampling block: [B, W, N hop / s] (+ mel [B, F, N]) -> [B, W, N hop].
 
-    Attributes: config, stride (s), hop (H = samples per mel frame after this block's upsampling).
+    Attributes: config, stride (s), hop (samples per mel frame after this block's upsampling).
     """
 
     config: UnivNetConfig
@@ -235,7 +235,7 @@ class LVCBlock(nn.Module):
         upsample = ConvTranspose1d(
             channels, 2 * s, stride=s, padding=s // 2 + s % 2, output_padding=s % 2, name="convt_pre_1"
         )
-        x = upsample(act(x))  # [B, C, F H]
+        x = upsample(act(x))  # [B, W, N hop]
         kernels, bias = KernelPredictor(cfg, name="kernel_predictor")(c.astype(x.dtype))
         for layer, dilation in enumerate(cfg.dilations):
             conv = Conv1d(
@@ -243,13 +243,13 @@ class LVCBlock(nn.Module):
                 name=f"conv_blocks_{layer}_1",
             )  # fmt: skip
             y = act(conv(act(x)))
-            y = location_variable_conv(y, kernels[:, layer], bias[:, layer], self.hop)  # [B, O, F H]
+            y = location_variable_conv(y, kernels[:, layer], bias[:, layer], self.hop)  # [B, 2W, N hop]
             x = x + jax.nn.sigmoid(y[:, :channels]) * jnp.tanh(y[:, channels:])
         return x
 
 
 class UnivNetGenerator(nn.Module):
-    """`UnivNetGenerator.forward(c, z)`: mel [B, M, F] and noise [B, Z, F] -> audio [B, 1, F * prod(strides)].
+    """`UnivNetGenerator.forward(c, z)`: mel [B, F, N] and noise [B, noise_dim, N] -> audio [B, 1, N * prod(strides)].
 
     Attributes:
       config: the model's `UnivNetConfig`.
@@ -274,15 +274,15 @@ class UnivNetGenerator(nn.Module):
         hop = 1
         for b, stride in enumerate(cfg.strides):
             hop *= stride
-            x = LVCBlock(cfg, stride, hop, name=f"res_stack_{b}")(x, c)  # [B, C, F hop]
+            x = LVCBlock(cfg, stride, hop, name=f"res_stack_{b}")(x, c)  # [B, W, N hop]
         x = Conv1d(1, PRE_POST_KERNEL, padding=pad, padding_mode="reflect", name="conv_post_1")(_activation(cfg)(x))
-        return jnp.tanh(x).astype(jnp.float32)  # [B, 1, N]
+        return jnp.tanh(x).astype(jnp.float32)  # [B, 1, A]
 
     def inference(self, c: jax.Array, z: jax.Array) -> jax.Array:
-        """`UnivNetGenerator.inference(c, z)`: mel [B, M, F] + noise [B, Z, F + 10] -> audio in [-1, 1].
+        """`UnivNetGenerator.inference(c, z)`: mel [B, F, N] + noise [B, noise_dim, N + 10] -> audio in [-1, 1].
 
         Appends 10 frames of -11.5129 to the mel, runs the generator, drops the last 10 * hop_length samples
-        and clamps to [-1, 1]: [B, 1, (F + 10) prod(strides) - 10 hop_length] (= F * 256 for the real model).
+        and clamps to [-1, 1]: [B, 1, (N + 10) prod(strides) - 10 hop_length] (= N * 256 for the real model).
         """
         pad = jnp.full((c.shape[0], c.shape[1], INFERENCE_PAD_FRAMES), INFERENCE_PAD_VALUE, c.dtype)
         audio = self(jnp.concatenate([c, pad], axis=2), z)
@@ -291,7 +291,7 @@ class UnivNetGenerator(nn.Module):
 
 
 def univnet_noise(key: jax.Array, batch: int, frames: int, config: UnivNetConfig) -> jax.Array:
-    """The N(0, 1) noise `inference` takes for a [B, M, F] mel: [B, Z, F + 10] float32."""
+    """The N(0, 1) noise `inference` takes for a [B, F, N] mel: [B, noise_dim, N + 10] float32."""
     return jax.random.normal(key, (batch, config.noise_dim, frames + INFERENCE_PAD_FRAMES), jnp.float32)
 
 
@@ -299,8 +299,8 @@ def univnet_noise(key: jax.Array, batch: int, frames: int, config: UnivNetConfig
 def univnet_inference(
     params: Mapping[str, Any], mel: jax.Array, z: jax.Array, *, config: UnivNetConfig, dtype: Any = jnp.float32
 ) -> jax.Array:
-    """Jitted `UnivNetGenerator.inference`: log-mel [B, M, F] (de-normalised, ~-11.5 .. 2) and noise
-    [B, Z, F + 10] -> audio [B, 1, N] in [-1, 1] at 24 kHz. Compiles once per (shape, config, dtype)."""
+    """Jitted `UnivNetGenerator.inference`: log-mel [B, F, N] (de-normalised, ~-11.5 .. 2) and noise
+    [B, noise_dim, N + 10] -> audio [B, 1, A] in [-1, 1] at 24 kHz. Compiles once per (shape, config, dtype)."""
     return UnivNetGenerator(config, dtype).apply({"params": params}, mel, z, method=UnivNetGenerator.inference)
 
 
@@ -313,10 +313,10 @@ def vocode(
     z: jax.Array | None = None,
     dtype: Any = jnp.float32,
 ) -> jax.Array:
-    """Log-mel [B, M, F] -> 24 kHz audio [B, 1, N] in [-1, 1], with the noise drawn from `key` or given as `z`.
+    """Log-mel [B, F, N] -> 24 kHz audio [B, 1, A] in [-1, 1], with the noise drawn from `key` or given as `z`.
 
-    Exactly one of `key` (draws z with `univnet_noise`) and `z` ([B, Z, F + 10], e.g. a recorded draw) is needed:
-    the original draws z at random on every call, so the output is only reproducible with one of them.
+    Exactly one of `key` (draws z with `univnet_noise`) and `z` ([B, noise_dim, N + 10], e.g. a recorded draw) is
+    needed: the original draws z at random on every call, so the output is only reproducible with one of them.
     """
     mel = jnp.asarray(mel)
     if mel.ndim != 3 or mel.shape[1] != config.n_mel_channels:
