@@ -124,6 +124,44 @@ def shard_files(index: Path) -> list[str]:
     return sorted(set(weight_map.values()))
 
 
+_TORCH_FORM = "expected a torch state dict written by torch.save (a zip archive, or a legacy pickle)"
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_PROTOCOL = b"\x80"  # a pickle of protocol 2 or more opens with PROTO (0x80) and the protocol number
+
+
+def _unpickler_detail(err: BaseException) -> str:
+    """The line of torch's weights-only refusal that says what it met ('Unsupported global: ...'), else its first."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    for line in lines:
+        if "GLOBAL" in line or line.startswith(("Unsupported", "Trying to", "Can only")):
+            return line[:200]
+    return lines[0][:200] if lines else type(err).__name__
+
+
+def import_torch(purpose: str):
+    """torch, or a `CheckpointError` saying how to install it (it is an optional extra of clvp-jax)."""
+    try:
+        import torch
+    except ImportError as err:
+        raise CheckpointError(
+            f'PyTorch is needed to {purpose} but is not installed; install it with: pip install "clvp-jax[torch]"'
+        ) from err
+    return torch
+
+
+def _check_torch_file(path: Path) -> None:
+    """Refuse, before torch parses it, a file that cannot be a torch checkpoint (empty, or another kind of file)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        raise CheckpointError(f"{path} is empty (0 bytes); {_TORCH_FORM}: re-download it")
+    if head != _ZIP_MAGIC and not (head[:1] == _PICKLE_PROTOCOL and 2 <= head[1] <= 5):
+        raise CheckpointError(
+            f"{path} is not a torch checkpoint (it starts with bytes {head.hex()}); {_TORCH_FORM}: check the file "
+            "name, or re-download it"
+        )
+
+
 def torch_load_weights(path: str | os.PathLike) -> dict[str, Any]:
     """`torch.load(path, weights_only=True, map_location="cpu")`, memory-mapped when possible.
 
@@ -132,11 +170,11 @@ def torch_load_weights(path: str | os.PathLike) -> dict[str, Any]:
     """
     import pickle
 
-    import torch
-
+    torch = import_torch(f"read {Path(path).name}")
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"missing weights file {path}")
+    _check_torch_file(path)
     try:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -145,14 +183,20 @@ def torch_load_weights(path: str | os.PathLike) -> dict[str, Any]:
                 raise
             obj = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) files cannot be mmapped
     except pickle.UnpicklingError as err:
+        detail = _unpickler_detail(err)
+        if "GLOBAL" not in str(err) and "Unsupported global" not in str(err):  # an unknown opcode: damage
+            raise CheckpointError(
+                f"cannot read {path}: its pickle is damaged ({detail}); {_TORCH_FORM}: re-download it"
+            ) from err
         raise CheckpointError(
             f"refused to load {path}: it is not a plain tensor checkpoint (its pickle asks to run or build "
-            f"arbitrary objects, which weights_only loading forbids). Only load files from sources you trust; "
-            f"re-save it as a plain state dict. Details: {str(err).splitlines()[0]}"
+            f"arbitrary objects, which weights_only loading forbids: {detail}). Only load files from sources you "
+            "trust; re-save it as a plain state dict"
         ) from err
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
+    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError, TypeError) as err:
         raise CheckpointError(
-            f"cannot read {path}: truncated or corrupt ({str(err).splitlines()[0]}); re-download it"
+            f"cannot read {path}: truncated or corrupt ({str(err).splitlines()[0].split('. ')[0][:200]}); {_TORCH_FORM}: "
+            "re-download it"
         ) from err
     if isinstance(obj, Mapping) and not any(torch.is_tensor(v) for v in obj.values()):
         for wrapper in ("state_dict", "model"):  # common training-script wrappers around the state dict
@@ -166,7 +210,7 @@ def torch_load_weights(path: str | os.PathLike) -> dict[str, Any]:
 
 def tensor_to_numpy(tensor: Any) -> np.ndarray:
     """A CPU torch tensor -> numpy without a copy where possible (bfloat16 via a bit view to ml_dtypes)."""
-    import torch
+    torch = import_torch("read torch tensors")
 
     tensor = tensor.detach()
     if tensor.dtype == torch.bfloat16:
