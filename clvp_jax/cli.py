@@ -99,12 +99,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from clvp_jax import pipeline
+    from clvp_jax.generation.presets import PRESETS
 
     text = _read_text(args)
     if not args.force and ((args.out / "candidates.json").exists() or (args.out / "candidates.npz").exists()):
         raise UsageError(f"{args.out} already holds results; pass --force to replace them or choose another --out")
-    if args.preset not in pipeline.PRESETS:
-        raise UsageError(f"unknown preset {args.preset!r}; choose one of {', '.join(pipeline.PRESETS)}")
+    if args.preset not in PRESETS:
+        raise UsageError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
     quiet = args.quiet
     _say("loading model and voice")
     model, params = _model(args)
@@ -267,13 +268,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--force", action="store_true", help="replace existing results in --out")
     g.add_argument("--show", type=int, default=3, help="candidates to list per chunk")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
-    g.set_defaults(func=cmd_generate)
+    g.set_defaults(func=cmd_generate, compiles=True)
 
     lat = sub.add_parser("latents", help="voice clips -> a saved conditioning latent (.npy)")
     _common(lat)
     lat.add_argument("--out", type=Path, required=True, help="output .npy file")
     lat.add_argument("--force", action="store_true")
-    lat.set_defaults(func=cmd_latents)
+    lat.set_defaults(func=cmd_latents, compiles=True)
 
     s = sub.add_parser("score", help="CLVP similarity of a text and speech-code sequences")
     s.add_argument("text", nargs="*")
@@ -281,15 +282,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--speech-ids", action="append", help="comma-separated codes (repeatable)")
     s.add_argument("--speech-file", type=Path, help=".npy [n, S] array, or JSON list of lists / generate result")
     _common(s, voice=False)
-    s.set_defaults(func=cmd_score)
+    s.set_defaults(func=cmd_score, compiles=True)
 
     c = sub.add_parser("convert", help="convert checkpoints (HF, original Tortoise) to clvp-jax or HF format")
     add_convert_arguments(c)
-    c.set_defaults(func=cmd_convert)
+    c.set_defaults(func=cmd_convert, compiles=False)  # numpy work; its two tiny jits (~30 ms) are not worth caching
 
     i = sub.add_parser("info", help="what a checkpoint holds")
     i.add_argument("checkpoint", type=Path)
-    i.set_defaults(func=cmd_info)
+    i.set_defaults(func=cmd_info, compiles=True)
     return parser
 
 
@@ -299,10 +300,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "voice", None) and getattr(args, "latents", None):
         parser.error("give --voice or --latents, not both")
     try:
-        if args.command != "convert":
+        if args.compiles:
             from clvp_jax.generation.compiling import enable_compilation_cache
 
-            enable_compilation_cache()  # model init, latents and generation compile once per machine
+            # generate() never touches jax.config; the command opts in: model init, latents, generation and
+            # scoring compile once per machine.
+            enable_compilation_cache()
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         _say("interrupted")

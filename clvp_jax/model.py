@@ -1,10 +1,15 @@
 """`ClvpModelForConditionalGeneration`: conditioning encoder + speech decoder + the two CLVP towers.
 
-Axis legend: B batch, T text tokens, S speech tokens, D width, P projection width.
+Axis legend: B batch (B_t texts, B_a voices), T text tokens, S speech tokens, L prompt slots, D width,
+P projection width, F mel bins, N mel frames.
 
 Submodules are named as in the reference (`conditioning_encoder`, `speech_decoder_model`, `text_encoder_model`,
 `speech_encoder_model`, plus the `logit_scale` parameter), so each can be applied alone, e.g.
 `model.apply(variables, feats, ids, method=lambda m, *a: m.conditioning_encoder(*a))`.
+
+The model owns the two things every caller needs: `decoder_prompt` builds the decoder's prompt (voice latent + text
+with bos/eos, and its keep mask) and `score` / `score_candidates` score speech against text (CLVP similarity).
+Generation, training, the pipeline and `__call__` all go through them.
 
 `__call__` has the reference forward's semantics (spec §9.3): a teacher-free "fake decode" (argmax over the
 conditioning prefix), fixed, then scored. Generation lives in `clvp_jax.generation`.
@@ -23,7 +28,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from clvp_jax.conditioning import ClvpConditioningEncoder
+from clvp_jax.conditioning import ClvpConditioningEncoder, add_bos_eos
 from clvp_jax.config import ClvpConfig
 from clvp_jax.decoder import ClvpForCausalLM
 from clvp_jax.encoder import ClvpEncoder
@@ -53,6 +58,38 @@ class ClvpOutput:
     text_model_output: jax.Array
     speech_model_output: jax.Array
     conditioning_embeds: jax.Array
+
+
+@flax.struct.dataclass
+class DecoderPrompt:
+    """The decoder's prompt: what precedes the first speech code (built by `decoder_prompt`).
+
+    Attributes:
+      embeds: [B, L, D] inputs: `[latent, bos, t_1 .. t_n, eos, (pads)]` (L = T + 3) from the conditioning
+        encoder, without decoder positions, then (with `start_token=True`) E_tok[start] + E_pos[0] (L = T + 4).
+      keep: [B, L] int32: 1 on slots the decoder attends to, 0 on text padding.
+    """
+
+    embeds: jax.Array
+    keep: jax.Array
+
+
+@flax.struct.dataclass
+class ClvpScores:
+    """CLVP similarity of texts against speech (built by `score`).
+
+    Attributes:
+      logits_per_text: [B_t, B_s] float32, exp(logit_scale) * cosine similarity; logits_per_speech: its transpose.
+      text_embeds: [B_t, P], speech_embeds: [B_s, P]: L2-normalised projections (float32).
+      text_model_output: [B_t, D_t], speech_model_output: [B_s, D_s]: the towers' pooled outputs.
+    """
+
+    logits_per_text: jax.Array
+    logits_per_speech: jax.Array
+    text_embeds: jax.Array
+    speech_embeds: jax.Array
+    text_model_output: jax.Array
+    speech_model_output: jax.Array
 
 
 def fix_speech_decoder_output(ids: jax.Array, eos_token_id: int, fixing_codes: Sequence[int]) -> jax.Array:
@@ -152,13 +189,123 @@ class ClvpModelForConditionalGeneration(nn.Module):
         """Un-normalised speech embeddings [B, P] of (fixed) speech ids."""
         return self.speech_encoder_model(speech_ids, attention_mask).embeds
 
-    def similarity(self, text_embeds: jax.Array, speech_embeds: jax.Array):
+    def similarity(
+        self, text_embeds: jax.Array, speech_embeds: jax.Array
+    ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
         """(logits_per_text, logits_per_speech, normalised text_embeds, normalised speech_embeds)."""
         return clip_similarity(text_embeds, speech_embeds, self.logit_scale)
 
     def fix_speech_decoder_output(self, ids: jax.Array) -> jax.Array:
+        """`fix_speech_decoder_output` with this model's stop token and fixing codes: [B, 1 + S] -> [B, S]."""
         dec = self.config.decoder_config
         return fix_speech_decoder_output(ids, dec.eos_token_id, dec.decoder_fixing_codes)
+
+    def text_with_eos(self, input_ids: jax.Array, attention_mask: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+        """The text as the reference composite's generate feeds it (spec §9.4): one eos after each text (no bos).
+
+        Args:
+          input_ids: [B, T] tokenizer ids, right-padded; attention_mask: [B, T] 1 keep / 0 pad (None: all kept).
+        Returns:
+          (ids [B, T+1], mask [B, T+1] int32): the eos sits at each row's first padding slot (or at the end).
+        """
+        text = self.config.text_config
+        return add_bos_eos(input_ids, attention_mask, text.bos_token_id, text.eos_token_id, add_bos=False)
+
+    def decoder_prompt(
+        self,
+        input_ids: jax.Array,  # [B_t, T]
+        attention_mask: jax.Array | None = None,  # [B_t, T]
+        input_features: jax.Array | None = None,  # [B_a, F, N]
+        conditioning_latents: jax.Array | None = None,  # [B_a, D]
+        *,
+        start_token: bool = False,
+    ) -> DecoderPrompt:
+        """The decoder's prompt: voice latent, then the text with the conditioning encoder's bos and eos.
+
+        The voice comes from log-mel `input_features` (through the conditioning encoder) or from given
+        `conditioning_latents` (exactly one of the two). One text with many voices, or one voice with many texts,
+        is broadcast; otherwise B_t must equal B_a. The text slots carry the conditioning encoder's own text
+        positions and no decoder positions (the Tortoise input; spec §14.2).
+
+        Args:
+          input_ids, attention_mask: the text as it should reach the conditioning encoder (generation first adds
+            the reference composite's extra eos, `text_with_eos`; training does not).
+          input_features: log-mel [B_a, F, N]; conditioning_latents: [B_a, D].
+          start_token: append the decoder's start token at mel position 0 (what generation decodes from;
+            training feeds it with the codes instead).
+        Returns:
+          `DecoderPrompt` with B = max(B_t, B_a) rows and L = T + 3 slots (T + 4 with the start token).
+        Raises:
+          ValueError: both or neither voice inputs, text too long for the text positions, batches that do not
+            broadcast.
+        """
+        if (input_features is None) == (conditioning_latents is None):
+            raise ValueError("pass exactly one of input_features (log-mel) and conditioning_latents")
+        dec, txt = self.config.decoder_config, self.config.text_config
+        if input_ids.shape[1] + 2 > dec.max_text_tokens:
+            raise ValueError(
+                f"text of {input_ids.shape[1]} tokens does not fit: the conditioning encoder has "
+                f"{dec.max_text_tokens} text positions and adds 2 tokens; split the text"
+            )
+        text = self.conditioning_encoder.text_embeddings(input_ids, attention_mask)  # [B_t, T+2, D]
+        _, text_keep = add_bos_eos(input_ids, attention_mask, txt.bos_token_id, txt.eos_token_id)  # [B_t, T+2]
+        if conditioning_latents is None:
+            latents = self.conditioning_encoder.voice_latent(input_features)  # [B_a, D]
+        else:
+            latents = conditioning_latents
+        latents = latents.astype(text.dtype)[:, None, :]  # [B_a, 1, D]
+        b_t, b_a = text.shape[0], latents.shape[0]
+        if b_t != b_a and 1 not in (b_t, b_a):
+            raise ValueError(f"{b_t} texts and {b_a} audio clips: pass one text, one clip, or as many texts as clips")
+        B = max(b_t, b_a)
+        text = jnp.broadcast_to(text, (B,) + text.shape[1:])
+        embeds = [jnp.broadcast_to(latents, (B,) + latents.shape[1:]), text]
+        keep = [jnp.ones((B, 1), jnp.int32), jnp.broadcast_to(text_keep.astype(jnp.int32), (B, text_keep.shape[1]))]
+        if start_token:
+            zeros = jnp.zeros((B, 1), jnp.int32)
+            embeds.append(self.speech_decoder_model.embed(zeros + dec.bos_token_id, zeros).astype(text.dtype))
+            keep.append(jnp.ones((B, 1), jnp.int32))
+        return DecoderPrompt(embeds=jnp.concatenate(embeds, axis=1), keep=jnp.concatenate(keep, axis=1))
+
+    def score(
+        self,
+        input_ids: jax.Array,  # [B_t, T]
+        attention_mask: jax.Array | None,  # [B_t, T]
+        speech_ids: jax.Array,  # [B_s, S]
+        speech_mask: jax.Array | None = None,  # [B_s, S]
+    ) -> ClvpScores:
+        """CLVP similarity of every text against every speech sequence: both towers, normalise, scale.
+
+        Args:
+          input_ids, attention_mask: text ids for the text tower (as given: no tokens are added here).
+          speech_ids: (fixed) speech codes for the speech tower; speech_mask: their padding (None: none).
+        Returns:
+          `ClvpScores` (logits [B_t, B_s] float32).
+        """
+        text = self.text_encoder_model(input_ids, attention_mask)
+        speech = self.speech_encoder_model(speech_ids, speech_mask)
+        lpt, lps, t, s = self.similarity(text.embeds, speech.embeds)
+        return ClvpScores(lpt, lps, t, s, text.pooler_output, speech.pooler_output)
+
+    def score_candidates(
+        self,
+        input_ids: jax.Array,  # [B, T]
+        attention_mask: jax.Array | None,  # [B, T]
+        sequences: jax.Array,  # [R, 1 + S]
+    ) -> tuple[jax.Array, ClvpScores]:
+        """Score raw decoder outputs against their texts as generation ranks them (the reference composite's way).
+
+        The texts get the extra eos (`text_with_eos`), the sequences are fixed (`fix_speech_decoder_output`: the
+        start token dropped, the stop token and what follows replaced by the fixing codes), then `score`.
+
+        Args:
+          input_ids, attention_mask: tokenizer ids [B, T] and mask (None: no padding).
+          sequences: [R, 1 + S] decoder output, start token first (already padded with the stop token if wanted).
+        Returns:
+          (speech_ids [R, S] as scored, `ClvpScores` with logits_per_text [B, R]).
+        """
+        speech_ids = self.fix_speech_decoder_output(sequences)
+        return speech_ids, self.score(*self.text_with_eos(input_ids, attention_mask), speech_ids)
 
     def __call__(
         self,
@@ -167,23 +314,21 @@ class ClvpModelForConditionalGeneration(nn.Module):
         attention_mask: jax.Array | None = None,  # [B, T]
         return_loss: bool = False,
     ) -> ClvpOutput:
-        cond = self.conditioning_encoder(input_features, input_ids, attention_mask)  # [B, T+3, D]
+        prompt = self.decoder_prompt(input_ids, attention_mask, input_features)  # [B, T+3, D]
         # As the reference: default positions 0..T+2 on the conditioning slots, causal, no padding mask.
-        logits = self.speech_decoder_model(inputs_embeds=cond).logits
+        logits = self.speech_decoder_model(inputs_embeds=prompt.embeds).logits
         speech_ids = self.fix_speech_decoder_output(jnp.argmax(logits, axis=-1))
-        speech = self.speech_encoder_model(speech_ids)
-        text = self.text_encoder_model(input_ids, attention_mask)
-        lpt, lps, t, s = self.similarity(text.embeds, speech.embeds)
+        scores = self.score(input_ids, attention_mask, speech_ids)
         return ClvpOutput(
-            loss=contrastive_loss(lpt) if return_loss else None,
+            loss=contrastive_loss(scores.logits_per_text) if return_loss else None,
             speech_ids=speech_ids,
-            logits_per_speech=lps,
-            logits_per_text=lpt,
-            text_embeds=t,
-            speech_embeds=s,
-            text_model_output=text.pooler_output,
-            speech_model_output=speech.pooler_output,
-            conditioning_embeds=cond,
+            logits_per_speech=scores.logits_per_speech,
+            logits_per_text=scores.logits_per_text,
+            text_embeds=scores.text_embeds,
+            speech_embeds=scores.speech_embeds,
+            text_model_output=scores.text_model_output,
+            speech_model_output=scores.speech_model_output,
+            conditioning_embeds=prompt.embeds,
         )
 
     def init_all(self, input_ids: jax.Array, input_features: jax.Array) -> ClvpOutput:

@@ -23,9 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from clvp_jax.config import ClvpConfig, ClvpDecoderConfig, ClvpEncoderConfig
-
-PRESETS: dict[str, int] = {"ultra_fast": 16, "fast": 96, "standard": 256, "high_quality": 256}
-"""Tortoise's presets: candidates per text (all sample with temperature 0.8, top-p 0.8, repetition penalty 2.0)."""
+from clvp_jax.generation.presets import preset_options
+from clvp_jax.model import ClvpModelForConditionalGeneration, init_params
 
 TEXT_NORMALIZER = "tortoise"
 """Text normaliser of every tokenizer built here: Tortoise's own (`english_cleaners`, what the real weights were
@@ -57,8 +56,6 @@ def load_model(checkpoint: str | os.PathLike | None = None, *, dtype: str | None
         from clvp_jax.checkpoint import from_pretrained
 
         return from_pretrained(checkpoint, dtype=dtype)
-    from clvp_jax.model import ClvpModelForConditionalGeneration, init_params
-
     config = default_config()
     params = init_params(config, jax.random.PRNGKey(0))
     compute = None
@@ -138,24 +135,6 @@ class RankResult:
         }
 
 
-def generation_options(
-    preset: str, *, config: ClvpConfig, candidates: int | None, max_new_tokens: int | None, dtype: str
-):
-    """Tortoise's sampling settings for `preset`, with optional overrides.
-
-    The default length is Tortoise's 500 codes, capped by what the model's position table can hold.
-    """
-    from clvp_jax.generation import GenerationOptions
-
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    n = candidates or PRESETS[preset]
-    if n < 1:
-        raise ValueError(f"candidates must be at least 1, got {n}")
-    tokens = max_new_tokens or min(500, config.decoder_config.max_position_embeddings - 1)
-    return GenerationOptions.tortoise(num_candidates=n, max_new_tokens=tokens, dtype=dtype)
-
-
 CANDIDATES_PER_CALL = 16
 
 
@@ -183,9 +162,7 @@ def rank_speech(
     from clvp_jax.text import ClvpTokenizer, split_text
 
     config: ClvpConfig = model.config
-    options = generation_options(
-        preset, config=config, candidates=candidates, max_new_tokens=max_new_tokens, dtype=dtype
-    )
+    options = preset_options(preset, config=config, candidates=candidates, max_new_tokens=max_new_tokens, dtype=dtype)
     tokenizer = ClvpTokenizer.from_pretrained(normalizer=TEXT_NORMALIZER)
     chunks = split_text(text, tokenizer, max_tokens=config.decoder_config.max_text_tokens - 3)
     if not chunks:
@@ -252,34 +229,36 @@ def rank_speech(
 def score(*, text: str | Sequence[str], speech_ids: Sequence[Sequence[int]], model, params) -> np.ndarray:
     """CLVP similarity logits [texts, sequences] of texts against speech-code sequences.
 
-    The codes are scored as generation scores them: a start token is put in front and
+    The codes are scored as generation scores them (`score_candidates`): a start token is put in front and
     `fix_speech_decoder_output` applied (a stop token and what follows become the fixing codes); the text gets the
-    stop token appended as the reference's generate does. Sequences of different lengths are scored one by one
-    (the speech tower mean-pools over every position, so padding would change the score).
+    stop token appended as the reference's generate does. Sequences of different lengths are scored in separate
+    groups (the speech tower mean-pools over every position, so padding would change the score).
     """
-    from clvp_jax.conditioning import add_bos_eos
     from clvp_jax.text import ClvpTokenizer
 
-    cfg: ClvpConfig = model.config
+    dec = model.config.decoder_config
     texts = [text] if isinstance(text, str) else list(text)
     enc = ClvpTokenizer.from_pretrained(normalizer=TEXT_NORMALIZER)(texts, padding=True, return_tensors="np")
-    ids, mask = add_bos_eos(enc["input_ids"], enc["attention_mask"], 0, cfg.text_config.eos_token_id, add_bos=False)
-    dec = cfg.decoder_config
-    speech_embeds = []
+    rows = []
     for seq in speech_ids:
-        seq = np.asarray(seq, np.int64).reshape(1, -1)
+        seq = np.asarray(seq, np.int64).reshape(-1)
         if seq.size == 0:
             raise ValueError("an empty speech-code sequence cannot be scored")
         if seq.min() < 0 or seq.max() >= dec.vocab_size:
             raise ValueError(f"speech codes must be in [0, {dec.vocab_size}), got {seq.min()}..{seq.max()}")
-        row = np.concatenate([[[dec.bos_token_id]], seq], axis=1)
-        fixed = model.apply({"params": params}, jnp.asarray(row), method=lambda m, r: m.fix_speech_decoder_output(r))
-        speech_embeds.append(model.apply({"params": params}, fixed, method=lambda m, s: m.get_speech_features(s)))
-    text_embeds = model.apply({"params": params}, ids, mask, method=lambda m, i, a: m.get_text_features(i, a))
-    logits, _, _, _ = model.apply(
-        {"params": params}, text_embeds, jnp.concatenate(speech_embeds), method=lambda m, t, s: m.similarity(t, s)
-    )
-    return np.asarray(logits)
+        rows.append(np.concatenate([[dec.bos_token_id], seq]))  # [1 + S]: the start token first, as generated
+    logits = np.zeros((len(texts), len(rows)), np.float32)
+    for length in sorted({len(r) for r in rows}):
+        group = [j for j, r in enumerate(rows) if len(r) == length]
+        _, scores = model.apply(
+            {"params": params},
+            jnp.asarray(enc["input_ids"]),
+            jnp.asarray(enc["attention_mask"]),
+            jnp.asarray(np.stack([rows[j] for j in group])),
+            method=ClvpModelForConditionalGeneration.score_candidates,
+        )
+        logits[:, group] = np.asarray(scores.logits_per_text)
+    return logits
 
 
 def describe_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

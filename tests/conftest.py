@@ -51,10 +51,43 @@ def config_name(request) -> str:
 
 
 @pytest.fixture(scope="session")
-def reference(config_name):
+def reference(config_name, reference_of):
     """(hf_model, state_dict, clvp_jax config, clvp_jax params) for one tiny configuration."""
+    return reference_of(config_name)
+
+
+# ---- shared models (session scope): built once, used by every test file that needs them ----
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """(model, params): `ClvpConfig.tiny()` with random weights (seed 0), masked pooling. Treat params as
+    read-only (copy before editing a leaf)."""
+    import jax
+
+    from clvp_jax.config import ClvpConfig
+    from clvp_jax.model import ClvpModelForConditionalGeneration, init_params
+
+    config = ClvpConfig.tiny()
+    return ClvpModelForConditionalGeneration(config), init_params(config, jax.random.key(0))
+
+
+@pytest.fixture(scope="session")
+def reference_of():
+    """name -> (hf_model, state_dict, clvp_jax config, clvp_jax params) of one tiny reference configuration.
+
+    The transformers model is built once per session (`reference_models.reference_model` is cached; import that
+    module as `reference_models`, never as `tests.reference_models`, which would be a second copy with its own
+    cache and build every model twice).
+    """
+    import functools
+
     from clvp_jax.checkpoint import state_dict_to_params
 
-    hf, state = reference_models.reference_model(config_name)
-    cfg = reference_models.ours_config(config_name)
-    return hf, state, cfg, state_dict_to_params(state, cfg)
+    @functools.cache
+    def build(name: str):
+        hf, state = reference_models.reference_model(name)
+        cfg = reference_models.ours_config(name)
+        return hf, state, cfg, state_dict_to_params(state, cfg)
+
+    return build

@@ -14,7 +14,6 @@ import pytest
 
 from clvp_jax.checkpoint import export_hf, save_checkpoint
 from clvp_jax.config import ClvpConfig
-from clvp_jax.model import init_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,11 +32,10 @@ def run_cli(*args: str, stdin: str | None = None, cwd: Path | None = None) -> su
 
 
 @pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory) -> Path:
+def tiny_checkpoint(tmp_path_factory, tiny_model) -> Path:
     folder = tmp_path_factory.mktemp("ckpt") / "tiny"
-    config = ClvpConfig.tiny()
-    params = jax.device_get(init_params(config, jax.random.PRNGKey(1)))
-    save_checkpoint(folder, config, params, source_format="random")
+    model, params = tiny_model
+    save_checkpoint(folder, model.config, jax.device_get(params), source_format="random")
     return folder
 
 
@@ -147,11 +145,10 @@ def test_undecodable_audio_and_unsplittable_text(tiny_checkpoint, tmp_path):
     assert not (tmp_path / "o" / "candidates.json").exists()
 
 
-def test_incompatible_checkpoint(tmp_path):
+def test_incompatible_checkpoint(tmp_path, tiny_model):
     """An HF folder whose weights do not fit its config: one line naming the mismatch."""
-    config = ClvpConfig.tiny()
-    params = jax.device_get(init_params(config, jax.random.PRNGKey(2)))
-    export_hf(tmp_path / "hf", config, params)
+    model, params = tiny_model
+    export_hf(tmp_path / "hf", model.config, jax.device_get(params))
     cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
     cfg["decoder_config"]["num_hidden_layers"] = 3
     (tmp_path / "hf" / "config.json").write_text(json.dumps(cfg))

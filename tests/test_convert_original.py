@@ -271,10 +271,9 @@ UNSEEN = dict(
 
 def test_unseen_configuration_round_trips(tmp_path):
     import torch
+    from reference_models import redraw_o1
     from transformers import ClvpConfig as HFConfig
     from transformers import ClvpModelForConditionalGeneration as HFModel
-
-    from tests.reference_models import redraw_o1
 
     torch.manual_seed(0)
     hf = HFModel(HFConfig.from_dict(UNSEEN)).eval()

@@ -3,22 +3,23 @@ identical tokens, CLVP scores and the fix rule; stop handling; padding, chunk an
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
 
-from clvp_jax.checkpoint import state_dict_to_params
-from clvp_jax.config import ClvpConfig
 from clvp_jax.generation import (
     GenerationOptions,
+    compiling,
     generate,
     get_conditioning_latents,
     load_conditioning_latents,
     save_conditioning_latents,
     warmup,
 )
-from clvp_jax.model import ClvpModelForConditionalGeneration, init_params
-from tests.reference_models import ours_config, reference_model
+from clvp_jax.model import ClvpModelForConditionalGeneration
+from clvp_jax.tuning import Tuning
 
 torch = pytest.importorskip("torch")
 
@@ -33,11 +34,9 @@ N_NEW = 10
 
 
 @pytest.fixture(scope="module")
-def setup():
-    hf, sd = reference_model(NAME)
-    cfg = ours_config(NAME)
+def setup(reference_of):
+    hf, _, cfg, params = reference_of(NAME)
     model = ClvpModelForConditionalGeneration(cfg, masked_pooling=False)
-    params = state_dict_to_params(sd, cfg)
     T = max(len(t) for t in TEXTS)
     ids = np.zeros((len(TEXTS), T), np.int64)
     mask = np.zeros((len(TEXTS), T), np.int32)
@@ -166,10 +165,8 @@ def test_padded_batch_equals_each_text_alone_and_bad_input(setup):
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    cfg = ClvpConfig.tiny()
-    model = ClvpModelForConditionalGeneration(cfg)
-    params = init_params(cfg, jax.random.key(0))
+def tiny(tiny_model):
+    model, params = tiny_model
     ids = np.array([[5, 6, 7, 8, 0, 0], [9, 10, 11, 12, 13, 14]])
     mask = (np.arange(6)[None] < np.array([[4], [6]])).astype(np.int32)
     feats = np.random.default_rng(1).standard_normal((2, 80, 16)).astype(np.float32)
@@ -210,23 +207,46 @@ def test_conditioning_latents_roundtrip(tiny, tmp_path):
     np.testing.assert_array_equal(np.asarray(by_feats.sequences), np.asarray(by_lat.sequences))
 
 
-def test_few_rows_compile_with_the_memory_scheduler(tiny):
-    """Decoding few rows is bound by reading weights, so its program is compiled with XLA's memory-optimized
-    scheduler on CPU: the same results, a smaller temporary buffer (at the real size 45 -> 24 MB for greedy)."""
-    from clvp_jax.generation.generate import LEAN_ROWS, _compiled, _prepare_text, _program_for
+def test_generate_leaves_the_global_jax_config_alone(tiny):
+    """The persistent compilation cache is the caller's choice (`enable_compilation_cache`), never a side effect."""
+    model, params, ids, mask, feats = tiny
+    before = jax.config.jax_compilation_cache_dir
+    jax.config.update("jax_compilation_cache_dir", None)
+    try:
+        generate(model, params, ids, feats[:1], mask, options=GenerationOptions(max_new_tokens=6))
+        assert jax.config.jax_compilation_cache_dir is None
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
 
+
+def test_memory_scheduler_policy_counts_rows_per_chunk_and_device(tiny):
+    """Few rows per chunk and device decode bound by reading weights: those programs get XLA's memory-optimized
+    scheduler on CPU (the next test shows what it buys); more rows, the default one."""
+    model = tiny[0].clone(tuning=Tuning.cpu())
+    lean = model.tuning.memory_scheduler_max_rows
+    few = GenerationOptions(max_new_tokens=7)
+    wide = few.replace(num_return_sequences=lean + 1)
+    assert compiling.uses_memory_scheduler(model, few, 1, 1)
+    assert not compiling.uses_memory_scheduler(model, wide, 1, 1)
+    assert compiling.uses_memory_scheduler(model, wide.replace(chunk_size=2), 1, 1)  # the chunk's rows count
+    assert compiling.uses_memory_scheduler(model, wide.replace(num_return_sequences=2 * lean), 1, 2)
+    assert not compiling.uses_memory_scheduler(model.clone(tuning=Tuning.portable()), few, 1, 1)
+
+
+def test_few_rows_compile_with_the_memory_scheduler(tiny):
+    """A one-row program under the memory-optimized scheduler: the same results, a smaller temporary buffer (at
+    the real size 45 -> 24 MB for greedy) than the same program under XLA's default scheduler."""
     model, params, ids, mask, feats = tiny
     opts = GenerationOptions(max_new_tokens=7)
-    assert _program_for(model, opts, 1, 1) is _compiled(model, opts, 1, lean=True)
-    wide = opts.replace(num_return_sequences=LEAN_ROWS + 1)
-    assert _program_for(model, wide, 1, 1) is _compiled(model, wide, 1, lean=False)
-    assert _program_for(model, wide.replace(chunk_size=2), 1, 1) is _compiled(
-        model, wide.replace(chunk_size=2), 1, lean=True
-    )
-    i, m = _prepare_text(model, opts, ids[:1], mask[:1])
-    args = (params, i, m, jax.numpy.asarray(feats[:1]), None, jax.random.key(0), np.int32(7), np.int32(0))
-    lean, default = (_compiled(model, opts, 1, lean=x).lower(*args).compile() for x in (True, False))
-    np.testing.assert_array_equal(np.asarray(lean(*args).sequences), np.asarray(default(*args).sequences))
+    shapes = dict(batch_size=1, text_length=ids.shape[1], num_frames=feats.shape[2], options=opts)
+    run = lambda m: np.asarray(generate(m, params, ids[:1], feats[:1], mask[:1], options=opts).sequences)  # noqa: E731
+    lean = warmup(model, **shapes)
+    lean_tokens = run(model)
+    plain = model.clone(tuning=dataclasses.replace(model.tuning, memory_scheduler_max_rows=0))  # the policy off
+    default = warmup(plain, **shapes)
+    with compiling.count_compilations() as compiled:
+        np.testing.assert_array_equal(run(plain), lean_tokens)
+    assert compiled.traced == 0  # generate ran what warmup returned
     if jax.default_backend() == "cpu":
         assert lean.memory_analysis().temp_size_in_bytes < default.memory_analysis().temp_size_in_bytes
 
@@ -234,19 +254,18 @@ def test_few_rows_compile_with_the_memory_scheduler(tiny):
 def test_warmup_from_shapes_is_the_program_generate_runs(tiny):
     """`warmup(model)` compiles from shapes alone (so it can run before the weights are loaded); `generate` then
     runs that executable without compiling again, and it computes what the jitted program computes."""
-    from clvp_jax.generation import compiling
-    from clvp_jax.generation.generate import _program_for
-
     model, params, ids, mask, feats = tiny
     opts = GenerationOptions.tortoise(num_candidates=2, max_new_tokens=7, pad_to_max_mel_tokens=None)
-    fn = _program_for(model, opts, ids.shape[0], 1)
+    run = lambda f: generate(model, params, ids, f, mask, rng=jax.random.key(5), options=opts)  # noqa: E731
+    with compiling.count_compilations() as first:
+        jitted = run(feats)
+    assert first.traced == 1  # no program for these options and shapes yet: compiled through jax.jit
     warmup(model, batch_size=2, text_length=ids.shape[1], num_frames=feats.shape[2], options=opts)
-    ahead = generate(model, params, ids, feats, mask, rng=jax.random.key(5), options=opts)
-    assert fn._cache_size() == 0  # jit never compiled: generate ran the ahead-of-time executable
-    generate(model, params, ids, feats[:, :, :12], mask, rng=jax.random.key(5), options=opts)
-    assert fn._cache_size() == 1  # other shapes than warmed up: compiled through jit as usual
-    compiling._AHEAD.clear()
-    jitted = generate(model, params, ids, feats, mask, rng=jax.random.key(5), options=opts)
-    assert fn._cache_size() == 2
+    with compiling.count_compilations() as after_warmup:
+        ahead = run(feats)
+    assert after_warmup.traced == after_warmup.compiled == 0  # generate ran the ahead-of-time executable
+    with compiling.count_compilations() as other:
+        run(feats[:, :, :12])
+    assert other.traced == 1  # other shapes than warmed up: compiled through jit as usual
     np.testing.assert_array_equal(np.asarray(ahead.sequences), np.asarray(jitted.sequences))
     np.testing.assert_array_equal(np.asarray(ahead.logits_per_text), np.asarray(jitted.logits_per_text))  # same HLO

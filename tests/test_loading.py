@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import pytest
 from flax.traverse_util import flatten_dict
+from reference_models import CONFIGS, reference_model
 from safetensors.numpy import load_file
 
 from clvp_jax.checkpoint import (
@@ -25,7 +26,6 @@ from clvp_jax.checkpoint import (
     save_checkpoint,
 )
 from clvp_jax.fs import OutputError
-from tests.reference_models import CONFIGS, reference_model
 
 
 def _save_hf(folder: Path, name: str, layout: str) -> dict:

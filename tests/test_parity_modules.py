@@ -15,10 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import reference_models
 import torch
 
-from clvp_jax.checkpoint import state_dict_to_params
 from clvp_jax.model import ClvpModelForConditionalGeneration
 from clvp_jax.tuning import Tuning
 
@@ -203,10 +201,9 @@ def test_forward_loss_and_similarity_match_reference(reference):
 
 
 @pytest.mark.parametrize("name", ["partial_rotary", "odd_rotary"])  # dtype handling, not config coverage
-def test_bf16_params_run_and_stay_close(name):
+def test_bf16_params_run_and_stay_close(name, reference_of):
     """bf16 params + compute: finite, and within bf16's ~3 significant digits of fp32 after a few layers."""
-    cfg = reference_models.ours_config(name)
-    params = state_dict_to_params(reference_models.reference_model(name)[1], cfg)
+    _, _, cfg, params = reference_of(name)
     ids, mask = text_batch(cfg, seed=11)
     feats = mel_batch(cfg, ids.shape[0])
     p16 = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.bfloat16), params)

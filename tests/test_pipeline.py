@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import jax
 import numpy as np
 import pytest
 
 from clvp_jax import pipeline
-from clvp_jax.config import ClvpConfig
-from clvp_jax.model import ClvpModelForConditionalGeneration, init_params
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    config = ClvpConfig.tiny()
-    return ClvpModelForConditionalGeneration(config), init_params(config, jax.random.PRNGKey(3))
+def tiny(tiny_model):
+    return tiny_model
 
 
 def test_candidates_split_over_calls_equal_one_call(tiny, monkeypatch):
@@ -44,3 +40,23 @@ def test_long_text_is_split_to_fit(tiny):
     assert len(result.chunks) > 1
     limit = model.config.decoder_config.max_text_tokens - 3
     assert result.arrays["text_mask"].sum(axis=1).max() <= limit
+
+
+def test_score_equals_the_scores_generation_ranked_by(tiny):
+    """`score` of generated codes gives the CLVP logits `rank_speech` ranked those candidates by (both go through
+    the model's `score_candidates`: text + extra eos, start token + fix)."""
+    model, params = tiny
+    latents = np.linspace(-1, 1, model.config.decoder_config.hidden_size).astype(np.float32)
+    text = "First sentence here. " * 3 + "And a second, rather different one!"
+    # The arguments of the test above: its compiled program is reused, so only the scoring runs here.
+    result = pipeline.rank_speech(
+        text=text, model=model, params=params, latents=latents, candidates=5, max_new_tokens=6, seed=11
+    )
+    stop, pad = model.config.decoder_config.eos_token_id, result.settings["pad_to_max_mel_tokens"]
+    sequences = result.arrays["sequences"][0]  # [C, 1 + M], chunk 0
+    codes = np.pad(sequences[:, 1:], ((0, 0), (0, pad - sequences.shape[1])), constant_values=stop)  # as scored
+    scores = pipeline.score(text=result.chunks[0].text, speech_ids=codes, model=model, params=params)
+    assert scores.shape == (1, 5)
+    # The same values through differently shaped programs (a batch of chunks, bucketed; one text, eager): fp32
+    # rounding only.
+    np.testing.assert_allclose(scores[0], result.arrays["candidate_scores"][0], rtol=1e-5, atol=1e-5)

@@ -188,10 +188,10 @@ def test_a_full_disk_is_one_line_and_leaves_the_previous_output(ck, tmp_path, ca
 
 # (file content, expected message): every class of bad `.pth`.
 BAD_PTH = [
-    (b"", r"is empty \(0 bytes\); expected a torch state dict written by torch.save"),
+    (b"", r"is empty \(0 bytes\); expected a file written by torch.save"),
     (os.urandom(4096).replace(b"PK", b"xx").replace(b"\x80", b"\x00"), r"is not a torch checkpoint \(it starts"),
     (b'{"json": "not a checkpoint"}', r"is not a torch checkpoint"),
-    ("truncated", r"truncated or corrupt .*expected a torch state dict"),
+    ("truncated", r"truncated or corrupt .*expected a file written by torch.save"),
     (b"\x80\x02garbage pickle", r"cannot read .*: its pickle is damaged \(Unsupported operand"),
 ]
 
@@ -222,10 +222,13 @@ def test_a_pickle_that_would_run_code_is_refused(tmp_path):
         torch_load_weights(path)
 
 
-def test_a_missing_torch_says_how_to_install_it(tortoise_tiny, monkeypatch):
+def test_a_missing_torch_says_how_to_install_it(tortoise_tiny, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
-    with pytest.raises(CheckpointError, match=r'PyTorch is needed to read autoregressive.pth .*"clvp-jax\[torch\]"'):
+    with pytest.raises(ImportError, match=r"autoregressive.pth .*needs torch: pip install 'clvp-jax\[torch\]'"):
         torch_load_weights(tortoise_tiny.folder / "autoregressive.pth")
+    assert main([str(tortoise_tiny.folder), str(tmp_path / "o")]) == 2
+    line = _last_line(capsys)
+    assert "pip install 'clvp-jax[torch]'" in line and "unexpected" not in line
 
 
 @pytest.mark.parametrize("name", ["config.json", "manifest.json"])

@@ -10,9 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import reference_models
 
-from clvp_jax.checkpoint import state_dict_to_params
 from clvp_jax.decoder import init_cache, share_prefix
 from clvp_jax.model import ClvpModelForConditionalGeneration
 
@@ -23,10 +21,9 @@ RTOL = 1e-5
 
 
 @pytest.fixture(scope="module")
-def model_and_params():
-    name = "partial_rotary"  # qkv bias on, 3 heads: the decoder path with the most options
-    cfg = reference_models.ours_config(name)
-    return cfg, state_dict_to_params(reference_models.reference_model(name)[1], cfg)
+def model_and_params(reference_of):
+    _, _, cfg, params = reference_of("partial_rotary")  # qkv bias on, 3 heads: the decoder path with the most options
+    return cfg, params
 
 
 def test_shared_prefix_decoding_equals_full_pass(model_and_params):

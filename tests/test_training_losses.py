@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax.traverse_util import flatten_dict
-from reference_models import ours_config, reference_model
+from reference_models import ours_config
 
 from clvp_jax.checkpoint import state_dict_to_params
 from clvp_jax.conditioning import add_bos_eos
@@ -74,8 +74,8 @@ def assert_grads_close(ours, ref) -> None:
 
 
 @pytest.mark.parametrize("name", ["full_rotary", "partial_rotary", "no_rotary", "odd_rotary"])
-def test_contrastive_loss_and_grads_match_reference(name):
-    hf, sd = reference_model(name)
+def test_contrastive_loss_and_grads_match_reference(name, reference_of):
+    hf, _, _, params = reference_of(name)
     cfg, text, text_mask, speech, speech_mask, _ = batch(name)
     hf.zero_grad()
     t = hf.get_text_features(input_ids=torch.tensor(text), attention_mask=torch.tensor(text_mask)).embeds
@@ -95,7 +95,7 @@ def test_contrastive_loss_and_grads_match_reference(name):
             lambda p: clvp_contrastive_loss(model, p, text, text_mask, speech, speech_mask), has_aux=True
         )
     )
-    (loss, metrics), grads = fn(state_dict_to_params(sd, cfg))
+    (loss, metrics), grads = fn(params)
     np.testing.assert_allclose(float(loss), ref_loss.item(), **LOSS_TOL)
     assert float(metrics["loss"]) == float(loss)
     assert_grads_close(grads, ref_grads)
@@ -108,8 +108,8 @@ def test_contrastive_loss_and_grads_match_reference(name):
 
 
 @pytest.mark.parametrize("name", ["partial_rotary", "odd_rotary"])
-def test_decoder_lm_loss_and_grads_match_reference(name):
-    hf, sd = reference_model(name)
+def test_decoder_lm_loss_and_grads_match_reference(name, reference_of):
+    hf, _, _, params = reference_of(name)
     cfg, text, text_mask, speech, speech_mask, feats = batch(name)
     dec, text_cfg = cfg.decoder_config, cfg.text_config
     ids, keep, targets_mask = map(np.asarray, mel_inputs(speech, speech_mask, dec.bos_token_id, dec.eos_token_id))
@@ -143,7 +143,7 @@ def test_decoder_lm_loss_and_grads_match_reference(name):
             lambda p: decoder_lm_loss(model, p, feats, text, text_mask, speech, speech_mask), has_aux=True
         )
     )
-    (loss, metrics), grads = fn(state_dict_to_params(sd, cfg))
+    (loss, metrics), grads = fn(params)
     np.testing.assert_allclose(float(loss), ref_loss.item(), **LOSS_TOL)
     assert float(metrics["tokens"]) == targets_mask.sum() == (speech_mask.sum() + B)
     assert_grads_close(grads, ref_grads)

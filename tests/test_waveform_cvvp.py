@@ -183,23 +183,24 @@ def test_converter_reports_every_problem_at_once():
     sd[key] = sd[key] * 1.001
     with pytest.raises(conv.CvvpCheckpointError) as info:
         conv.state_dict_to_params(sd, CvvpConfig.tiny())
-    message = str(info.value)
-    assert "5 problem(s)" in message
-    assert "missing to_speech_latent.weight" in message
-    assert "unexpected speech_emb.emb.extra" in message
-    assert "cond_emb.0.bias: checkpoint float32[17], model float32[16]" in message
-    assert "temperature: checkpoint float64[], model float32[]" in message
-    assert f"{key}: rotary table differs" in message
+    error, message = info.value, str(info.value)
+    assert error.missing == ["to_speech_latent.weight"] and error.unexpected == ["speech_emb.emb.extra"]
+    assert error.mismatched == [("cond_emb.0.bias", (17,), (16,))]
+    assert error.mistyped == [("temperature", "float64", "float32")]
+    assert error.other == {"wrong value": [f"{key} (not the buffer the model computes)"]}
+    assert "mis-shaped: cond_emb.0.bias: checkpoint (17,), config expects (16,)" in message
+    assert "mis-typed: temperature: checkpoint float64, expected float32" in message
+    assert f"wrong value (1): {key}" in message and "cvvp.pth" in message
 
 
 def test_converter_refuses_missing_buffers_and_bad_exports():
     sd = dict(state_dict("cvvp"))
     del sd["conditioning_transformer.transformer.attn_layers.rotary_pos_emb.inv_freq"]
-    with pytest.raises(conv.CvvpCheckpointError, match="missing conditioning_transformer.*inv_freq"):
+    with pytest.raises(conv.CvvpCheckpointError, match=r"missing \(1\): conditioning_transformer.*inv_freq"):
         conv.state_dict_to_params(sd, CvvpConfig.tiny())
     params = conv.state_dict_to_params(state_dict("cvvp"))
     params = {k: v for k, v in params.items() if k != "temperature"}
-    with pytest.raises(conv.CvvpCheckpointError, match="missing parameter temperature"):
+    with pytest.raises(conv.CvvpCheckpointError, match=r"export.*\n.*missing \(1\): temperature"):
         conv.params_to_state_dict(params, CvvpConfig.tiny())
 
 

@@ -19,6 +19,7 @@ import pytest
 import torch
 from waveform_fixture import WAVEFORM_DIR, original_config, reference, state_dict
 
+from clvp_jax.checkpoint.errors import WeightsMismatchError
 from clvp_jax.checkpoint.tortoise_diffusion import (
     DiffusionCheckpointError,
     infer_config,
@@ -286,14 +287,14 @@ def test_converter_is_strict_and_lists_every_problem():
     error = caught.value
     assert error.missing == ["layers.1.attn.qkv.bias"]
     assert error.unexpected == ["layers.9.resblk.in_layers.2.weight"]
-    assert error.mismatched == [
-        ("code_norm.weight", "dtype float16", "dtype float32"),
-        ("out.2.bias", "shape (201,)", "shape (200,)"),
-    ]
-    for key in ("layers.1.attn.qkv.bias", "layers.9.resblk", "out.2.bias", "code_norm.weight"):
+    assert error.mismatched == [("out.2.bias", (201,), (200,))]
+    assert error.mistyped == [("code_norm.weight", "float16", "float32")]
+    assert isinstance(error, WeightsMismatchError)  # the package's one mismatch error
+    for key in ("layers.1.attn.qkv.bias", "layers.9.resblk", "out.2.bias", "code_norm.weight", "diffusion_decoder.pth"):
         assert key in str(error)
+    assert "cast the tensors to float32" in str(error)
     # The other direction checks the tree as strictly.
     tree = jax.tree_util.tree_map(np.asarray, variables())
     tree["params"]["out_2"] = {"weight": tree["params"]["out_2"]["weight"]}
-    with pytest.raises(DiffusionCheckpointError, match="missing \\(1\\): out.2.bias"):
+    with pytest.raises(DiffusionCheckpointError, match="parameter tree.*\n.*missing \\(1\\): out_2/bias"):
         original_from_params(tree, DiffusionConfig.tiny())

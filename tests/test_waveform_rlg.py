@@ -19,6 +19,7 @@ import pytest
 import torch
 from tortoise.models.random_latent_generator import RandomLatentConverter as TorchRlg
 
+from clvp_jax.checkpoint.errors import CheckpointError
 from clvp_jax.checkpoint.tortoise_rlg import (
     RlgCheckpointError,
     infer_channels,
@@ -142,15 +143,16 @@ def test_converter_is_strict():
         params_from_original(bad)
     err = info.value
     assert err.missing == ["layers.2.bias"] and err.unexpected == ["layers.6.weight"]
-    assert [m[0] for m in err.mismatched] == ["layers.3.weight", "layers.4.bias"]
+    assert [m[0] for m in err.mismatched] == ["layers.3.weight"]
+    assert err.mistyped == [("layers.4.bias", "float16", "float32")]
     assert "float16" in str(err) and "rlg_auto.pth" in str(err)
-    with pytest.raises(RlgCheckpointError, match="mismatched"):
+    with pytest.raises(RlgCheckpointError, match="mis-shaped"):
         params_from_original(good, channels=DIFFUSION_CHANNELS)  # the wrong generator for the asked width
     with pytest.raises(RlgCheckpointError, match=r"missing \(1\): layers.5.weight"):
         infer_channels({})
     tree = converted(AUTO_CHANNELS)
     partial = {"params": {k: v for k, v in tree["params"].items() if k != "layers_1"}}
-    with pytest.raises(RlgCheckpointError, match="parameter tree.*\n.*missing \\(2\\): layers.1.bias, layers.1.weight"):
+    with pytest.raises(RlgCheckpointError, match="parameter tree.*\n.*missing \\(2\\): layers_1/bias, layers_1/weight"):
         original_from_params(partial, AUTO_CHANNELS)
 
 
@@ -163,7 +165,7 @@ def test_load_original_reads_a_pth(tmp_path):
         layer, leaf = key.rsplit(".", 1)
         np.testing.assert_array_equal(variables["params"][layer.replace(".", "_")][leaf], value)
     torch.save([1, 2], tmp_path / "list.pth")
-    with pytest.raises(RlgCheckpointError, match="expected a state dict, got list"):
+    with pytest.raises(CheckpointError, match="does not hold a state dict"):
         load_original(tmp_path / "list.pth")
 
 
@@ -172,7 +174,9 @@ def test_load_random_voice_generators(tmp_path):
         load_random_voice_generators(tmp_path)
     torch.save(torch_model(AUTO_CHANNELS).state_dict(), tmp_path / "rlg_auto.pth")
     torch.save(torch_model(AUTO_CHANNELS).state_dict(), tmp_path / "rlg_diffuser.pth")  # the wrong generator
-    with pytest.raises(RlgCheckpointError, match=r"layers.0.weight: checkpoint shape \(1024, 1024\), model expects"):
+    with pytest.raises(
+        RlgCheckpointError, match=r"layers.0.weight: checkpoint \(1024, 1024\), config expects \(2048, 2048\)"
+    ):
         load_random_voice_generators(tmp_path)
     torch.save(torch_model(DIFFUSION_CHANNELS).state_dict(), tmp_path / "rlg_diffuser.pth")
     auto, diffusion = load_random_voice_generators(tmp_path)

@@ -214,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as err:
         _log(f"error: {_os_line(err)}")
         return 2
-    except (CheckpointError, WeightsMismatchError, ConfigError) as err:
+    except (CheckpointError, WeightsMismatchError, ConfigError, ImportError) as err:  # ImportError: the [torch] extra
         _log(f"error: {_one_line(err)}")
         return 2
     except Exception as err:  # never a traceback on the command line

@@ -23,8 +23,8 @@ from clvp_jax.checkpoint.readers import open_hf_state_dict
 from clvp_jax.checkpoint.rules import ALL_PARTS, check_params, state_dict_to_params
 from clvp_jax.checkpoint.tortoise import load_original
 from clvp_jax.config import ClvpConfig
-from clvp_jax.host_memory import release_freed_memory
 from clvp_jax.model import ClvpModelForConditionalGeneration
+from clvp_jax.tuning import Tuning
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,6 +148,8 @@ def _to_device(tree: dict) -> dict:
     (glibc keeps them in its heap otherwise: measured 0.2-0.5 GiB above the parameters at real size).
     """
     freed = 0
+
+    release_freed_memory = Tuning.for_backend().release_freed_memory  # a no-op off CPU
 
     def move(tree: dict) -> dict:
         nonlocal freed

@@ -124,7 +124,7 @@ def shard_files(index: Path) -> list[str]:
     return sorted(set(weight_map.values()))
 
 
-_TORCH_FORM = "expected a torch state dict written by torch.save (a zip archive, or a legacy pickle)"
+_TORCH_FORM = "expected a file written by torch.save (a zip archive, or a legacy pickle)"
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_PROTOCOL = b"\x80"  # a pickle of protocol 2 or more opens with PROTO (0x80) and the protocol number
 
@@ -138,15 +138,10 @@ def _unpickler_detail(err: BaseException) -> str:
     return lines[0][:200] if lines else type(err).__name__
 
 
-def import_torch(purpose: str):
-    """torch, or a `CheckpointError` saying how to install it (it is an optional extra of clvp-jax)."""
-    try:
-        import torch
-    except ImportError as err:
-        raise CheckpointError(
-            f'PyTorch is needed to {purpose} but is not installed; install it with: pip install "clvp-jax[torch]"'
-        ) from err
-    return torch
+def _first_sentence(err: BaseException) -> str:
+    """The first sentence of an error (torch appends paragraphs of advice that do not fit one line)."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text.split(". ")[0][:200]
 
 
 def _check_torch_file(path: Path) -> None:
@@ -162,26 +157,31 @@ def _check_torch_file(path: Path) -> None:
         )
 
 
-def torch_load_weights(path: str | os.PathLike) -> dict[str, Any]:
-    """`torch.load(path, weights_only=True, map_location="cpu")`, memory-mapped when possible.
+def torch_load(path: str | os.PathLike) -> Any:
+    """`torch.load(path, weights_only=True, map_location="cpu")`, memory-mapped when possible: whatever plain
+    containers and tensors the file holds (`torch_load_weights` for a state dict).
 
-    Returns the dict of tensors. Raises `CheckpointError` for a missing, truncated or corrupt file, for a pickle
-    that would need to run code (refused by torch's weights-only unpickler), and for content that is not tensors.
+    Raises `ImportError` naming the `[torch]` extra when torch is not installed, and `CheckpointError` for a
+    missing, truncated or corrupt file and for a pickle that would need to run code (refused by torch's
+    weights-only unpickler).
     """
     import pickle
 
-    torch = import_torch(f"read {Path(path).name}")
     path = Path(path)
+    try:
+        import torch
+    except ImportError as err:  # torch is an optional extra, needed only for .bin / .pth files
+        raise ImportError(f"reading {path} (a torch pickle) needs torch: pip install 'clvp-jax[torch]'") from err
     if not path.is_file():
         raise CheckpointError(f"missing weights file {path}")
     _check_torch_file(path)
     try:
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except RuntimeError as err:
             if "mmap" not in str(err):
                 raise
-            obj = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) files cannot be mmapped
+            return torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) files cannot be mmapped
     except pickle.UnpicklingError as err:
         detail = _unpickler_detail(err)
         if "GLOBAL" not in str(err) and "Unsupported global" not in str(err):  # an unknown opcode: damage
@@ -195,9 +195,19 @@ def torch_load_weights(path: str | os.PathLike) -> dict[str, Any]:
         ) from err
     except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError, TypeError) as err:
         raise CheckpointError(
-            f"cannot read {path}: truncated or corrupt ({str(err).splitlines()[0].split('. ')[0][:200]}); {_TORCH_FORM}: "
-            "re-download it"
+            f"cannot read {path}: truncated or corrupt ({_first_sentence(err)}); {_TORCH_FORM}: re-download it"
         ) from err
+
+
+def torch_load_weights(path: str | os.PathLike) -> dict[str, Any]:
+    """The state dict (name -> torch tensor) of a `.bin` / `.pth` file, read by `torch_load`.
+
+    A common training-script wrapper (`{"state_dict": ...}`, `{"model": ...}`) around it is removed. Raises
+    what `torch_load` raises, and `CheckpointError` for content that is not a mapping of names to tensors.
+    """
+    obj = torch_load(path)  # first: it names the [torch] extra when torch is missing
+    import torch
+
     if isinstance(obj, Mapping) and not any(torch.is_tensor(v) for v in obj.values()):
         for wrapper in ("state_dict", "model"):  # common training-script wrappers around the state dict
             if isinstance(obj.get(wrapper), Mapping):
@@ -210,7 +220,7 @@ def torch_load_weights(path: str | os.PathLike) -> dict[str, Any]:
 
 def tensor_to_numpy(tensor: Any) -> np.ndarray:
     """A CPU torch tensor -> numpy without a copy where possible (bfloat16 via a bit view to ml_dtypes)."""
-    torch = import_torch("read torch tensors")
+    import torch
 
     tensor = tensor.detach()
     if tensor.dtype == torch.bfloat16:

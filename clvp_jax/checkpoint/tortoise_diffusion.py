@@ -5,12 +5,13 @@ Embedding [vocab, C], the unconditioned embedding [1, C, 1]), so the mapping is 
 
 * each Flax path segment `name_N` is the torch segment pair `name.N` (`layers_3/resblk/in_layers_2/weight` ->
   `layers.3.resblk.in_layers.2.weight`);
-* leaf renames (`LEAF_RENAMES`): GroupNorm `scale` -> `weight`, Embed `embedding` -> `weight`, the relative
+* leaf renames (`NAMING`): GroupNorm `scale` -> `weight`, Embed `embedding` -> `weight`, the relative
   bias table `relative_attention_bias` -> `relative_attention_bias.weight`.
 
-The target tree comes from `jax.eval_shape` of the model's init, so every leaf is filled, every source key is
-consumed (the original has no buffers, so nothing is ignored), and every shape and dtype is checked; all problems
-are reported together in one `DiffusionCheckpointError`. The config is inferred from the weights' shapes
+The machinery is `clvp_jax.checkpoint.strict`: the target tree comes from `jax.eval_shape` of the model's init, so
+every leaf is filled, every source key is consumed (the original has no buffers, so nothing is ignored), and every
+shape and dtype is checked; all problems are reported together in one `DiffusionCheckpointError` (a
+`WeightsMismatchError`). The config is inferred from the weights' shapes
 (`infer_config`), including the head count, which the relative-bias tables ([32, heads]) carry.
 """
 
@@ -20,59 +21,49 @@ import re
 from collections.abc import Mapping
 from os import PathLike
 
-import jax
 import numpy as np
+from flax.traverse_util import flatten_dict
 
+from clvp_jax.checkpoint.errors import WeightsMismatchError
+from clvp_jax.checkpoint.strict import (
+    LeafRename,
+    Naming,
+    Target,
+    key_table,
+    load_pth,
+    state_dict_from_tree,
+    tree_from_state_dict,
+)
 from clvp_jax.waveform.diffusion import param_shapes
 from clvp_jax.waveform.diffusion_config import TRAILING_RESBLOCKS, DiffusionConfig
 
-LEAF_RENAMES = {
-    "scale": "weight",  # GroupNorm gain
-    "embedding": "weight",  # nn.Embed table (code_embedding)
-    "relative_attention_bias": "relative_attention_bias.weight",  # the nn.Embedding of RelativePositionBias
-}
+NAMING = Naming(
+    (
+        LeafRename(("scale",), "weight"),  # GroupNorm gain
+        LeafRename(("embedding",), "weight"),  # nn.Embed table (code_embedding)
+        LeafRename(("relative_attention_bias",), "relative_attention_bias.weight"),  # RelativePositionBias's Embedding
+    )
+)
 # Keys of the source that are deliberately not loaded, with the reason. DiffusionTts registers no buffers, so a
 # real checkpoint consumes every key; anything else is reported as unexpected.
 IGNORED_KEYS: dict[str, str] = {}
-_INDEXED = re.compile(r"^(.*)_(\d+)$")
 _HEADS_KEY = "latent_conditioner.1.relative_pos_embeddings.relative_attention_bias.weight"
 
 
-class DiffusionCheckpointError(ValueError):
-    """A state dict that does not fit the model: lists every missing, unexpected, mis-shaped and mis-typed key."""
+class DiffusionCheckpointError(WeightsMismatchError):
+    """A state dict that does not fit the DiffusionTts model (see `WeightsMismatchError`)."""
 
-    def __init__(self, missing=(), unexpected=(), mismatched=(), context: str = "diffusion_decoder") -> None:
-        self.missing, self.unexpected, self.mismatched = list(missing), list(unexpected), list(mismatched)
-        lines = [f"{context}: checkpoint does not match the DiffusionTts model:"]
-        if self.missing:
-            lines.append(f"  missing ({len(self.missing)}): {', '.join(self.missing)}")
-        if self.unexpected:
-            lines.append(f"  unexpected ({len(self.unexpected)}): {', '.join(self.unexpected)}")
-        for key, got, want in self.mismatched:
-            lines.append(f"  mismatched: {key}: checkpoint {got}, model expects {want}")
-        lines.append("Pass the DiffusionTts state dict of diffusion_decoder.pth (plain state dict, float32).")
-        super().__init__("\n".join(lines))
+    HINT = "Pass the DiffusionTts state dict of diffusion_decoder.pth (plain state dict, float32)."
 
 
 def torch_key(path: tuple[str, ...]) -> str:
     """The torch state-dict key of a Flax parameter path (without the leading 'params')."""
-    *modules, leaf = path
-    segments = []
-    for name in modules:
-        match = _INDEXED.match(name)
-        segments.extend(match.groups() if match else (name,))
-    segments.append(LEAF_RENAMES.get(leaf, leaf) if modules else leaf)
-    return ".".join(segments)
+    return NAMING.torch_key(path)
 
 
-def _target_leaves(config: DiffusionConfig) -> dict[str, tuple[tuple[str, ...], jax.ShapeDtypeStruct]]:
-    """torch key -> (Flax path, expected shape/dtype) for every parameter of the model."""
-    flat = jax.tree_util.tree_flatten_with_path(param_shapes(config)["params"])[0]
-    table = {}
-    for key_path, leaf in flat:
-        path = tuple(entry.key for entry in key_path)
-        table[torch_key(path)] = (path, leaf)
-    return table
+def _targets(config: DiffusionConfig) -> dict[str, Target]:
+    """torch key -> Target for every parameter of the model."""
+    return key_table(flatten_dict(param_shapes(config)["params"]), NAMING)
 
 
 def infer_config(state_dict: Mapping[str, np.ndarray], num_heads: int | None = None) -> DiffusionConfig:
@@ -136,53 +127,29 @@ def params_from_original(
         DiffusionCheckpointError listing every missing, unexpected, mis-shaped or mis-typed key.
     """
     config = config or infer_config(state_dict, num_heads)
-    targets = _target_leaves(config)
-    missing = sorted(set(targets) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(targets) - set(IGNORED_KEYS))
-    mismatched = []
-    params: dict = {}
-    for key in sorted(set(targets) & set(state_dict)):
-        path, want = targets[key]
-        value = np.asarray(state_dict[key])
-        if value.shape != want.shape:
-            mismatched.append((key, f"shape {value.shape}", f"shape {want.shape}"))
-        elif value.dtype != want.dtype:
-            mismatched.append((key, f"dtype {value.dtype}", f"dtype {np.dtype(want.dtype)}"))
-        node = params
-        for name in path[:-1]:
-            node = node.setdefault(name, {})
-        node[path[-1]] = value
-    if missing or unexpected or mismatched:
-        raise DiffusionCheckpointError(missing, unexpected, mismatched)
+    params = tree_from_state_dict(
+        state_dict, _targets(config), ignored=IGNORED_KEYS, context="diffusion_decoder", error=DiffusionCheckpointError
+    )
     return config, {"params": params}
 
 
 def original_from_params(variables: Mapping, config: DiffusionConfig) -> dict[str, np.ndarray]:
-    """The inverse: {'params': ...} -> the original state dict (numpy arrays), checked against the config."""
-    targets = _target_leaves(config)
-    flat = jax.tree_util.tree_flatten_with_path(variables["params"])[0]
-    state = {torch_key(tuple(entry.key for entry in key_path)): np.asarray(leaf) for key_path, leaf in flat}
-    missing = sorted(set(targets) - set(state))
-    unexpected = sorted(set(state) - set(targets))
-    mismatched = [
-        (key, f"{state[key].dtype}{state[key].shape}", f"{np.dtype(targets[key][1].dtype)}{targets[key][1].shape}")
-        for key in sorted(set(targets) & set(state))
-        if state[key].shape != targets[key][1].shape or state[key].dtype != targets[key][1].dtype
-    ]
-    if missing or unexpected or mismatched:
-        raise DiffusionCheckpointError(missing, unexpected, mismatched, context="parameter tree")
-    return state
+    """The inverse: {'params': ...} -> the original state dict (numpy arrays), checked against the config.
+
+    Raises:
+        DiffusionCheckpointError listing every missing, unexpected, mis-shaped or mis-typed leaf (by Flax path).
+    """
+    leaves = flatten_dict(param_shapes(config)["params"])
+    return state_dict_from_tree(variables["params"], leaves, NAMING, error=DiffusionCheckpointError)
 
 
 def load_original(
     path: str | PathLike, config: DiffusionConfig | None = None, *, num_heads: int | None = None
 ) -> tuple[DiffusionConfig, dict]:
-    """Reads `diffusion_decoder.pth` (`torch.load(weights_only=True)`; torch is only needed here) and converts it."""
-    try:
-        import torch
-    except ImportError as error:  # torch is an optional extra
-        raise ImportError("reading an original .pth checkpoint needs torch: pip install torch") from error
-    loaded = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(loaded, Mapping):
-        raise DiffusionCheckpointError(context=f"{path}: expected a state dict, got {type(loaded).__name__}")
-    return params_from_original({k: v.numpy() for k, v in loaded.items()}, config, num_heads=num_heads)
+    """Reads `diffusion_decoder.pth` (`torch.load(weights_only=True)`; torch is only needed here) and converts it.
+
+    Raises:
+        ImportError without torch; CheckpointError for a missing, corrupt or non-state-dict file;
+        DiffusionCheckpointError for weights that do not fit.
+    """
+    return params_from_original(load_pth(path), config, num_heads=num_heads)

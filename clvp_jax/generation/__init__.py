@@ -1,4 +1,11 @@
-"""Speech-token generation with CLVP ranking: processors, the decode loop, `generate`, sharding, latents."""
+"""Speech-token generation with CLVP ranking.
+
+Files, bottom up: `processors` (logit processors) and `loop` (the model-free decode loop); `options` and `presets`
+(what to generate); `sharding` (rows over devices); `prefill`, `decode` and `ranking` (the three stages of the
+program) and `program` (them together, `GenerationOutput`); `compiling` (the compile policy: program cache,
+scheduler, bucketing, ahead-of-time executables, `enable_compilation_cache`); `generate` (`generate`, `warmup`);
+`latents` (voice latents).
+"""
 
 from clvp_jax.generation.compiling import enable_compilation_cache
 from clvp_jax.generation.generate import GenerationOutput, generate, warmup

@@ -31,7 +31,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from clvp_jax.conditioning import add_bos_eos
 from clvp_jax.model import ClvpModelForConditionalGeneration, contrastive_loss
 
 Params = Mapping[str, object]
@@ -50,13 +49,10 @@ def clvp_embeddings(
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(logits_per_text [B_t, B_s] float32, normalised text_embeds [B_t, P], normalised speech_embeds [B_s, P])."""
 
-    def run(m: ClvpModelForConditionalGeneration):
-        t = m.get_text_features(text_ids, text_mask)
-        s = m.get_speech_features(speech_ids, speech_mask)
-        logits_per_text, _, t, s = m.similarity(t, s)
-        return logits_per_text, t, s
-
-    return model.apply({"params": params}, method=run)
+    scores = model.apply(
+        {"params": params}, text_ids, text_mask, speech_ids, speech_mask, method=ClvpModelForConditionalGeneration.score
+    )
+    return scores.logits_per_text, scores.text_embeds, scores.speech_embeds
 
 
 def clvp_contrastive_loss(
@@ -121,20 +117,17 @@ def decoder_lm_logits(
             f"{mel_ids.shape[1] - 2} speech codes do not fit: the decoder has {dec.max_position_embeddings} mel "
             "positions and the layout adds start and stop; crop the codes or use a larger max_position_embeddings"
         )
-    text = model.config.text_config
     B, T = text_ids.shape
     mask = jnp.ones((B, T), jnp.int32) if text_mask is None else text_mask.astype(jnp.int32)
-    _, prefix_keep = add_bos_eos(text_ids, mask, text.bos_token_id, text.eos_token_id)  # [B, T+2]
-    prefix_keep = jnp.concatenate([jnp.ones((B, 1), jnp.int32), prefix_keep], axis=1)  # [B, L], latent kept
 
     def run(m: ClvpModelForConditionalGeneration) -> jax.Array:
-        prefix = m.conditioning_encoder(input_features, text_ids, mask)  # [B, L, D], no decoder positions
+        prompt = m.decoder_prompt(text_ids, mask, input_features)  # [B, L, D], no decoder positions
         positions = jnp.arange(mel_ids.shape[1])[None, :]
-        mel = m.speech_decoder_model.embed(mel_ids, positions).astype(prefix.dtype)  # [B, M+2, D]
-        hidden = jnp.concatenate([prefix, mel], axis=1)
-        keep = jnp.concatenate([prefix_keep, mel_keep.astype(jnp.int32)], axis=1)
+        mel = m.speech_decoder_model.embed(mel_ids, positions).astype(prompt.embeds.dtype)  # [B, M+2, D]
+        hidden = jnp.concatenate([prompt.embeds, mel], axis=1)
+        keep = jnp.concatenate([prompt.keep, mel_keep.astype(jnp.int32)], axis=1)
         logits = m.speech_decoder_model.forward_embeds(hidden, keep).logits  # [B, L+M+2, V]
-        return logits[:, prefix.shape[1] :]
+        return logits[:, prompt.keep.shape[1] :]
 
     return model.apply({"params": params}, method=run)
 
