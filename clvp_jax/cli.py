@@ -22,6 +22,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from clvp_jax import fs
+
 PROG = "clvp-jax"
 
 
@@ -46,18 +48,66 @@ def _say(message: str) -> None:
     print(f"{PROG}: {message}", file=sys.stderr, flush=True)
 
 
+def _decode(raw: bytes, where: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise UsageError(
+            f"{where} is not UTF-8 text ({err.reason} at byte {err.start}); give plain UTF-8 text"
+        ) from None
+
+
 def _read_text(args: argparse.Namespace) -> str:
+    """The text from the arguments, `--text-file` or standard input, checked to hold something to say (before any
+    model is loaded: binary data, or text that normalises to nothing, is refused with what was left)."""
+    from clvp_jax.pipeline import TEXT_NORMALIZER
+    from clvp_jax.text import ClvpTokenizer
+    from clvp_jax.text.speakable import require_speakable
+
     if args.text_file is not None:
         if str(args.text_file) == "-":
-            return sys.stdin.read()
-        if not args.text_file.is_file():
+            text, where = _decode(sys.stdin.buffer.read(), "standard input"), "standard input"
+        elif not args.text_file.is_file():
             raise UsageError(f"no text file at {args.text_file}")
-        return args.text_file.read_text()
-    if args.text:
-        return " ".join(args.text)
-    if not sys.stdin.isatty():
-        return sys.stdin.read()
-    raise UsageError("give the text as an argument, with --text-file FILE, or on standard input")
+        else:
+            text, where = _decode(args.text_file.read_bytes(), str(args.text_file)), str(args.text_file)
+    elif args.text:
+        text, where = " ".join(args.text), "the text"
+    elif not sys.stdin.isatty():
+        text, where = _decode(sys.stdin.buffer.read(), "standard input"), "standard input"
+    else:
+        raise UsageError("give the text as an argument, with --text-file FILE, or on standard input")
+    try:
+        require_speakable(text, ClvpTokenizer.from_pretrained(normalizer=TEXT_NORMALIZER).normalize, where=where)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    return text
+
+
+def _check_generation_args(args: argparse.Namespace) -> None:
+    """Refuse out-of-range numbers before any work (0 is an error, never "use the preset's value")."""
+    from clvp_jax.pipeline import check_seed
+
+    for flag, value in (("--candidates", args.candidates), ("--max-new-tokens", args.max_new_tokens)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be at least 1, got {value}")
+    try:
+        check_seed(args.seed)
+    except ValueError as err:
+        raise UsageError(f"--seed: {err}") from None
+
+
+def _is_results_folder(folder: Path) -> bool:
+    """A previous `generate --out` folder (from before output folders carried `fs.OUTPUT_MARKER`)."""
+    names = {p.name for p in folder.iterdir()}
+    return bool(names) and names <= {"candidates.json", "candidates.npz", fs.OUTPUT_MARKER}
+
+
+def _protected(args: argparse.Namespace) -> list[Path]:
+    """The inputs of a command, which its output may never be, hold or lie in."""
+    paths = [getattr(args, k, None) for k in ("checkpoint", "latents", "text_file", "speech_file")]
+    paths += list(getattr(args, "voice", None) or [])
+    return [Path(p) for p in paths if p is not None and str(p) != "-"]
 
 
 def _voice(args: argparse.Namespace):
@@ -80,21 +130,17 @@ def _model(args: argparse.Namespace):
     return pipeline.load_model(args.checkpoint, dtype=args.dtype)
 
 
-def _write_outputs(out_dir: Path, result, force: bool) -> tuple[Path, Path]:
+def _write_outputs(out_dir: Path, result, force: bool, protect: list[Path]) -> tuple[Path, Path]:
+    """Write candidates.json and candidates.npz as one folder that appears whole (`fs.output_folder`): a failure,
+    an interrupt or a concurrent run never leaves a pair from two runs or half a pair."""
     import numpy as np
 
-    from clvp_jax.config import write_text_atomic
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, npz_path = out_dir / "candidates.json", out_dir / "candidates.npz"
-    if not force and (json_path.exists() or npz_path.exists()):
-        raise UsageError(f"{out_dir} already holds results; pass --force to replace them or choose another --out")
-    write_text_atomic(json_path, json.dumps(result.to_json(), indent=1) + "\n")
-    tmp = out_dir / ".candidates.npz.tmp"
-    with open(tmp, "wb") as f:
-        np.savez(f, **result.arrays)
-    os.replace(tmp, npz_path)
-    return json_path, npz_path
+    text = json.dumps(result.to_json(), indent=1, allow_nan=False) + "\n"  # NaN is not JSON: refused upstream
+    with fs.output_folder(out_dir, force=force, protect=protect, is_ours=_is_results_folder) as tmp:
+        fs.write_text(tmp / "candidates.json", text)
+        with fs.atomic_file(tmp / "candidates.npz", "wb") as f:
+            np.savez(f, **result.arrays)
+    return out_dir / "candidates.json", out_dir / "candidates.npz"
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -104,17 +150,25 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from clvp_jax.generation.presets import PRESETS
 
     text = _read_text(args)
-    if not args.force and ((args.out / "candidates.json").exists() or (args.out / "candidates.npz").exists()):
-        raise UsageError(f"{args.out} already holds results; pass --force to replace them or choose another --out")
+    _check_generation_args(args)
+    # Every refusal the output can meet comes before the work: a file, a read-only folder, an input, not ours.
+    fs.check_target(args.out, force=args.force, protect=_protected(args), is_ours=_is_results_folder)
     if args.preset not in PRESETS:
         raise UsageError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
+    if args.latents is not None and not args.latents.is_file():
+        raise UsageError(f"no latents file at {args.latents}")
     quiet = args.quiet
     _say("loading model and voice")
     model, params = _model(args)
+    pipeline.require_scoring(params)  # ranking needs the CLVP towers: say so before generating
     if args.latents is not None:
-        if not args.latents.is_file():
-            raise UsageError(f"no latents file at {args.latents}")
-        latents = pipeline.compute_latents(model=model, params=params, voice=args.latents)
+        import numpy as np
+
+        from clvp_jax.generation.latents import load_conditioning_latents
+
+        # Read by content (a .npy or a version-2 archive, whatever the name `clvp-jax latents --out` was given).
+        ar = np.asarray(load_conditioning_latents(args.latents, model))
+        latents = ar.mean(axis=0) if ar.ndim == 2 else ar  # [n, D] per-clip latents average into one voice
     else:
         latents = pipeline.compute_latents(model=model, params=params, voice=_voice(args))
     start = time.perf_counter()
@@ -137,7 +191,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             progress=progress,
         )
     elapsed = time.perf_counter() - start
-    json_path, npz_path = _write_outputs(args.out, result, args.force)
+    json_path, npz_path = _write_outputs(args.out, result, args.force, _protected(args))
     for i, chunk in enumerate(result.chunks):
         best = chunk.best
         head = ", ".join(map(str, best.codes[:12])) + (", ..." if len(best.codes) > 12 else "")
@@ -163,9 +217,17 @@ def cmd_latents(args: argparse.Namespace) -> int:
     from clvp_jax import pipeline
     from clvp_jax.generation.latents import save_conditioning_latents
 
+    out = Path(args.out)
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a folder; give a file name for the latents")
+    if out.exists() and not args.force:
+        raise UsageError(f"{out} exists; pass --force to replace it")
+    if any(os.path.realpath(out) == os.path.realpath(p) for p in _protected(args)):
+        raise UsageError(f"--out {out} is one of the inputs; choose another file name")
+    parent = out.parent if str(out.parent) else Path(".")
+    if parent.exists() and not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write in {parent} (permission denied); choose another --out")
     model, params = _model(args)
-    if args.out.exists() and not args.force:
-        raise UsageError(f"{args.out} exists; pass --force to replace it")
     latents = pipeline.compute_latents(model=model, params=params, voice=_voice(args))
     from clvp_jax.cli_speak import voice_diffusion_latent
 
@@ -219,6 +281,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     text = _read_text(args)
     seqs = _speech_sequences(args)
     model, params = _model(args)
+    pipeline.require_scoring(params)
     dec = model.config.decoder_config
     for j, seq in enumerate(seqs):
         bad = [x for x in seq if not (0 <= x < dec.bos_token_id or x == dec.eos_token_id)]
@@ -326,7 +389,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             # generate() never touches jax.config; the command opts in: model init, latents, generation and
             # scoring compile once per machine.
-            enable_compilation_cache()
+            try:
+                cache = enable_compilation_cache()
+                if not os.access(cache, os.W_OK | os.X_OK):
+                    raise PermissionError(f"{cache} is not writable")
+            except OSError as err:  # a read-only HOME or an unusable cache folder: slower, never a failure
+                import jax
+
+                jax.config.update("jax_compilation_cache_dir", None)
+                _say(f"warning: compiled programs will not be cached ({err}); set CLVP_JAX_CACHE to a writable folder")
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         _say("interrupted")

@@ -13,12 +13,13 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
+
+from clvp_jax import fs
 
 SummaryType = Literal["mean", "first", "last", "cls_index"]
 SUPPORTED_ACTIVATIONS = (
@@ -210,7 +211,11 @@ class _ConfigBase:
         if not path.is_file():
             raise FileNotFoundError(f"no config file at {path}: expected a config.json or a folder with one")
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as err:
+            raise ConfigError(
+                f"{path} is not UTF-8 text ({err.reason} at byte {err.start}); expected a JSON config"
+            ) from err
         except json.JSONDecodeError as err:
             raise ConfigError(f"{path} is not valid JSON ({err}); is the file truncated?") from err
         return cls.from_dict(data)
@@ -225,15 +230,8 @@ class _ConfigBase:
 
 
 def write_text_atomic(target: Path, text: str) -> None:
-    """Write `text` to `target` through a temporary file in the same folder and an atomic rename."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write `text` to `target` atomically with the user's umask (`clvp_jax.fs.write_text`)."""
+    fs.write_text(target, text)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -71,7 +71,8 @@ def remove_stale_temporaries(target: Path) -> list[Path]:
 
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
-    """Open a unique temporary beside `path` for writing; on success it is renamed to `path`, else deleted."""
+    """Open a unique temporary beside `path` for writing (text modes: UTF-8, "\n" line ends); on success it is
+    renamed to `path`, else deleted."""
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{path} is a folder; give a file name to write")
@@ -81,7 +82,8 @@ def atomic_file(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_tmp_prefix(path))
     try:
         os.fchmod(fd, 0o666 & ~umask())
-        with os.fdopen(fd, mode) as f:
+        text = {} if "b" in mode else {"encoding": "utf-8", "newline": "\n"}
+        with os.fdopen(fd, mode, **text) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())

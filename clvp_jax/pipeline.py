@@ -164,11 +164,17 @@ def rank_speech(
     not depend on how candidates are grouped into calls.
     """
     from clvp_jax.generation import generate
+    from clvp_jax.generation.latents import check_latent_values
     from clvp_jax.text import ClvpTokenizer, split_text
+    from clvp_jax.text.speakable import require_speakable
 
     config: ClvpConfig = model.config
+    check_seed(seed)
     options = preset_options(preset, config=config, candidates=candidates, max_new_tokens=max_new_tokens, dtype=dtype)
+    require_scoring(params)
+    latents = check_latent_values(latents, "latents")
     tokenizer = ClvpTokenizer.from_pretrained(normalizer=TEXT_NORMALIZER)
+    require_speakable(text, tokenizer.normalize)
     chunks = split_text(text, tokenizer, max_tokens=config.decoder_config.max_text_tokens - 3)
     if not chunks:
         raise ValueError("the text has nothing to say (no letters or digits)")
@@ -199,6 +205,12 @@ def rank_speech(
     # The last call may run past C candidates (same shapes, no recompilation); the extras are dropped.
     sequences = np.concatenate(sequences, axis=1)[:, :C]
     scores = np.concatenate(scores, axis=1)[:, :C]
+    if not np.isfinite(scores).all():  # a NaN score makes the "best" candidate arbitrary: never write it as a result
+        bad = sorted({int(i) for i in np.argwhere(~np.isfinite(scores))[:, 0]})
+        raise FloatingPointError(
+            f"CLVP scores of chunk(s) {bad[:10]} are not finite (NaN or inf): the weights or the voice latents are "
+            "damaged; check the checkpoint (clvp-jax convert --dry-run) and recompute the latents"
+        )
     generated = np.concatenate(generated, axis=1)[:, :C]
     stop = options.stop_token(config)
     results = []
@@ -231,6 +243,41 @@ def rank_speech(
     return RankResult(results, settings, arrays)
 
 
+# Seeds are the 32-bit keys of `jax.random.key`: larger values alias a smaller seed (2^32 gave seed 0's output).
+SEED_RANGE = (0, 2**32)
+
+
+def check_seed(seed: int) -> int:
+    """`seed`, or `ValueError` with the range when it is not an integer in [0, 2^32)."""
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not SEED_RANGE[0] <= seed < SEED_RANGE[1]:
+        raise ValueError(f"the seed must be an integer in [0, 2^32) = [0, {SEED_RANGE[1] - 1}], got {seed!r}")
+    return int(seed)
+
+
+def require_scoring(params) -> None:
+    """`ValueError` unless `params` hold the CLVP towers (an autoregressive-only checkpoint cannot score or rank)."""
+    missing = [p for p in ("text_encoder_model", "speech_encoder_model") if p not in params]
+    if missing:
+        raise ValueError(
+            f"this checkpoint has no CLVP towers ({', '.join(missing)} missing): it can generate conditioning "
+            "latents but not score or rank; convert it with its clvp2.pth (clvp-jax convert AR.pth --clvp clvp2.pth)"
+        )
+
+
+# The most speech codes `score` takes: Tortoise pads candidates to 500 codes before CLVP scores them, and the
+# decoder's position table (604 codes at real size) bounds what generation makes; 1024 leaves room for both.
+# The rotary CLVP towers have no position table, so only memory bounds them otherwise (unbounded input took 9.6 GB).
+MAX_SCORE_SPEECH_CODES = 1024
+
+
+def score_limits(model) -> tuple[int, int]:
+    """(most text tokens, most speech codes) `score` takes: one chunk of text as generation makes it (the
+    conditioning table less the start and stop tokens), and `MAX_SCORE_SPEECH_CODES` (or the decoder's table when
+    larger). Longer input is refused with the limit, not chunked (a score of pieces is not the score of the whole)."""
+    dec = model.config.decoder_config
+    return dec.max_text_tokens - 1, max(MAX_SCORE_SPEECH_CODES, dec.max_position_embeddings - 2)
+
+
 def score(*, text: str | Sequence[str], speech_ids: Sequence[Sequence[int]], model, params) -> np.ndarray:
     """CLVP similarity logits [texts, sequences] of texts against speech-code sequences.
 
@@ -242,13 +289,25 @@ def score(*, text: str | Sequence[str], speech_ids: Sequence[Sequence[int]], mod
     from clvp_jax.text import ClvpTokenizer
 
     dec = model.config.decoder_config
+    require_scoring(params)
     texts = [text] if isinstance(text, str) else list(text)
     enc = ClvpTokenizer.from_pretrained(normalizer=TEXT_NORMALIZER)(texts, padding=True, return_tensors="np")
+    text_limit, speech_limit = score_limits(model)
+    longest = int(np.asarray(enc["attention_mask"]).sum(axis=1).max())
+    if longest > text_limit:
+        raise ValueError(
+            f"the text is {longest} tokens, more than the {text_limit} the CLVP text tower takes; score it in "
+            "shorter pieces (split_text / the chunks of `clvp-jax generate`)"
+        )
     rows = []
     for seq in speech_ids:
         seq = np.asarray(seq, np.int64).reshape(-1)
         if seq.size == 0:
             raise ValueError("an empty speech-code sequence cannot be scored")
+        if seq.size > speech_limit:
+            raise ValueError(
+                f"a speech sequence of {seq.size} codes is longer than the {speech_limit} the CLVP speech tower takes"
+            )
         if seq.min() < 0 or seq.max() >= dec.vocab_size:
             raise ValueError(f"speech codes must be in [0, {dec.vocab_size}), got {seq.min()}..{seq.max()}")
         rows.append(np.concatenate([[dec.bos_token_id], seq]))  # [1 + S]: the start token first, as generated
@@ -263,6 +322,11 @@ def score(*, text: str | Sequence[str], speech_ids: Sequence[Sequence[int]], mod
             method=ClvpModelForConditionalGeneration.score_candidates,
         )
         logits[:, group] = np.asarray(scores.logits_per_text)
+    if not np.isfinite(logits).all():
+        raise FloatingPointError(
+            "CLVP scores are not finite (NaN or inf): the weights are damaged; check the checkpoint "
+            "(clvp-jax convert --dry-run)"
+        )
     return logits
 
 

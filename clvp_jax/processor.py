@@ -18,7 +18,8 @@ import numpy as np
 
 from clvp_jax.audio.features import ClvpFeatureExtractor
 from clvp_jax.audio.io import load_voice
-from clvp_jax.text.tokenizer import BatchEncoding, ClvpTokenizer, write_atomic
+from clvp_jax.fs import write_text
+from clvp_jax.text.tokenizer import BatchEncoding, ClvpTokenizer
 
 PROCESSOR_CONFIG = "processor_config.json"
 
@@ -126,5 +127,5 @@ class ClvpProcessor:
         folder.mkdir(parents=True, exist_ok=True)
         files = [*self.tokenizer.save_pretrained(folder), *self.feature_extractor.save_pretrained(folder)]
         config = {"processor_class": "ClvpProcessor", "feature_extractor": self.feature_extractor.to_dict()}
-        write_atomic(folder / PROCESSOR_CONFIG, json.dumps(config, indent=2) + "\n")
+        write_text(folder / PROCESSOR_CONFIG, json.dumps(config, indent=2) + "\n")
         return [*files, str(folder / PROCESSOR_CONFIG)]

@@ -25,6 +25,7 @@ from clvp_jax.checkpoint import (
     load_params,
     save_checkpoint,
 )
+from clvp_jax.fs import OutputError
 
 
 def _save_hf(folder: Path, name: str, layout: str) -> dict:
@@ -218,9 +219,9 @@ def test_outputs_are_atomic_and_never_overwritten_silently(tmp_path, monkeypatch
     out = tmp_path / "ck"
     save_checkpoint(out, loaded.config, loaded.params)
     stamp = (out / "manifest.json").stat().st_mtime_ns
-    with pytest.raises(FileExistsError, match="--force"):
+    with pytest.raises(OutputError, match="--force"):
         save_checkpoint(out, loaded.config, loaded.params)
-    with pytest.raises(FileExistsError):
+    with pytest.raises(OutputError):
         export_hf(out, loaded.config, loaded.params)
     assert (out / "manifest.json").stat().st_mtime_ns == stamp
     # A failure while writing (here: params that do not fit the config) leaves neither output nor temporaries.
@@ -237,9 +238,10 @@ def test_outputs_are_atomic_and_never_overwritten_silently(tmp_path, monkeypatch
         raise OSError("disk full")
 
     monkeypatch.setattr("clvp_jax.checkpoint.save.write_safetensors", crash)
-    with pytest.raises(OSError, match="disk full"):
+    # A write failure becomes one CheckpointError naming the output and the cause.
+    with pytest.raises(CheckpointError, match="cannot write the export .*hf3: disk full"):
         export_hf(tmp_path / "hf3", loaded.config, loaded.params)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointError, match="disk full"):
         export_hf(out, loaded.config, loaded.params, force=True)  # the old output survives a failed replace
     assert not (tmp_path / "hf3").exists() and _siblings(tmp_path / "hf3") == []
     assert load_checkpoint(out).manifest["dtype"] == "float32"

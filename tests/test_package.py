@@ -181,11 +181,12 @@ def _setup(tmp_path: Path, want: str | None, extra: str | None) -> tuple[int, st
 def test_setup_script_honours_clvp_jax_extra(tmp_path):
     assert _setup(tmp_path, None, None)[2] == ["-m pip install -q --upgrade pip", "-m pip install -q -e ."]
     assert _setup(tmp_path, None, "cuda12")[2][-1] == "-m pip install -q -e .[cuda12]"
-    assert _setup(tmp_path, "test", None)[2][-2:] == [
+    assert _setup(tmp_path, "test", None)[2][-3:] == [
         "-m pip install -q torch==2.13.0",
         "-m pip install -q -e .[test]",
+        "-m pip install -q --no-deps tortoise-tts==3.0.0",
     ]
-    assert _setup(tmp_path, "test", "tpu,torch")[2][-1] == "-m pip install -q -e .[test,tpu,torch]"
+    assert _setup(tmp_path, "test", "tpu,torch")[2][-2] == "-m pip install -q -e .[test,tpu,torch]"
     rc, stderr, calls = _setup(tmp_path, None, "gpu")
     assert rc == 2 and calls == [] and "unknown extra 'gpu'; choose from cuda12, tpu, torch" in stderr
 

@@ -30,7 +30,8 @@ from typing import Any, Literal
 import numpy as np
 
 from clvp_jax.audio.io import AudioError, as_clips, resample
-from clvp_jax.text.tokenizer import BatchEncoding, write_atomic
+from clvp_jax.fs import write_text
+from clvp_jax.text.tokenizer import BatchEncoding
 
 SAMPLING_RATE = 22050  # Hz
 N_FFT = 1024  # samples per STFT frame (46 ms)
@@ -291,5 +292,5 @@ class ClvpFeatureExtractor:
         """Write preprocessor_config.json atomically; returns its path."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        write_atomic(folder / "preprocessor_config.json", json.dumps(self.to_dict(), indent=2) + "\n")
+        write_text(folder / "preprocessor_config.json", json.dumps(self.to_dict(), indent=2) + "\n")
         return (str(folder / "preprocessor_config.json"),)

@@ -6,7 +6,9 @@ original_config.json, or one .pth file); or a Hugging Face Hub repo id (`susnato
 `--revision`), fetched into the Hub cache (`clvp_jax.checkpoint.hub`; a path that exists wins). `--dry-run` reads only names, shapes and dtypes and prints the strict
 report (missing / unexpected / mis-shaped / mis-typed keys); it exits 0 when the conversion would succeed, 1 otherwise.
 Errors print one line and exit with status 2. The output appears only when complete (temporary folder, then
-rename) and an existing output is replaced only with `--force`.
+rename; an interrupt removes it) and an existing output is replaced only with `--force`, and only when it is a
+previous output of clvp-jax that neither is, holds nor lies inside an input (paths are resolved first). A clvp-jax
+source's parameter files are checked against the sha256s of its manifest unless `--no-verify`.
 
 The `clvp-jax convert` subcommand reuses `add_arguments(parser)` and `run(args)`; the repository's
 `convert/convert_checkpoint.py` is a thin script over `main`.
@@ -15,19 +17,25 @@ The `clvp-jax convert` subcommand reuses `add_arguments(parser)` and `run(args)`
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from clvp_jax import fs
 from clvp_jax.checkpoint.dtypes import DTYPES
 from clvp_jax.checkpoint.errors import CheckpointError, WeightsMismatchError
 from clvp_jax.checkpoint.format import detect_format, hf_stored_dtype
+from clvp_jax.checkpoint.hashing import NO_VERIFY_ENV
 from clvp_jax.checkpoint.hub import resolve_checkpoint
 from clvp_jax.checkpoint.load import load_checkpoint, load_params
+from clvp_jax.checkpoint.orbax_io import describe_os_error
 from clvp_jax.checkpoint.readers import open_hf_state_dict
 from clvp_jax.checkpoint.rules import ALL_PARTS, check_state_dict
-from clvp_jax.checkpoint.save import export_hf, save_checkpoint
+from clvp_jax.checkpoint.save import export_hf, is_our_output, save_checkpoint
 from clvp_jax.checkpoint.tortoise import load_original
 from clvp_jax.config import ClvpConfig, ConfigError
 
@@ -47,7 +55,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("clvp-jax", "hf"), default="clvp-jax", help="output format")
     parser.add_argument("--dtype", choices=DTYPES, default=None, help="parameter dtype (default: as stored)")
     parser.add_argument("--dry-run", action="store_true", help="check names and shapes only and print the report")
-    parser.add_argument("--force", action="store_true", help="replace an existing output folder")
+    parser.add_argument(
+        "--force", action="store_true", help="replace an existing output folder (only a previous clvp-jax output)"
+    )
+    parser.add_argument(
+        "--no-verify",
+        action="store_true",
+        help=f"skip checking a clvp-jax source's parameter files against its manifest's sha256s ({NO_VERIFY_ENV}=1)",
+    )
     orig = parser.add_argument_group("original Tortoise checkpoints (values not recoverable from the weights)")
     orig.add_argument("--clvp", type=Path, help="a clvp2.pth to pair with a (fine-tuned) autoregressive.pth")
     orig.add_argument(
@@ -73,6 +88,14 @@ def _one_line(err: BaseException) -> str:
     return text or type(err).__name__
 
 
+def _os_line(err: OSError) -> str:
+    """An OSError in one line: ours carry their message; the system's get the file name and the cause."""
+    if isinstance(err, fs.OutputError) or not err.strerror:
+        return _one_line(err)
+    name = f"{err.filename}: " if err.filename else ""
+    return f"{name}{describe_os_error(err)}"
+
+
 def _summary(config: ClvpConfig) -> str:
     d, t, s = config.decoder_config, config.text_config, config.speech_config
     return (
@@ -83,7 +106,7 @@ def _summary(config: ClvpConfig) -> str:
     )
 
 
-def dry_run(source: Path, options: dict, dtype: str | None = None) -> int:
+def dry_run(source: Path, options: dict, dtype: str | None = None, verify: bool | None = None) -> int:
     """Print the strict conversion report for `source` without reading tensor data. Returns 0 if clean, else 1.
 
     `dtype` (a cast the conversion would apply) lets floating tensors of another dtype pass the check.
@@ -94,7 +117,7 @@ def dry_run(source: Path, options: dict, dtype: str | None = None) -> int:
     unexpected_original: Sequence[str] = ()
     stored_dtype = "float32"
     if fmt == "clvp-jax":
-        loaded = load_checkpoint(source)  # verifies manifest, tree and dtype
+        loaded = load_checkpoint(source, verify=verify)  # verifies manifest, checksums, tree and dtype
         print(f"config: {_summary(loaded.config)}\nparts: {', '.join(loaded.parts)}\nOK: a valid clvp-jax checkpoint")
         return 0
     if fmt == "hf":
@@ -135,14 +158,34 @@ def dry_run(source: Path, options: dict, dtype: str | None = None) -> int:
     return 1 if problems else 0
 
 
-def convert(source: Path, output: Path, *, fmt: str, dtype: str | None, force: bool, options: dict) -> Path:
-    """Convert `source` (any readable format) into `output` ('clvp-jax' or 'hf'). Returns the output path."""
+def _inputs(source: Path, options: dict) -> list[Path]:
+    """Every path the conversion reads: the output may never be, contain or lie inside one of them."""
+    return [source, *(Path(options[k]) for k in ("clvp", "original_config") if options.get(k) is not None)]
+
+
+def convert(
+    source: Path,
+    output: Path,
+    *,
+    fmt: str,
+    dtype: str | None,
+    force: bool,
+    options: dict,
+    verify: bool | None = None,
+) -> Path:
+    """Convert `source` (any readable format) into `output` ('clvp-jax' or 'hf'). Returns the output path.
+
+    The output is checked before anything is read (`fs.check_target`): it must not be, hold or lie inside an
+    input, and with `force` it may only replace a previous output of ours.
+    """
     started = time.perf_counter()
+    protect = _inputs(source, options)
+    fs.check_target(output, force=force, protect=protect, is_ours=is_our_output)
     _log(f"reading {source} ({detect_format(source)})")
-    loaded = load_params(source, dtype=dtype, **options)
+    loaded = load_params(source, dtype=dtype, verify=verify, **options)
     _log(f"writing {output} ({fmt}, parts: {', '.join(loaded.parts)})")
     if fmt == "hf":
-        export_hf(output, loaded.config, loaded.params, force=force)
+        export_hf(output, loaded.config, loaded.params, force=force, protect=protect)
     else:
         save_checkpoint(
             output,
@@ -152,6 +195,7 @@ def convert(source: Path, output: Path, *, fmt: str, dtype: str | None, force: b
             dtype=dtype,
             force=force,
             source_format=loaded.format,
+            protect=protect,
         )
     _log(f"done in {time.perf_counter() - started:.1f} s")
     return output
@@ -162,21 +206,22 @@ def run(args: argparse.Namespace) -> int:
     try:
         options = {k: getattr(args, k) for k in _ORIGINAL_FLAGS if getattr(args, k, None) is not None}
         source = resolve_checkpoint(args.source, revision=getattr(args, "revision", None))
+        verify = False if getattr(args, "no_verify", False) else None
         if args.dry_run:
-            return dry_run(source, options, getattr(args, "dtype", None))
+            return dry_run(source, options, getattr(args, "dtype", None), verify)
         if args.output is None:
             raise CheckpointError("an output folder is needed (or pass --dry-run)")
-        out = args.output.absolute()
-        if out.exists() and not args.force:
-            raise FileExistsError(f"{out} already exists; choose another output or pass --force")
-        if out == source.absolute() or source.absolute() in out.parents:
-            raise CheckpointError(f"the output {out} would overwrite or sit inside the source {source}")
-        convert(source, out, fmt=args.format, dtype=args.dtype, force=args.force, options=options)
+        convert(
+            source, args.output, fmt=args.format, dtype=args.dtype, force=args.force, options=options, verify=verify
+        )
         return 0
     except KeyboardInterrupt:
-        _log("interrupted; no output was written")
+        _log("interrupted; no output was written (the partial output was removed)")
         return 130
-    except (CheckpointError, WeightsMismatchError, ConfigError, OSError) as err:
+    except OSError as err:
+        _log(f"error: {_os_line(err)}")
+        return 2
+    except (CheckpointError, WeightsMismatchError, ConfigError, ImportError) as err:  # ImportError: the [torch] extra
         _log(f"error: {_one_line(err)}")
         return 2
     except Exception as err:  # never a traceback on the command line
@@ -184,12 +229,46 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
 
+class _Signalled(BaseException):
+    """SIGTERM or SIGHUP raised in the main thread (like Ctrl-C's KeyboardInterrupt), so the output's cleanup runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_signalled(signum: int, frame) -> None:
+    raise _Signalled(signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """The `clvp-jax-convert` console script. Returns the exit status (0 done, 1 dry-run problems, 2 errors)."""
+    """The `clvp-jax-convert` console script. Returns the exit status (0 done, 1 dry-run problems, 2 errors,
+    130 / 128 + signal when interrupted; the partial output is removed first)."""
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    main_thread = threading.current_thread() is threading.main_thread()  # handlers can only be set there
+    signals = (signal.SIGTERM, signal.SIGHUP) if main_thread else ()
+    previous = {signum: signal.signal(signum, _raise_signalled) for signum in signals}
+    try:
+        return run(args)
+    except _Signalled as sig:
+        _log(f"terminated by signal {sig.signum}; no output was written (the partial output was removed)")
+        return 128 + sig.signum
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _script() -> None:
+    """The installed entry point: `main`, then an immediate exit after an interrupt (see `clvp_jax.cli.entry`)."""
+    code = main()
+    if code >= 128:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _script()

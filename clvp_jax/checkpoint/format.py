@@ -67,9 +67,11 @@ def hf_stored_dtype(folder: Path) -> str:
     'float32' when it declares none (or 'auto'): what transformers then loads.
     """
     try:
-        data = json.loads((folder / "config.json").read_text())
-    except (OSError, json.JSONDecodeError):
+        data = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # ValueError: bad JSON or bad UTF-8
         return "float32"  # the config reader reports a bad config.json with its own message
+    if not isinstance(data, dict):
+        return "float32"
     declared = data.get("dtype") or data.get("torch_dtype")
     return declared if declared in DTYPES else "float32"
 
@@ -92,10 +94,13 @@ def build_manifest(
 def read_manifest(folder: Path) -> dict:
     """`folder/manifest.json`, verified to be a clvp-jax checkpoint of the version this code reads."""
     try:
-        manifest = json.loads((folder / "manifest.json").read_text())
-    except (OSError, json.JSONDecodeError) as err:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        if not isinstance(manifest, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as err:  # ValueError: bad JSON or bad UTF-8
         raise CheckpointError(
-            f"{folder}/manifest.json is missing or corrupt ({err}); re-create the checkpoint"
+            f"{folder}/manifest.json is missing or corrupt ({err}); expected the JSON manifest clvp-jax writes: "
+            "re-create the checkpoint"
         ) from err
     if manifest.get("format") != CHECKPOINT_FORMAT or manifest.get("format_version") != CHECKPOINT_VERSION:
         raise CheckpointError(

@@ -20,3 +20,33 @@ def source_record(path: str | os.PathLike) -> dict:
     """{"file": name, "sha256": hex digest, "bytes": size} of one source file."""
     path = Path(path)
     return {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+# Setting this environment variable to 1 skips checksum verification on load (like `verify=False` / --no-verify).
+NO_VERIFY_ENV = "CLVP_JAX_NO_VERIFY"
+
+
+def folder_checksums(root: Path, under: str) -> dict[str, str]:
+    """{path relative to `root`: sha256} of every file below `root/under`, sorted by path."""
+    base = root / under
+    files = sorted(p for p in base.rglob("*") if p.is_file())
+    return {p.relative_to(root).as_posix(): sha256_file(p) for p in files}
+
+
+def verify_requested(verify: bool | None) -> bool:
+    """`verify` when given, else True unless the environment sets `CLVP_JAX_NO_VERIFY=1`."""
+    if verify is not None:
+        return verify
+    return os.environ.get(NO_VERIFY_ENV, "").strip().lower() not in ("1", "true", "yes")
+
+
+def find_altered(root: Path, recorded: dict[str, str]) -> list[str]:
+    """The recorded files under `root` that are missing or whose sha256 differs, as 'name (why)' strings."""
+    altered = []
+    for name, digest in recorded.items():
+        path = root / name
+        if not path.is_file():
+            altered.append(f"{name} (missing)")
+        elif sha256_file(path) != digest:
+            altered.append(f"{name} (changed: {path.stat().st_size} bytes, checksum differs)")
+    return altered

@@ -17,7 +17,9 @@ import numpy as np
 from clvp_jax.checkpoint.dtypes import as_dtype, cast_floats, float_dtype, is_float
 from clvp_jax.checkpoint.errors import CheckpointError
 from clvp_jax.checkpoint.format import Format, detect_format, hf_stored_dtype, read_manifest
+from clvp_jax.checkpoint.hashing import NO_VERIFY_ENV, find_altered, verify_requested
 from clvp_jax.checkpoint.hub import resolve_checkpoint
+from clvp_jax.checkpoint.orbax_io import restore_groups
 from clvp_jax.checkpoint.readers import open_hf_state_dict
 from clvp_jax.checkpoint.rules import ALL_PARTS, check_params, state_dict_to_params
 from clvp_jax.checkpoint.tortoise import load_original
@@ -43,6 +45,7 @@ def load_params(
     path: str | os.PathLike,
     *,
     dtype: Any = None,
+    verify: bool | None = None,
     revision: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     local_files_only: bool | None = None,
@@ -57,6 +60,8 @@ def load_params(
       revision, cache_dir, local_files_only: for a repo id, see `clvp_jax.checkpoint.hub.resolve_checkpoint`.
       dtype: cast floating parameters to 'float32' | 'bfloat16' | 'float16' (default: as stored; tensors must
         then have the dtype the checkpoint declares).
+      verify: check a clvp-jax checkpoint's parameter files against the sha256s its manifest records (default:
+        yes, unless the environment sets `CLVP_JAX_NO_VERIFY=1`).
       **original_options: for the original format only, see `clvp_jax.checkpoint.tortoise.load_original`
         (e.g. `heads`).
     Raises:
@@ -68,7 +73,7 @@ def load_params(
     if original_options and fmt != "tortoise":
         raise CheckpointError(f"options {sorted(original_options)} only apply to original Tortoise checkpoints")
     if fmt == "clvp-jax":
-        return load_checkpoint(path, dtype=dt)
+        return load_checkpoint(path, dtype=dt, verify=verify)
     if fmt == "hf":
         config = ClvpConfig.from_pretrained(path)
         reader = open_hf_state_dict(path)
@@ -80,23 +85,23 @@ def load_params(
     return LoadedCheckpoint(orig.config, params, "tortoise", orig.sources, orig.parts)
 
 
-def load_checkpoint(folder: str | os.PathLike, *, dtype: Any = None) -> LoadedCheckpoint:
-    """Read a clvp-jax checkpoint, verifying its manifest (format, version, dtype, parameter groups) and tree."""
-    import orbax.checkpoint as ocp  # local: orbax is slow to import and only this format needs it
-
+def load_checkpoint(folder: str | os.PathLike, *, dtype: Any = None, verify: bool | None = None) -> LoadedCheckpoint:
+    """Read a clvp-jax checkpoint, verifying its manifest (format, version, dtype, parameter groups), the sha256 of
+    every parameter file it records (unless `verify` is False or `CLVP_JAX_NO_VERIFY=1`), and the tree."""
     folder = Path(folder).absolute()
     manifest = read_manifest(folder)
     config = ClvpConfig.from_pretrained(folder)
     parts = tuple(manifest.get("parts", ()))
-    try:
-        with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as checkpointer:
-            params = {}
-            for part in parts:
-                params.update(checkpointer.restore(folder / "params" / part))
-    except Exception as err:  # orbax/tensorstore raise many types for damaged data
-        raise CheckpointError(
-            f"cannot read the parameters in {folder}/params ({err}); re-create the checkpoint"
-        ) from err
+    recorded = manifest.get("files")
+    if verify_requested(verify) and isinstance(recorded, dict):  # manifests before checksums have no "files"
+        altered = find_altered(folder, recorded)
+        if altered:
+            raise CheckpointError(
+                f"{folder} was altered after it was written: {', '.join(altered[:5])}"
+                f"{f' and {len(altered) - 5} more' if len(altered) > 5 else ''}; re-create the checkpoint (or "
+                f"skip this check with --no-verify / verify=False / {NO_VERIFY_ENV}=1)"
+            )
+    params = restore_groups(folder / "params", parts)
     params = jax.tree_util.tree_map(np.asarray, dict(params))
     stored = float_dtype(params)
     if stored != manifest.get("dtype"):
@@ -113,6 +118,7 @@ def from_pretrained(
     *,
     dtype: Any = None,
     masked_pooling: bool = True,
+    verify: bool | None = None,
     revision: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     local_files_only: bool | None = None,
@@ -125,6 +131,7 @@ def from_pretrained(
       dtype: parameter and compute dtype ('float32', 'bfloat16', 'float16'); default: as stored.
       masked_pooling: see `ClvpModelForConditionalGeneration`.
       revision, cache_dir, local_files_only: for a repo id, see `clvp_jax.checkpoint.hub.resolve_checkpoint`.
+      verify: see `load_params`.
       **original_options: original format only (e.g. `heads=16`), see `load_original`.
     Returns:
       (ClvpModelForConditionalGeneration, params) with params as jax arrays. An autoregressive-only checkpoint
@@ -132,7 +139,7 @@ def from_pretrained(
       config's initial value), no CLVP towers: conditioning and code generation work, scoring does not.
     """
     hub = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
-    loaded = load_params(path, dtype=dtype, **hub, **original_options)
+    loaded = load_params(path, dtype=dtype, verify=verify, **hub, **original_options)
     params = _to_device(loaded.params)
     if "logit_scale" not in params:
         # The composite module creates `logit_scale` eagerly in setup, so even its conditioning encoder and decoder

@@ -124,6 +124,39 @@ def shard_files(index: Path) -> list[str]:
     return sorted(set(weight_map.values()))
 
 
+_TORCH_FORM = "expected a file written by torch.save (a zip archive, or a legacy pickle)"
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_PROTOCOL = b"\x80"  # a pickle of protocol 2 or more opens with PROTO (0x80) and the protocol number
+
+
+def _unpickler_detail(err: BaseException) -> str:
+    """The line of torch's weights-only refusal that says what it met ('Unsupported global: ...'), else its first."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    for line in lines:
+        if "GLOBAL" in line or line.startswith(("Unsupported", "Trying to", "Can only")):
+            return line[:200]
+    return lines[0][:200] if lines else type(err).__name__
+
+
+def _first_sentence(err: BaseException) -> str:
+    """The first sentence of an error (torch appends paragraphs of advice that do not fit one line)."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text.split(". ")[0][:200]
+
+
+def _check_torch_file(path: Path) -> None:
+    """Refuse, before torch parses it, a file that cannot be a torch checkpoint (empty, or another kind of file)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        raise CheckpointError(f"{path} is empty (0 bytes); {_TORCH_FORM}: re-download it")
+    if head != _ZIP_MAGIC and not (head[:1] == _PICKLE_PROTOCOL and 2 <= head[1] <= 5):
+        raise CheckpointError(
+            f"{path} is not a torch checkpoint (it starts with bytes {head.hex()}); {_TORCH_FORM}: check the file "
+            "name, or re-download it"
+        )
+
+
 def torch_load(path: str | os.PathLike) -> Any:
     """`torch.load(path, weights_only=True, map_location="cpu")`, memory-mapped when possible: whatever plain
     containers and tensors the file holds (`torch_load_weights` for a state dict).
@@ -139,6 +172,7 @@ def torch_load(path: str | os.PathLike) -> Any:
     torch = import_torch(path)
     if not path.is_file():
         raise CheckpointError(f"missing weights file {path}")
+    _check_torch_file(path)
     try:
         try:
             return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -147,14 +181,19 @@ def torch_load(path: str | os.PathLike) -> Any:
                 raise
             return torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) files cannot be mmapped
     except pickle.UnpicklingError as err:
+        detail = _unpickler_detail(err)
+        if "GLOBAL" not in str(err) and "Unsupported global" not in str(err):  # an unknown opcode: damage
+            raise CheckpointError(
+                f"cannot read {path}: its pickle is damaged ({detail}); {_TORCH_FORM}: re-download it"
+            ) from err
         raise CheckpointError(
             f"refused to load {path}: it is not a plain tensor checkpoint (its pickle asks to run or build "
-            f"arbitrary objects, which weights_only loading forbids). Only load files from sources you trust; "
-            f"re-save it as a plain state dict. Details: {str(err).splitlines()[0]}"
+            f"arbitrary objects, which weights_only loading forbids: {detail}). Only load files from sources you "
+            "trust; re-save it as a plain state dict"
         ) from err
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
+    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError, TypeError) as err:
         raise CheckpointError(
-            f"cannot read {path}: truncated or corrupt ({str(err).splitlines()[0]}); re-download it"
+            f"cannot read {path}: truncated or corrupt ({_first_sentence(err)}); {_TORCH_FORM}: re-download it"
         ) from err
 
 

@@ -1,58 +1,67 @@
 """Writing checkpoints: clvp-jax checkpoints (`save_checkpoint`), the HF export (`export_hf`), streamed safetensors.
 
-Every output is written into a temporary sibling folder that replaces the target only when complete
-(`atomic_output_folder`), so a failure never leaves a partial checkpoint; an existing output is replaced only with
-`force=True`. The formats are described in `clvp_jax.checkpoint.format`.
+Every output goes through `clvp_jax.fs.output_folder`: it is built in a temporary sibling folder that replaces the
+target only when complete (a failure or an interrupt leaves nothing), files and folders follow the user's umask,
+and `force=True` replaces only a previous output of ours (`is_our_output`), never the sources, however spelled.
+A clvp-jax manifest records the sha256 of every parameter file written, verified on load. The formats are described in `clvp_jax.checkpoint.format`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
 import struct
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 
+from clvp_jax import fs
 from clvp_jax.checkpoint.dtypes import SAFETENSORS_DTYPES, as_dtype, cast_floats, float_dtype
 from clvp_jax.checkpoint.errors import CheckpointError
-from clvp_jax.checkpoint.format import build_manifest
+from clvp_jax.checkpoint.format import CHECKPOINT_FORMAT, build_manifest
+from clvp_jax.checkpoint.hashing import folder_checksums
+from clvp_jax.checkpoint.orbax_io import describe_os_error, save_groups
 from clvp_jax.checkpoint.rules import ALL_PARTS, check_params, params_to_state_dict
-from clvp_jax.config import ClvpConfig, write_text_atomic
+from clvp_jax.config import ClvpConfig
 from clvp_jax.processor import ClvpProcessor
 
 _SAFETENSORS_CODES = {name: code for code, name in SAFETENSORS_DTYPES.items()}
+# What an HF export may hold: its config and weights, and the tokenizer files written beside them.
+_HF_EXPORT_FILES = frozenset(
+    {"config.json", "model.safetensors", fs.OUTPUT_MARKER, "vocab.json", "merges.txt", "tokenizer.json"}
+    | {"tokenizer_config.json", "special_tokens_map.json", "preprocessor_config.json", "processor_config.json"}
+)
 
 
-@contextlib.contextmanager
-def atomic_output_folder(target: str | os.PathLike, *, force: bool = False) -> Iterator[Path]:
-    """Yield a fresh temporary sibling folder; on success it replaces `target`, on failure it is deleted.
+def is_our_output(folder: Path) -> bool:
+    """Whether `folder` is a checkpoint or export written by clvp-jax (the one kind `force` may replace).
 
-    Raises FileExistsError up front when `target` exists and `force` is False.
+    New outputs carry `fs.OUTPUT_MARKER` (checked by `clvp_jax.fs`); this recognises older ones too: a folder with
+    a clvp-jax manifest, or an HF export (only `config.json` of a CLVP model, `model.safetensors` and the
+    tokenizer files an export adds).
     """
-    target = Path(target).absolute()
-    if target.exists() and not force:
-        raise FileExistsError(f"{target} already exists; choose another output or pass --force (force=True)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
     try:
-        yield tmp
-        if target.exists():
-            old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
-            os.replace(target, old / "x")
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        if isinstance(manifest, dict) and manifest.get("format") == CHECKPOINT_FORMAT:
+            return True
+    except (OSError, ValueError):
+        pass
+    names = {p.name for p in folder.iterdir()}
+    if not {"config.json", "model.safetensors"} <= names or not names <= _HF_EXPORT_FILES:
+        return False
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and config.get("architectures") == ["ClvpModelForConditionalGeneration"]
+
+
+def _checkpoint_folder(folder: str | os.PathLike, *, force: bool, protect: Sequence[str | os.PathLike]):
+    """`fs.output_folder` for a checkpoint: never replaces its sources, only a previous output of ours."""
+    return fs.output_folder(folder, force=force, protect=protect, is_ours=is_our_output)
 
 
 def save_checkpoint(
@@ -64,6 +73,7 @@ def save_checkpoint(
     dtype: Any = None,
     force: bool = False,
     source_format: str | None = None,
+    protect: Sequence[str | os.PathLike] = (),
 ) -> Path:
     """Write a clvp-jax checkpoint: `config.json`, `params/` (orbax) and `manifest.json`, atomically.
 
@@ -75,23 +85,28 @@ def save_checkpoint(
       dtype: cast floating params to this dtype first (default: keep; they must then share one dtype).
       force: replace an existing `folder`.
       source_format: recorded in the manifest ('hf', 'tortoise', ...).
+      protect: paths the output must not be, contain or lie in (the inputs); `sources` are always protected.
     Returns:
       The folder path.
+    Raises:
+      fs.OutputError: the folder cannot be written or must not be replaced (checked before any work).
+      CheckpointError: writing failed (e.g. a full disk), in one line; nothing is left behind.
     """
-    import orbax.checkpoint as ocp  # local: orbax is slow to import and only this format needs it
-
     params = cast_floats(params, as_dtype(dtype))
     parts = tuple(p for p in ALL_PARTS if p in params)
     check_params(params, config, parts)
     manifest = build_manifest(dtype=float_dtype(params), parts=parts, source_format=source_format, sources=sources)
-    with atomic_output_folder(folder, force=force) as tmp:
-        config.save_pretrained(tmp)
-        # One synchronous orbax item per parameter group (params/<group>): orbax copies whatever one save call
-        # holds, so this bounds the extra memory by the largest group instead of the whole model.
-        with ocp.Checkpointer(ocp.StandardCheckpointHandler(save_concurrent_gb=1)) as checkpointer:
-            for part in parts:
-                checkpointer.save(tmp / "params" / part, args=ocp.args.StandardSave({part: params[part]}))
-        write_text_atomic(tmp / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    with _checkpoint_folder(folder, force=force, protect=[*sources, *protect]) as tmp:
+        try:
+            config.save_pretrained(tmp)
+            save_groups(tmp / "params", params, parts)
+            # The checksums of what was written, verified on load: a file altered on disk is named, not loaded.
+            manifest["files"] = folder_checksums(tmp, "params")
+            fs.write_text(tmp / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+        except OSError as err:
+            raise CheckpointError(f"cannot write the checkpoint {folder}: {describe_os_error(err)}") from err
+        except CheckpointError as err:
+            raise CheckpointError(f"cannot write the checkpoint {folder}: {err}") from err
     return Path(folder)
 
 
@@ -111,7 +126,7 @@ def write_safetensors(path: Path, tensors: Mapping[str, np.ndarray], metadata: M
         offset += nbytes
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)  # the format pads the header to 8-byte alignment
-    with open(path, "wb") as f:
+    with fs.atomic_file(path, "wb") as f:
         f.write(struct.pack("<Q", len(blob)))
         f.write(blob)
         for key in keys:
@@ -125,6 +140,7 @@ def export_hf(
     *,
     force: bool = False,
     processor: ClvpProcessor | None = None,
+    protect: Sequence[str | os.PathLike] = (),
 ) -> Path:
     """Write an HF-format folder that transformers loads strictly: `config.json` + `model.safetensors`, and beside
     them the processor's files (vocab.json, merges.txt, tokenizer_config.json, preprocessor_config.json,
@@ -133,7 +149,7 @@ def export_hf(
     Args:
       folder: output folder; must not exist unless `force`.
       config, params: the whole model (the HF class has no autoregressive-only variant).
-      force: replace an existing `folder`.
+      force, protect: as for `save_checkpoint`.
       processor: the front end to save (default: `ClvpProcessor.default()`, the packaged Tortoise vocabulary and
         mel norms with transformers' text normaliser, so both libraries give the same ids from the folder).
     """
@@ -148,8 +164,11 @@ def export_hf(
     dtype = float_dtype(params)
     hf_config = config.to_dict()
     hf_config.update(architectures=["ClvpModelForConditionalGeneration"], dtype=dtype)
-    with atomic_output_folder(folder, force=force) as tmp:
-        write_text_atomic(tmp / "config.json", json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
-        write_safetensors(tmp / "model.safetensors", state, {"format": "pt"})
-        (processor or ClvpProcessor.default()).save_pretrained(tmp)
+    with _checkpoint_folder(folder, force=force, protect=protect) as tmp:
+        try:
+            fs.write_text(tmp / "config.json", json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
+            write_safetensors(tmp / "model.safetensors", state, {"format": "pt"})
+            (processor or ClvpProcessor.default()).save_pretrained(tmp)
+        except OSError as err:
+            raise CheckpointError(f"cannot write the export {folder}: {describe_os_error(err)}") from err
     return Path(folder)

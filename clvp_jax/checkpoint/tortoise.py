@@ -232,9 +232,14 @@ def _read_kwargs(original_config: str | Path | Mapping | None, folder: Path | No
         return {}
     if not isinstance(original_config, Mapping):
         try:
-            original_config = json.loads(Path(original_config).read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise ConfigError(f"cannot read {original_config} ({err}); fix or remove it") from err
+            original_config = json.loads(Path(original_config).read_text(encoding="utf-8"))
+            if not isinstance(original_config, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as err:  # ValueError: bad JSON or bad UTF-8
+            raise ConfigError(
+                f"cannot read {original_config} ({err}); expected a JSON object of constructor arguments "
+                '({"autoregressive": {...}, "clvp": {...}}): fix or remove it'
+            ) from err
     out = {}
     for section, known in (("autoregressive", AR_KWARGS), ("clvp", CLVP_KWARGS)):
         kwargs = dict(original_config.get(section) or {})

@@ -19,6 +19,7 @@ from jax.typing import ArrayLike
 
 from clvp_jax.generation.compiling import ahead_or_jit, bucketed_text_length, compile_ahead, program_for
 from clvp_jax.generation.decode import chunk_rows
+from clvp_jax.generation.latents import check_latent_values
 from clvp_jax.generation.options import GenerationOptions
 from clvp_jax.generation.program import GenerationOutput
 from clvp_jax.model import ClvpModelForConditionalGeneration, param_shapes
@@ -116,6 +117,8 @@ def generate(
                 f"input_features must be log-mel [{B} or 1, {dec.feature_size}, frames], got {feats.shape}"
             )
     else:
+        if not isinstance(conditioning_latents, jax.core.Tracer):  # concrete values: refuse NaN, inf, 1e38
+            check_latent_values(conditioning_latents, "conditioning_latents")
         lat = jnp.asarray(conditioning_latents, jnp.float32).reshape(-1, dec.hidden_size)
         if lat.shape[0] not in (1, B):
             raise ValueError(f"conditioning_latents must be [{B} or 1, {dec.hidden_size}], got {lat.shape}")

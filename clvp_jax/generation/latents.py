@@ -23,7 +23,6 @@ import dataclasses
 import functools
 import io
 import os
-import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from clvp_jax import fs
 from clvp_jax.model import ClvpModelForConditionalGeneration
 
 
@@ -67,13 +67,38 @@ def get_conditioning_latents(
         )
     fn = _voice_latent_fn(model)
     per_clip = np.concatenate([np.asarray(fn(params, jnp.asarray(g))) for g in groups], axis=0)  # [B, D]
-    return per_clip.mean(axis=0).astype(np.float32)
+    # Non-finite clips (or weights) would give all-zero codes downstream with exit status 0: refuse them here.
+    return check_latent_values(per_clip.mean(axis=0), "the voice clips' conditioning latent")
 
 
 LATENTS_FORMAT = "clvp-jax voice latents"
 LATENTS_VERSION = 2  # 1: bare .npy of the AR latent; 2: .npz with the AR and the diffusion latents
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGIC = b"PK\x03\x04"
+
+
+# Voice latents are the conditioning encoder's layer-normalised outputs, a few units in size; 1e4 leaves wide room
+# for unusual voices and fine-tunes, and catches garbage such as 1e38, which overflows the decoder into all-zero
+# codes with exit status 0. NaN and inf are refused the same way.
+MAX_LATENT_MAGNITUDE = 1e4
+
+
+def check_latent_values(value, where: str) -> np.ndarray:
+    """`value` as float32 numpy, or `ValueError` if it holds NaN, inf, or a magnitude above `MAX_LATENT_MAGNITUDE`.
+
+    The check at every boundary where latents enter: latents files, `get_conditioning_latents` results and
+    `generate`'s `conditioning_latents`.
+    """
+    arr = np.asarray(value, np.float32)
+    if not np.isfinite(arr).all():
+        raise LatentsFileError(f"{where}: the conditioning latent holds NaN or infinite values; recompute it")
+    peak = float(np.abs(arr).max()) if arr.size else 0.0
+    if peak > MAX_LATENT_MAGNITUDE:
+        raise LatentsFileError(
+            f"{where}: the conditioning latent reaches {peak:.3g}, beyond the {MAX_LATENT_MAGNITUDE:g} a voice "
+            "latent can hold; recompute it from the voice clips"
+        )
+    return arr
 
 
 class LatentsFileError(ValueError):
@@ -126,6 +151,8 @@ def _checked_latent(name: str, value: np.ndarray, ndims: tuple[int, ...], width:
         )
     if not np.isfinite(value).all():
         raise LatentsFileError(f"{where}: the {name} latent holds NaN or infinite values; recompute it")
+    if name == "autoregressive":
+        check_latent_values(value, where)
     return value.astype(np.float32)
 
 
@@ -153,18 +180,17 @@ def save_conditioning_latents(
             "diffusion": _checked_latent("diffusion", diffusion, (1,), None, where),
         }
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if arrays is None:
-                np.save(f, ar)
-            else:
-                np.savez(f, **arrays)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with fs.atomic_file(target, "wb") as f:  # a unique temporary, renamed when complete; the user's umask
+        if arrays is None:
+            np.save(f, ar)
+        else:
+            np.savez(f, **arrays)
     return target
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:160]}" if text else type(error).__name__
 
 
 def load_voice_latents(
@@ -191,13 +217,16 @@ def load_voice_latents(
         raise FileNotFoundError(f"no latents file at {path}")
     raw = path.read_bytes()
     width = None if model is None else model.config.decoder_config.hidden_size
-    corrupt = f"{where} is not a readable clvp-jax latents file"
+    corrupt = (
+        f"{where} is not a readable clvp-jax latents file (expected a float32 .npy of the voice latent [width], "
+        "or a version-2 .npz archive)"
+    )
     fix = "recompute it from the voice clips (`clvp-jax latents --voice ... --out FILE`)"
     if raw.startswith(_NPY_MAGIC):
         try:
             ar = np.load(io.BytesIO(raw), allow_pickle=False)
-        except Exception as error:  # truncated header or data, pickled objects
-            raise LatentsFileError(f"{corrupt} ({type(error).__name__}: {error}); {fix}") from None
+        except Exception as error:  # truncated header or data, an object dtype (which would need a pickle)
+            raise LatentsFileError(f"{corrupt}; it is damaged or holds objects ({_first_line(error)}); {fix}") from None
         return VoiceLatents(_checked_latent("autoregressive", ar, (1, 2), width, where), None, 1, where)
     if not raw.startswith(_ZIP_MAGIC):
         raise LatentsFileError(f"{corrupt} (neither a .npy array nor a version-2 archive); {fix}")

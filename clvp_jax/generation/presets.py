@@ -34,8 +34,11 @@ def preset_options(
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    n = candidates or PRESETS[preset]
-    if n < 1:
-        raise ValueError(f"candidates must be at least 1, got {n}")
-    tokens = max_new_tokens or min(500, config.decoder_config.max_position_embeddings - 1)
+    # `is None`, not `or`: an explicit 0 is refused below (GenerationOptions), never replaced by the preset's value.
+    n = PRESETS[preset] if candidates is None else candidates
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"candidates must be an integer of at least 1, got {n!r}")
+    tokens = min(500, config.decoder_config.max_position_embeddings - 1) if max_new_tokens is None else max_new_tokens
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
+        raise ValueError(f"max_new_tokens must be an integer of at least 1, got {tokens!r}")
     return GenerationOptions.tortoise(num_candidates=n, max_new_tokens=tokens, dtype=dtype)

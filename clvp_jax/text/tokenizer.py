@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
 from itertools import chain
@@ -41,6 +40,7 @@ from typing import Any, Literal
 import numpy as np
 from tokenizers import Tokenizer, models
 
+from clvp_jax.fs import write_text
 from clvp_jax.text import tortoise_cleaners
 from clvp_jax.text.normalizer import AsciiMode, normalize
 
@@ -66,19 +66,6 @@ def bytes_to_unicode() -> dict[int, str]:
     shifted = (byte for byte in range(256) if byte not in table)
     table.update({byte: chr(256 + n) for n, byte in enumerate(shifted)})
     return dict(sorted(table.items()))
-
-
-def write_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to `path` through a temporary file and a rename, so readers never see a partial file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_merges(path: str | os.PathLike) -> list[tuple[str, str]]:
@@ -525,7 +512,7 @@ class ClvpTokenizer:
             "tokenizer_config.json": json.dumps(config, indent=2) + "\n",
         }
         for name, text in files.items():
-            write_atomic(folder / name, text)
+            write_text(folder / name, text)
         return tuple(str(folder / name) for name in files)
 
 
