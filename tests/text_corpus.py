@@ -51,14 +51,14 @@ EDGE_CASES = [
     "word " * 80,
 ]
 
-_WORDS = (
+WORDS = (
     "the a of and to in is was he she it they we you that for on with as his her at by from this had not are "
     "but or have be one all which there were their when would your can said what about out if up so some "
     "voice speech model audio text sound quiet loud river mountain garden morning evening yesterday tomorrow "
     "quickly slowly strange beautiful ordinary important wonderful tortoise hare question answer"
 ).split()
-_NAMES = ("Smith", "Jones", "Watson", "Holmes", "Brown", "Garcia", "O'Brien", "McDonald", "Lee", "Nguyen")
-_ABBREVIATIONS = ("Mr", "Mrs", "Dr", "St", "Co", "Jr", "Maj", "Gen", "Drs", "Rev", "Lt", "Hon", "Sgt", "Capt",
+NAMES = ("Smith", "Jones", "Watson", "Holmes", "Brown", "Garcia", "O'Brien", "McDonald", "Lee", "Nguyen")
+ABBREVIATIONS = ("Mr", "Mrs", "Dr", "St", "Co", "Jr", "Maj", "Gen", "Drs", "Rev", "Lt", "Hon", "Sgt", "Capt",
                   "Esq", "Ltd", "Col", "Ft")  # fmt: skip
 _FOREIGN = ("caf\u00e9", "na\u00efve", "\u00fcber", "ni\u00f1o", "fa\u00e7ade", "\u4e2d\u6587", "\U0001f680",
             "\u00e5ngstr\u00f6m", "\u0161ko\u0161", "\u2014", "\u2026", "\u00bd", "\u2122", "\u00b0C")  # fmt: skip
@@ -94,7 +94,7 @@ def _ordinal(rng: random.Random) -> str:
 
 
 def _sentence(rng: random.Random) -> str:
-    words = [rng.choice(_WORDS) for _ in range(rng.randint(3, 18))]
+    words = [rng.choice(WORDS) for _ in range(rng.randint(3, 18))]
     kind = rng.randrange(10)
     slot = rng.randrange(len(words) + 1)
     if kind == 0:
@@ -109,9 +109,9 @@ def _sentence(rng: random.Random) -> str:
         words.insert(slot, _ordinal(rng))
     elif kind == 5:
         period = "." if rng.random() < 0.7 else ""
-        abbr = rng.choice(_ABBREVIATIONS)
+        abbr = rng.choice(ABBREVIATIONS)
         abbr = abbr.upper() if rng.random() < 0.2 else abbr
-        words.insert(slot, f"{abbr}{period} {rng.choice(_NAMES)}")
+        words.insert(slot, f"{abbr}{period} {rng.choice(NAMES)}")
     elif kind == 6:
         words.insert(slot, rng.choice(_FOREIGN))
     elif kind == 7:

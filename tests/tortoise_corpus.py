@@ -20,6 +20,8 @@ import random
 import sys
 from pathlib import Path
 
+from text_corpus import ABBREVIATIONS, NAMES, WORDS  # the same vocabulary as the hf-normaliser corpus
+
 DATA = Path(__file__).resolve().parent / "data" / "tortoise_normaliser_corpus.json"
 
 EDGE_CASES = [
@@ -70,15 +72,6 @@ EDGE_CASES = [
     "word " * 80,
 ]
 
-_WORDS = (
-    "the a of and to in is was he she it they we you that for on with as his her at by from this had not are "
-    "but or have be one all which there were their when would your can said what about out if up so some "
-    "voice speech model audio text sound quiet loud river mountain garden morning evening yesterday tomorrow "
-    "quickly slowly strange beautiful ordinary important wonderful tortoise hare question answer"
-).split()
-_NAMES = ("Smith", "Jones", "Watson", "Holmes", "Brown", "Garcia", "O'Brien", "McDonald", "Lee", "Nguyen")
-_ABBREVIATIONS = ("Mr", "Mrs", "Dr", "St", "Co", "Jr", "Maj", "Gen", "Drs", "Rev", "Lt", "Hon", "Sgt", "Capt",
-                  "Esq", "Ltd", "Col", "Ft")  # fmt: skip
 _FOREIGN = ("caf\u00e9", "na\u00efve", "\u00fcber", "ni\u00f1o", "fa\u00e7ade", "\u4e2d\u6587", "\U0001f680",
             "\u00e5ngstr\u00f6m", "\u0161ko\u0161", "\u2014", "\u2013", "\u2026", "\u00bd", "\u2122", "\u00b0C",
             "\u201cquote\u201d", "\u2018it\u2019s\u2019", "\u00c9mile", "Z\u00fcrich", "\u6771\u4eac", "\U0001f600",
@@ -154,7 +147,7 @@ def _number_like(rng: random.Random) -> str:
 
 
 def _sentence(rng: random.Random) -> str:
-    words = [rng.choice(_WORDS) for _ in range(rng.randint(2, 16))]
+    words = [rng.choice(WORDS) for _ in range(rng.randint(2, 16))]
     for _ in range(rng.choice([1, 1, 1, 2, 3])):
         kind = rng.randrange(8)
         if kind == 0:
@@ -167,9 +160,9 @@ def _sentence(rng: random.Random) -> str:
             item = _time(rng)
         elif kind == 4:
             period = "." if rng.random() < 0.7 else ""
-            abbr = rng.choice(_ABBREVIATIONS)
+            abbr = rng.choice(ABBREVIATIONS)
             abbr = abbr.upper() if rng.random() < 0.2 else abbr
-            item = f"{abbr}{period} {rng.choice(_NAMES)}"
+            item = f"{abbr}{period} {rng.choice(NAMES)}"
         elif kind == 5:
             item = rng.choice(_FOREIGN)
         elif kind == 6:
