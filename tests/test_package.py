@@ -58,7 +58,7 @@ def test_wheel_metadata(wheel):
     urls = dict(u.split(", ", 1) for u in meta.get_all("Project-URL"))
     assert urls["Tortoise weights (Hub)"] == "https://huggingface.co/Manmay/tortoise-tts"
     assert "Homepage" not in urls  # the project has no public address yet: none is invented
-    assert set(meta.get_all("Provides-Extra")) == {"torch", "cuda12", "tpu", "test"}
+    assert set(meta.get_all("Provides-Extra")) == {"torch", "cuda12", "tpu", "test", "bench"}
     requires = meta.get_all("Requires-Dist")
     assert 'jax[cuda12]>=0.4.30; extra == "cuda12"' in requires and 'jax[tpu]>=0.4.30; extra == "tpu"' in requires
     assert "huggingface_hub>=1.0" in requires
