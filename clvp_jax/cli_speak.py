@@ -98,7 +98,7 @@ def speak_voice(spec: list[str] | None, usage_error):
     """`--voice` -> what `synthesize` takes: None, a list of clip paths, or `voices.VoiceLatents`."""
     if not spec:
         return None
-    from clvp_jax import voices
+    from clvp_jax import voice_latents, voices
 
     try:
         resolved = voices.resolve_voices(spec)
@@ -112,7 +112,7 @@ def speak_voice(spec: list[str] | None, usage_error):
     if one.clips:
         return [str(c) for c in one.clips]
     parts = [(_latents_file(s.latents_file), 1) for s in one.sources]
-    latents = voices.combine_latents(parts)
+    latents = voice_latents.combine_latents(parts)
     if latents.diffusion is None:
         files = ", ".join(str(s.latents_file) for s in one.sources)
         raise usage_error(f"{files} holds no diffusion latent (enough for codes, not audio); give the voice's clips")
@@ -121,19 +121,19 @@ def speak_voice(spec: list[str] | None, usage_error):
 
 def _latents_file(path: Path):
     """A latents file as `voices.VoiceLatents`: clvp-jax's versioned latents file (`generation.latents`, what
-    `save_conditioning_latents` writes), else the formats `voices.load_latents_file` reads (Tortoise's .pth, the
+    `save_conditioning_latents` writes), else the formats `voice_latents.load_latents_file` reads (Tortoise's .pth, the
     voice-folder cache)."""
-    from clvp_jax import voices
+    from clvp_jax import voice_latents, voices
     from clvp_jax.generation.latents import LatentsFileError, load_voice_latents
 
     if path.suffix.lower() in (".npz", ".npy"):
         try:
             latents = load_voice_latents(path)
         except LatentsFileError:
-            return voices.load_latents_file(path)
+            return voice_latents.load_latents_file(path)
         auto = latents.autoregressive
         return voices.VoiceLatents(auto if auto.ndim == 1 else auto.mean(axis=0), latents.diffusion)
-    return voices.load_latents_file(path)
+    return voice_latents.load_latents_file(path)
 
 
 def voice_diffusion_latent(checkpoint: Path | None, voice, model):

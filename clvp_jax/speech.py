@@ -190,7 +190,7 @@ def voice_conditioning(*, model, params, waveform_models: WaveformModels, voice:
         return voice
     from clvp_jax import voices
 
-    if isinstance(voice, voices.VoiceLatents):  # what `voices.voice_latents` / `load_latents_file` return
+    if isinstance(voice, voices.VoiceLatents):  # what `voice_latents.voice_latents` / `load_latents_file` return
         voice = VoiceLatents(voice.auto, voice.diffusion, source="the voice's latents")
     width = waveform_models.diffusion_width
     if isinstance(voice, (str, os.PathLike)) and Path(voice).is_file() and Path(voice).suffix in (".npz", ".npy"):

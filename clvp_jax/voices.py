@@ -18,13 +18,13 @@ Resolution is pure and fast (directory listings and `stat` only: no audio is dec
 the CLI validates `--voice` before the ~30 s model load; every problem is a `VoiceError` that says what was
 looked for, where, and what exists.
 
-Cached latents: `save_cached_latents` writes `<voice folder>/clvp_jax_latents.npz` (`CACHE_FILE`) holding the
+Cached latents: `clvp_jax.voice_latents.save_cached_latents` writes `<voice folder>/clvp_jax_latents.npz` (`CACHE_FILE`) holding the
 voice's latents, the names of the clips they came from and the checkpoint they were made with. `resolve_voices`
 finds it and reports whether it is still valid (`CacheInfo.problem`): it is reused only when it lists exactly the
 folder's current clips, none of them changed since (each clip's size and modification time are recorded: stricter
 than "the cache is newer than every clip", which misses a clip replaced by an older file and never recovers from a
 clip dated in the future), and it was made by the same checkpoint hash.
-`voice_latents(spec, checkpoint=..., compute=...)` puts it together: caches or latents files where they are
+`clvp_jax.voice_latents.voice_latents(spec, checkpoint=..., compute=...)` puts it together: caches or latents files where they are
 valid, the model (`compute`) elsewhere, a fresh cache written back.
 
 Combining (`a&b`) follows Tortoise: clip voices are averaged over *all their clips* (Tortoise concatenates the clip
@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -50,7 +50,6 @@ import numpy as np
 
 from clvp_jax.assets import ASSETS_DIR
 from clvp_jax.audio.io import AUDIO_EXTENSIONS
-from clvp_jax.fs import atomic_file
 
 RANDOM_VOICE = "random"  # the reserved name of Tortoise's random voice
 PACKAGED_VOICES_DIR = ASSETS_DIR / "voices"  # the voices shipped with the package (searched last)
@@ -201,12 +200,12 @@ def _named_folders(voice_dirs: Sequence[str | os.PathLike]) -> dict[str, tuple[P
     return found
 
 
-def _clip_stats(clips: Sequence[Path]) -> dict[str, tuple[int, int]]:
+def clip_stats(clips: Sequence[Path]) -> dict[str, tuple[int, int]]:
     """clip name -> (size in bytes, modification time in ns): what a cache records to notice an edited clip."""
     return {c.name: (c.stat().st_size, c.stat().st_mtime_ns) for c in clips}
 
 
-def _read_cache(path: Path, clips: Sequence[Path]) -> CacheInfo:
+def read_cache(path: Path, clips: Sequence[Path]) -> CacheInfo:
     try:
         with np.load(path, allow_pickle=False) as npz:
             if str(npz["format"]) != CACHE_FORMAT:
@@ -217,7 +216,7 @@ def _read_cache(path: Path, clips: Sequence[Path]) -> CacheInfo:
             recorded = dict(zip(names, stats, strict=True))  # a length mismatch is a corrupt file: unreadable
     except Exception as error:  # a truncated or foreign file is reported, not fatal: it is simply not reused
         return CacheInfo(path, "", (), False, f"unreadable ({type(error).__name__}: {error})")
-    current = _clip_stats(clips)
+    current = clip_stats(clips)
     stale = None
     if set(recorded) != set(current):
         added, removed = sorted(set(current) - set(recorded)), sorted(set(recorded) - set(current))
@@ -231,7 +230,7 @@ def _read_cache(path: Path, clips: Sequence[Path]) -> CacheInfo:
     return CacheInfo(path, checkpoint, names, has_diffusion, stale)
 
 
-def _is_file(path: Path | None) -> bool:
+def is_file(path: Path | None) -> bool:
     return path is not None and path.is_file()
 
 
@@ -245,7 +244,7 @@ def _folder_source(label: str, kind: SourceKind, folder: Path, packaged: bool = 
         if empty:
             raise VoiceError(f"{what}: {', '.join(empty)} {'is' if len(empty) == 1 else 'are'} empty (0 bytes)")
         cache_file = folder / CACHE_FILE
-        cache = _read_cache(cache_file, clips) if _is_file(cache_file) else None
+        cache = read_cache(cache_file, clips) if is_file(cache_file) else None
         return VoiceSource(label, kind, folder, clips, None, cache, None if packaged else cache_file)
     latents = [p for p in files if p.suffix.lower() in LATENT_EXTENSIONS and p.name != CACHE_FILE]
     if len(latents) == 1:
@@ -438,155 +437,6 @@ def format_voice_list(entries: Sequence[VoiceEntry]) -> str:
     return "\n".join(lines)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Latents: files, the cache, combining
-
-
-def _as_vector(value, what: str, path: Path) -> np.ndarray:
-    array = np.asarray(value, np.float32)
-    if array.ndim == 2 and array.shape[0] == 1:
-        array = array[0]  # Tortoise keeps a batch axis of one
-    if array.ndim != 1 or array.size == 0:
-        raise VoiceError(f"{path}: the {what} latent has shape {np.shape(value)}; expected [width] or [1, width]")
-    return array
-
-
-def load_latents_file(path: str | os.PathLike) -> VoiceLatents:
-    """Read a latents file: Tortoise's `.pth` (the tuple (auto [1, D], diffusion [1, 2W]) that
-    `get_conditioning_latents` returns; torch needed), a `.npy` of the AR latent [D], or a `.npz` cache."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        return VoiceLatents(_as_vector(np.load(path, allow_pickle=False), "autoregressive", path))
-    if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as npz:
-            if "auto" not in npz:
-                raise VoiceError(f"{path}: no 'auto' latent in it (keys: {', '.join(npz.files)})")
-            diffusion = _as_vector(npz["diffusion"], "diffusion", path) if "diffusion" in npz else None
-            return VoiceLatents(_as_vector(npz["auto"], "autoregressive", path), diffusion)
-    if suffix == ".pth":
-        try:
-            import torch
-        except ImportError as error:
-            raise ImportError(
-                f"reading the Tortoise latents {path} needs torch: pip install 'clvp-jax[torch]'"
-            ) from error
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-        items = tuple(loaded) if isinstance(loaded, (tuple, list)) else (loaded,)
-        if not 1 <= len(items) <= 2 or not all(isinstance(t, torch.Tensor) for t in items):
-            raise VoiceError(
-                f"{path}: expected Tortoise's (autoregressive, diffusion) latent tensors, got {type(loaded).__name__}"
-            )
-        arrays = [t.float().numpy() for t in items]
-        diffusion = _as_vector(arrays[1], "diffusion", path) if len(arrays) == 2 else None
-        return VoiceLatents(_as_vector(arrays[0], "autoregressive", path), diffusion)
-    raise VoiceError(f"{path}: not a latents file ({', '.join(LATENT_EXTENSIONS)})")
-
-
-def save_cached_latents(source: VoiceSource, latents: VoiceLatents, *, checkpoint: str) -> Path:
-    """Write `latents` as the cache of `source` (beside its clips, atomically), recording the clips and checkpoint.
-
-    Raises:
-      VoiceError: the source has no cache location (loose files, latents files, packaged voices).
-      OSError (`fs.OutputError`): the folder cannot be written.
-    """
-    if source.cache_path is None:
-        raise VoiceError(f"voice {source.label!r} has no cache location (only a user's voice folder of clips has one)")
-    stats = _clip_stats(source.clips)  # dict order is the clips' order
-    arrays = {
-        "format": np.array(CACHE_FORMAT),
-        "auto": np.asarray(latents.auto, np.float32).reshape(-1),
-        "checkpoint": np.array(checkpoint),
-        "clips": np.array([c.name for c in source.clips], dtype=str),
-        "clip_sizes": np.array([stat[0] for stat in stats.values()], np.int64),
-        "clip_mtimes_ns": np.array([stat[1] for stat in stats.values()], np.int64),
-    }
-    if latents.diffusion is not None:
-        arrays["diffusion"] = np.asarray(latents.diffusion, np.float32).reshape(-1)
-    with atomic_file(source.cache_path, "wb") as f:
-        np.savez(f, **arrays)
-    return source.cache_path
-
-
-def combine_latents(parts: Sequence[tuple[VoiceLatents, int]]) -> VoiceLatents:
-    """Weighted mean of (latents, weight) pairs; the diffusion latent only when every part has one."""
-    if not parts:
-        raise ValueError("nothing to combine")
-    widths = {p.auto.shape for p, _ in parts}
-    if len(widths) > 1:
-        raise VoiceError(f"cannot join voices whose latents have different widths ({sorted(widths)})")
-    weights = np.asarray([w for _, w in parts], np.float64)
-    auto = np.tensordot(weights / weights.sum(), np.stack([p.auto for p, _ in parts]).astype(np.float64), 1)
-    diffusion = None
-    if all(p.diffusion is not None for p, _ in parts):
-        stacked = np.stack([p.diffusion for p, _ in parts]).astype(np.float64)
-        diffusion = np.tensordot(weights / weights.sum(), stacked, 1).astype(np.float32)
-    return VoiceLatents(auto.astype(np.float32), diffusion)
-
-
-def voice_latents(
-    voice: VoiceSpec,
-    *,
-    checkpoint: str,
-    compute: Callable[[Sequence[Path]], VoiceLatents],
-    need_diffusion: bool = False,
-    write_cache: bool = True,
-    report: Callable[[str], None] | None = None,
-) -> VoiceLatents:
-    """The latents of one (non-random) voice: latents files and valid caches read, other clips computed.
-
-    Args:
-      voice: from `resolve_voices` (not `random`: use `waveform.random_latents.random_voice_latents`).
-      checkpoint: the hash of the weights `compute` uses (e.g. the checkpoint file's sha256); caches made with
-        another are recomputed.
-      compute: clips -> their latents (the model's mean over the clips), called once per source not served
-        from a cache.
-      need_diffusion: a cache without the diffusion latent is then recomputed.
-      write_cache: write a computed voice folder's cache back (failures to write are reported, not raised).
-      report: receives one line per source (reused, recomputed and why, cache written or not).
-    Returns:
-      The joined latents (weighted as the module docstring says).
-    """
-    if voice.is_random:
-        raise VoiceError("the random voice has no clips; make its latents with random_voice_latents(key, ...)")
-    say = report or (lambda _line: None)
-    parts = []
-    for source in voice.sources:
-        if source.kind == "latents":
-            latents = load_latents_file(source.latents_file)
-            if need_diffusion and latents.diffusion is None:
-                raise VoiceError(f"{source.latents_file} holds no diffusion latent; give the voice's clips instead")
-            say(f"{source.label}: latents read from {source.latents_file}")
-            parts.append((latents, 1))
-            continue
-        # Read again rather than trust the resolution's snapshot: an earlier voice of the same run (`lj,lj&x`)
-        # may have written it since.
-        cache = _read_cache(source.cache_path, source.clips) if _is_file(source.cache_path) else source.cache
-        problem = None if cache is None else cache.problem(checkpoint, need_diffusion)
-        if cache is not None and problem is None:
-            try:
-                latents = load_latents_file(cache.path)
-            except (OSError, ValueError) as error:  # changed since resolution: recompute
-                problem = f"unreadable ({error})"
-            else:
-                say(f"{source.label}: cached latents reused ({cache.path})")
-                parts.append((latents, source.weight))
-                continue
-        latents = compute(source.clips)
-        line = f"{source.label}: latents computed from {len(source.clips)} clip(s)"
-        if problem is not None:
-            line += f" (cache not reused: {problem})"
-        if write_cache and source.cache_path is not None:
-            try:
-                save_cached_latents(source, latents, checkpoint=checkpoint)
-                line += f"; cached in {source.cache_path}"
-            except OSError as error:
-                line += f"; cache not written ({error})"
-        say(line)
-        parts.append((latents, source.weight))
-    return combine_latents(parts)
-
-
 __all__ = [
     "CACHE_FILE",
     "PACKAGED_VOICES_DIR",
@@ -597,12 +447,8 @@ __all__ = [
     "VoiceLatents",
     "VoiceSource",
     "VoiceSpec",
-    "combine_latents",
     "describe_source",
     "format_voice_list",
     "list_voices",
-    "load_latents_file",
     "resolve_voices",
-    "save_cached_latents",
-    "voice_latents",
 ]

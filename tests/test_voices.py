@@ -14,20 +14,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clvp_jax import voices as V
+from clvp_jax import voice_latents as voice_latents_module
+from clvp_jax.voice_latents import combine_latents, load_latents_file, save_cached_latents, voice_latents
 from clvp_jax.voices import (
     CACHE_FILE,
     PACKAGED_VOICES_DIR,
     VoiceError,
     VoiceLatents,
-    combine_latents,
     describe_source,
     format_voice_list,
     list_voices,
-    load_latents_file,
     resolve_voices,
-    save_cached_latents,
-    voice_latents,
 )
 
 D, E = 8, 6  # tiny latent widths for the fake model
@@ -305,7 +302,7 @@ def test_unwritable_cache_is_reported_not_raised(layout, monkeypatch):
     def refuse(*_args, **_kwargs):
         raise OutputError("cannot write here (permission denied)")
 
-    monkeypatch.setattr(V, "atomic_file", refuse)
+    monkeypatch.setattr(voice_latents_module, "atomic_file", refuse)  # the cache writer lives there
     lines = []
     (lj,) = resolve_voices("lj", [layout["A"]])
     voice_latents(lj, checkpoint="ck", compute=FakeModel(), report=lines.append)
