@@ -192,10 +192,14 @@ def latent_frames(codes: int) -> int:
 
 
 class ResBlock1(nn.Module):
-    """Three times x = x + conv2(LReLU(conv1(LReLU(x)))) (conv1 dilated, conv2 not), 'same' padding. [B, W, T]."""
+    """Three times x = x + conv2(LReLU(conv1(LReLU(x)))) (conv1 dilated, conv2 not), 'same' padding. [B, W, T].
+
+    The convolutions run in `dtype`; the residual x stays in its own dtype (float32 in `HifiganGenerator`).
+    """
 
     kernel_size: int
     dilations: tuple[int, ...]
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -203,7 +207,7 @@ class ResBlock1(nn.Module):
         for j, d in enumerate(self.dilations):
             conv1 = Conv1d(channels, k, padding=d * (k - 1) // 2, dilation=d, name=f"convs1_{j}")
             conv2 = Conv1d(channels, k, padding=(k - 1) // 2, name=f"convs2_{j}")
-            x = x + conv2(_lrelu(conv1(_lrelu(x))))
+            x = x + conv2(_lrelu(conv1(_lrelu(x).astype(self.dtype)))).astype(x.dtype)
         return x
 
 
@@ -213,7 +217,8 @@ class HifiganGenerator(nn.Module):
 
     Attributes:
       config: the model's `HifiganConfig`.
-      dtype: compute dtype (parameters stay float32; the output is float32).
+      dtype: compute dtype of the convolutions (parameters stay float32). With bfloat16 the residual streams,
+        the average over the resblocks and conv_post + tanh stay float32; the output is float32.
     """
 
     config: HifiganConfig
@@ -226,6 +231,7 @@ class HifiganGenerator(nn.Module):
             raise ValueError(f"HiFiGAN: features must be [B, {cfg.in_channels}, L], got {x.shape}")
         x = x.astype(self.dtype)
         o = Conv1d(cfg.upsample_initial_channel, PRE_POST_KERNEL, padding=3, name="conv_pre")(x)  # [B, W_0, N]
+        o = o.astype(jnp.float32)
         if cfg.cond_channels:
             if g is None or g.shape != (x.shape[0], cfg.cond_channels):
                 got = None if g is None else g.shape
@@ -233,15 +239,15 @@ class HifiganGenerator(nn.Module):
                     f"HiFiGAN: speaker embedding g must be [B, G] = {(x.shape[0], cfg.cond_channels)}, got {got}"
                 )
             cond = Conv1d(cfg.upsample_initial_channel, 1, name="cond_layer")(g.astype(self.dtype)[:, :, None])
-            o = o + cond  # [B, W_0, 1] broadcast over time, once
+            o = o + cond.astype(jnp.float32)  # [B, W_0, 1] broadcast over time, once
         kernels = len(cfg.resblock_kernel_sizes)
         for i, (u, k) in enumerate(zip(cfg.upsample_factors, cfg.upsample_kernel_sizes, strict=True)):
             channels = cfg.upsample_initial_channel // 2 ** (i + 1)
             upsample = ConvTranspose1d(channels, k, stride=u, padding=(k - u) // 2, name=f"ups_{i}")
-            o = upsample(_lrelu(o))
+            o = upsample(_lrelu(o).astype(self.dtype)).astype(jnp.float32)
             total = None
             for j, (rk, dil) in enumerate(zip(cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes, strict=True)):
-                y = ResBlock1(rk, dil, name=f"resblocks_{i * kernels + j}")(o)
+                y = ResBlock1(rk, dil, self.dtype, name=f"resblocks_{i * kernels + j}")(o)
                 total = y if total is None else total + y
             o = total / kernels  # [B, W_i, N prod(u_0..u_i)]
         post = Conv1d(cfg.out_channels, PRE_POST_KERNEL, padding=3, use_bias=cfg.conv_post_bias, name="conv_post")

@@ -166,19 +166,24 @@ class KernelPredictor(nn.Module):
     """Predicts every LVC kernel and bias of one block from the mel, at frame rate.
 
     [B, F, N] -> kernels [B, layers, W, 2W, taps, N] (channel order in before out, as the original's `view`) and
-    bias [B, layers, 2W, N].
+    bias [B, layers, 2W, N]. The mel and the 64-wide hidden convs are float32 (a log-mel of -11.5 in bfloat16
+    is off by up to 0.03, and these convs are cheap, at frame rate); `kernel_conv` and `bias_conv`, the bulk of
+    the work, run in `dtype` and return it.
     """
 
     config: UnivNetConfig
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, c: jax.Array) -> tuple[jax.Array, jax.Array]:
         cfg, act = self.config, _activation(self.config)
         k, hidden = cfg.kpnet_conv_size, KPNET_HIDDEN_CHANNELS
+        c = c.astype(jnp.float32)
         h = act(Conv1d(hidden, KPNET_INPUT_KERNEL, padding=2, name="input_conv_0")(c))  # [B, 64, N]
         for r in range(KPNET_RESIDUAL_BLOCKS):  # torch: Sequential(Dropout, conv, LReLU, conv, LReLU)
             y = act(Conv1d(hidden, k, padding=(k - 1) // 2, name=f"residual_convs_{r}_1")(h))
             h = h + act(Conv1d(hidden, k, padding=(k - 1) // 2, name=f"residual_convs_{r}_3")(y))
+        h = h.astype(self.dtype)
         kernels = FrameConv1d(cfg.kernel_channels, k, name="kernel_conv")(h)  # [B, layers W 2W taps, N]
         layers, channels = len(cfg.dilations), cfg.channel_size
         bias = Conv1d(layers * 2 * channels, k, padding=(k - 1) // 2, name="bias_conv")(h)  # [B, layers 2W, N]
@@ -212,20 +217,24 @@ def location_variable_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array, hop
     # Three shifted views instead of an unfold: windows[b, i, j, f, s] = x_pad[b, i, f hop + s + j].
     windows = jnp.stack([padded[:, :, j : j + samples] for j in range(taps)], axis=2)
     windows = windows.reshape(batch, channels, taps, frames, hop)  # [B, W, taps, N, hop]
-    out = jnp.einsum("bijfs,biojf->bofs", windows, kernel, precision=jax.lax.Precision.HIGHEST)  # [B, 2W, N, hop]
-    out = out + bias[..., None]
+    out = jnp.einsum(
+        "bijfs,biojf->bofs", windows, kernel, precision=jax.lax.Precision.HIGHEST, preferred_element_type=jnp.float32
+    )  # [B, 2W, N, hop], summed in float32 whatever the inputs' dtype
+    out = out + bias[..., None].astype(jnp.float32)
     return out.reshape(batch, -1, samples)
 
 
 class LVCBlock(nn.Module):
     """One upsampling block: [B, W, N hop / s] (+ mel [B, F, N]) -> [B, W, N hop].
 
-    Attributes: config, stride (s), hop (samples per mel frame after this block's upsampling).
+    Attributes: config, stride (s), hop (samples per mel frame after this block's upsampling), dtype (of the
+    convolutions and the kernel predictor; the residual stream x, the LVC sums and the gate stay float32).
     """
 
     config: UnivNetConfig
     stride: int
     hop: int
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, c: jax.Array) -> jax.Array:
@@ -235,15 +244,15 @@ class LVCBlock(nn.Module):
         upsample = ConvTranspose1d(
             channels, 2 * s, stride=s, padding=s // 2 + s % 2, output_padding=s % 2, name="convt_pre_1"
         )
-        x = upsample(act(x))  # [B, W, N hop]
-        kernels, bias = KernelPredictor(cfg, name="kernel_predictor")(c.astype(x.dtype))
+        x = upsample(act(x).astype(self.dtype)).astype(jnp.float32)  # [B, W, N hop]
+        kernels, bias = KernelPredictor(cfg, self.dtype, name="kernel_predictor")(c)
         for layer, dilation in enumerate(cfg.dilations):
             conv = Conv1d(
                 channels, LVC_KERNEL_SIZE, padding=dilation * (LVC_KERNEL_SIZE - 1) // 2, dilation=dilation,
                 name=f"conv_blocks_{layer}_1",
             )  # fmt: skip
-            y = act(conv(act(x)))
-            y = location_variable_conv(y, kernels[:, layer], bias[:, layer], self.hop)  # [B, 2W, N hop]
+            y = act(conv(act(x).astype(self.dtype)))
+            y = location_variable_conv(y, kernels[:, layer], bias[:, layer], self.hop)  # [B, 2W, N hop] float32
             x = x + jax.nn.sigmoid(y[:, :channels]) * jnp.tanh(y[:, channels:])
         return x
 
@@ -253,7 +262,10 @@ class UnivNetGenerator(nn.Module):
 
     Attributes:
       config: the model's `UnivNetConfig`.
-      dtype: compute dtype (parameters stay float32; the output is float32).
+      dtype: compute dtype of the convolutions and kernel predictors (parameters stay float32). With bfloat16,
+        what accumulates error stays float32: the mel and the kernel predictors' hidden convs, the residual
+        stream of every block (12 gated updates), the LVC's sums and gate, and conv_post + tanh (one output
+        channel, cheap); the output is float32.
     """
 
     config: UnivNetConfig
@@ -268,13 +280,14 @@ class UnivNetGenerator(nn.Module):
             raise ValueError(
                 f"UnivNet: noise must be [B, Z, F] = {(c.shape[0], cfg.noise_dim, c.shape[2])}, got {z.shape}"
             )
-        c, x = c.astype(self.dtype), z.astype(self.dtype)
+        c, x = c.astype(jnp.float32), z.astype(self.dtype)  # the mel stays float32 (see KernelPredictor)
         pad = (PRE_POST_KERNEL - 1) // 2
         x = Conv1d(cfg.channel_size, PRE_POST_KERNEL, padding=pad, padding_mode="reflect", name="conv_pre")(x)
+        x = x.astype(jnp.float32)
         hop = 1
         for b, stride in enumerate(cfg.strides):
             hop *= stride
-            x = LVCBlock(cfg, stride, hop, name=f"res_stack_{b}")(x, c)  # [B, W, N hop]
+            x = LVCBlock(cfg, stride, hop, self.dtype, name=f"res_stack_{b}")(x, c)  # [B, W, N hop] float32
         x = Conv1d(1, PRE_POST_KERNEL, padding=pad, padding_mode="reflect", name="conv_post_1")(_activation(cfg)(x))
         return jnp.tanh(x).astype(jnp.float32)  # [B, 1, A]
 
