@@ -1,6 +1,7 @@
 """Vocoder speed at real size: clvp-jax's UnivNet and HiFiGAN vs the original tortoise-tts 3.0.0 classes, fp32.
 
     .venv/bin/python benchmarks/bench_vocoders.py [--frames 278] [--repeats 3] [--models univnet hifigan]
+        [--dtype float32|bfloat16]   (clvp-jax's compute dtype; the original always runs float32)
 
 Random real-size weights (the original classes built with the spec §1 constructor arguments, seed 0, their own
 init) are saved once as original-format files in a temporary folder; then each implementation runs in
@@ -78,7 +79,7 @@ def timed(fn, repeats: int) -> tuple[float, list[float], list[float], np.ndarray
     return first, walls, cpus, np.asarray(out)
 
 
-def worker(impl: str, model: str, folder: Path, repeats: int) -> None:
+def worker(impl: str, model: str, folder: Path, repeats: int, dtype: str = "float32") -> None:
     inputs = dict(np.load(folder / "inputs.npz"))
     if impl == "ours":
         import jax
@@ -94,14 +95,14 @@ def worker(impl: str, model: str, folder: Path, repeats: int) -> None:
             mel, z = jax.device_put(inputs["mel"]), jax.device_put(inputs["z"])
 
             def fn():
-                return univnet_inference(params, mel, z, config=config).block_until_ready()
+                return univnet_inference(params, mel, z, config=config, dtype=dtype).block_until_ready()
         else:
             params, config = load_hifigan(folder / "hifidecoder.pth")
             params = jax.device_put(params)
             lat, g = jax.device_put(inputs["latents"]), jax.device_put(inputs["speaker"])
 
             def fn():
-                return hifigan_inference(params, lat, g, config=config).block_until_ready()
+                return hifigan_inference(params, lat, g, config=config, dtype=dtype).block_until_ready()
     else:
         import warnings
 
@@ -138,9 +139,9 @@ def worker(impl: str, model: str, folder: Path, repeats: int) -> None:
     print(json.dumps({"first": first, "times": times, "cpu": cpus, "samples": int(out.shape[-1])}))
 
 
-def run_worker(impl: str, model: str, folder: Path, repeats: int) -> dict:
+def run_worker(impl: str, model: str, folder: Path, repeats: int, dtype: str = "float32") -> dict:
     cmd = [sys.executable, __file__, "--worker", impl, "--model", model, "--folder", str(folder)]
-    cmd += ["--repeats", str(repeats)]
+    cmd += ["--repeats", str(repeats), "--dtype", dtype]
     done = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -150,28 +151,31 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=278, help="mel frames (278 = 64 codes)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--models", nargs="+", default=["univnet", "hifigan"], choices=["univnet", "hifigan"])
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="clvp-jax's compute dtype")
     parser.add_argument("--worker", choices=["ours", "original"], help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, args.model, args.folder, args.repeats)
+        worker(args.worker, args.model, args.folder, args.repeats, args.dtype)
         return
     with tempfile.TemporaryDirectory(prefix="bench_vocoders_") as tmp:
         folder = Path(tmp)
         make_files(folder, args.frames)
         for model in args.models:
-            ours = run_worker("ours", model, folder, args.repeats)
+            ours = run_worker("ours", model, folder, args.repeats, args.dtype)
             ref = run_worker("original", model, folder, args.repeats)
             seconds = ours["samples"] / SAMPLE_RATE
-            diff = np.abs(np.load(folder / f"out_ours_{model}.npy") - np.load(folder / f"out_original_{model}.npy"))
+            ref_out = np.load(folder / f"out_original_{model}.npy").astype(np.float64)
+            diff = np.abs(np.load(folder / f"out_ours_{model}.npy") - ref_out)
             best_ours, best_ref = min(ours["times"]), min(ref["times"])
             print(
-                f"{model}: {ours['samples']} samples ({seconds:.2f} s of audio); "
+                f"{model} (clvp-jax {args.dtype}): {ours['samples']} samples ({seconds:.2f} s of audio); "
                 f"ours first call {ours['first']:.2f} s, "
                 f"best {best_ours:.3f} s (RTF {best_ours / seconds:.3f}); original first {ref['first']:.2f} s, best "
                 f"{best_ref:.3f} s (RTF {best_ref / seconds:.3f}); speed-up {best_ref / best_ours:.2f}x; "
-                f"max |diff| {diff.max():.2e}"
+                f"max |diff| {diff.max():.2e}, SNR vs the original "
+                f"{10 * np.log10(np.sum(ref_out**2) / np.sum(diff**2)):.1f} dB"
             )
             print(
                 f"  runs: ours {[round(t, 3) for t in ours['times']]}, original {[round(t, 3) for t in ref['times']]}"
