@@ -270,7 +270,7 @@ def test_latents_written_under_any_name_are_read_back(checkpoints, tmp_path, cap
             ck,
             "--latents",
             str(tmp_path / "voice.bin"),
-            "--candidates",
+            "--num-samples",
             "1",
             "--max-new-tokens",
             "4",
