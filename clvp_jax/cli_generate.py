@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from clvp_jax import cli, cli_options, cli_output, fs
+from clvp_jax import cli_common, cli_options, cli_output, fs
 
 
 def is_results_folder(folder: Path) -> bool:
@@ -61,30 +61,30 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from clvp_jax.generation.presets import PRESETS
 
     if args.list_voices:
-        print(cli_voice.list_text(args, cli.UsageError))
+        print(cli_voice.list_text(args, cli_common.UsageError))
         return 0
     # Everything the user gave is checked before the model load: text, numbers, preset, voices, the output.
     # The voices first: `--voice lj "Some text."` takes the text as a voice, and says so (cli_voice.resolve).
-    specs = None if args.latents is not None else cli_voice.resolve(args, cli.UsageError)
-    text = cli._read_text(args)
-    cli._check_generation_args(args)
-    sampling = cli_options.sampling_from(args, cli.UsageError)
+    specs = None if args.latents is not None else cli_voice.resolve(args, cli_common.UsageError)
+    text = cli_common.read_text(args)
+    cli_common.check_seed_arg(args)
+    sampling = cli_options.sampling_from(args, cli_common.UsageError)
     if args.preset not in PRESETS:
-        raise cli.UsageError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
+        raise cli_common.UsageError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
     drawn = sampling.num_samples or PRESETS[args.preset]
     try:
         sampling.check_keep(drawn)
     except OptionError as err:
-        raise cli.UsageError(cli_options.flag_message(err)) from None
+        raise cli_common.UsageError(cli_options.flag_message(err)) from None
     keep = sampling.keep or drawn
     # Every refusal the output can meet comes before the work: a file, a read-only folder, an input, not ours.
-    fs.check_target(args.out, force=args.force, protect=cli._protected(args), is_ours=is_results_folder)
+    fs.check_target(args.out, force=args.force, protect=cli_common.protected(args), is_ours=is_results_folder)
     if args.latents is not None and not args.latents.is_file():
-        raise cli.UsageError(f"no latents file at {args.latents}")
+        raise cli_common.UsageError(f"no latents file at {args.latents}")
     if specs is not None:
-        cli_voice.check_random_generators(specs, args.checkpoint, cli.UsageError)
-    cli._say_if(args, 0, "loading model and voice")
-    model, params = cli._model(args)
+        cli_voice.check_random_generators(specs, args.checkpoint, cli_common.UsageError)
+    cli_common.say_if(args, 0, "loading model and voice")
+    model, params = cli_common.load_model(args)
     pipeline.require_scoring(params)  # ranking needs the CLVP towers: say so before generating
     ckpt_hash = cli_output.checkpoint_hash(args.checkpoint)
     voices_latents = []  # (name, provenance of the voice, AR latent [D])
@@ -122,8 +122,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 compute=compute,
                 need_diffusion=False,
                 random=random,
-                say=lambda line: cli._say_if(args, 1, line),
+                say=lambda line: cli_common.say_if(args, 1, line),
             )
+            if got.auto.shape != (width,):
+                raise cli_common.UsageError(
+                    f"voice {spec.label!r}: its latent has width {got.auto.shape[-1]} but the model expects {width}; "
+                    "recompute the latents with this checkpoint (clvp-jax latents)"
+                )
             voices_latents.append((name, cli_voice.describe(spec, name), got.auto))
     results = []
     start = time.perf_counter()
@@ -164,7 +169,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         args.out,
         [(name, kept_json(r, keep, rec), kept_arrays(r, keep)) for name, r, rec in results],
         args.force,
-        cli._protected(args),
+        cli_common.protected(args),
     )
     for (name, result, _), folder in zip(results, written, strict=True):
         if len(results) > 1:

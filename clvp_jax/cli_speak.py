@@ -137,7 +137,7 @@ def _taken(paths, json_path: Path) -> list[str]:
 
 def cmd_speak(args: argparse.Namespace, *, usage_error, say) -> int:
     """Run `speak`; `usage_error` is the CLI's one-line error class, `say(message)` its stderr notice."""
-    from clvp_jax import cli, cli_options, cli_output, cli_voice
+    from clvp_jax import cli_common, cli_options, cli_output, cli_voice
     from clvp_jax.fs import write_text
     from clvp_jax.generation.options import OptionError
     from clvp_jax.waveform.presets import speech_preset
@@ -147,8 +147,8 @@ def cmd_speak(args: argparse.Namespace, *, usage_error, say) -> int:
         return 0
     # Everything the user gave is checked before the model load: text, numbers, voices, the output.
     specs = cli_voice.resolve(args, usage_error)  # first: `--voice lj "Text."` takes the text as a voice
-    text = cli._read_text(args)
-    cli._check_generation_args(args)
+    text = cli_common.read_text(args)
+    cli_common.check_seed_arg(args)
     sampling = cli_options.sampling_from(args, usage_error)
     try:
         preset = speech_preset(

@@ -197,3 +197,11 @@ def test_text_after_voice_gets_a_hint(tmp_path, capsys, no_load):
     code, _, err = _run(capsys, "generate", "--voice", "lj", "Hello there.", "-o", str(tmp_path / "o"))
     assert code == 2 and "unknown voice 'Hello there.'" in err
     assert "--voice took 2 values, 'lj' 'Hello there.': put the text before --voice, or end the voices with --" in err
+
+
+def test_a_latents_file_of_another_width_is_one_line(tmp_path, capsys):
+    wrong = tmp_path / "wide.npy"
+    np.save(wrong, np.ones(1024, np.float32))  # a real-size latent; the packaged default is 64 wide
+    code, _, err = _run(capsys, "generate", TEXT, "--voice", str(wrong), "-o", str(tmp_path / "o"), *TINY_RUN)
+    assert code == 2 and f"voice {str(wrong)!r}: its latent has width 1024 but the model expects 64" in err, err
+    assert not (tmp_path / "o").exists()
