@@ -1,8 +1,11 @@
 """`clvp-jax`: the command line, thin over `clvp_jax.pipeline` (and `clvp_jax.checkpoint.convert_cli` for
-`convert`).
+`convert`). `generate` lives in `cli_generate`, `speak` in `cli_speak`; the flags they share in `cli_voice` (voices)
+and `cli_options` (Tortoise's sampling knobs, -v/-q); what they write besides the data in `cli_output`.
 
-  clvp-jax generate "Some text." [--voice CLIP_OR_FOLDER | --latents F.npy] [--checkpoint DIR] [--preset P]
-  clvp-jax speak "Some text." [--voice CLIPS | latents.npz] [--checkpoint DIR] [--preset P] -o out.wav
+  clvp-jax generate "Some text." [--voice V | --latents F.npy] [--voices-dir DIR] [--checkpoint DIR] [--preset P]
+                    [--num-samples N] [--candidates K] [--temperature T] ... [-o OUT_DIR]
+  clvp-jax speak "Some text." [--voice V] [--voices-dir DIR] [--checkpoint DIR] [--preset P] ... -o out.wav
+  clvp-jax generate|speak --list-voices [--voices-dir DIR]
   clvp-jax latents --voice CLIPS... --out voice.npy
   clvp-jax score "Some text." --speech-ids 12,55,903 [--speech-ids ...] | --speech-file codes.npy
   clvp-jax convert SRC DST [--format clvp-jax|hf] [--dtype ...] [--dry-run] [--force]
@@ -18,17 +21,17 @@ import json
 import os
 import signal
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from clvp_jax import fs
+from clvp_jax import cli_options
+from clvp_jax.cli_common import PROG, UsageError
+from clvp_jax.cli_common import load_model as _model
+from clvp_jax.cli_common import protected as _protected
+from clvp_jax.cli_common import read_text as _read_text
+from clvp_jax.cli_common import say as _say
 
-PROG = "clvp-jax"
-
-
-class UsageError(Exception):
-    """A user-facing error: printed as one line, exit status 2."""
+__all__ = ["PROG", "UsageError", "build_parser", "entry", "main"]
 
 
 class Terminated(BaseException):
@@ -44,167 +47,28 @@ def _raise_terminated(signum: int, frame) -> None:
     raise Terminated(signum)
 
 
-def _say(message: str) -> None:
-    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
-
-
-def _decode(raw: bytes, where: str) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise UsageError(
-            f"{where} is not UTF-8 text ({err.reason} at byte {err.start}); give plain UTF-8 text"
-        ) from None
-
-
-def _read_text(args: argparse.Namespace) -> str:
-    """The text from the arguments, `--text-file` or standard input, checked to hold something to say (before any
-    model is loaded: binary data, or text that normalises to nothing, is refused with what was left)."""
-    from clvp_jax.pipeline import TEXT_NORMALIZER
-    from clvp_jax.text import ClvpTokenizer
-    from clvp_jax.text.speakable import require_speakable
-
-    if args.text_file is not None:
-        if str(args.text_file) == "-":
-            text, where = _decode(sys.stdin.buffer.read(), "standard input"), "standard input"
-        elif not args.text_file.is_file():
-            raise UsageError(f"no text file at {args.text_file}")
-        else:
-            text, where = _decode(args.text_file.read_bytes(), str(args.text_file)), str(args.text_file)
-    elif args.text:
-        text, where = " ".join(args.text), "the text"
-    elif not sys.stdin.isatty():
-        text, where = _decode(sys.stdin.buffer.read(), "standard input"), "standard input"
-    else:
-        raise UsageError("give the text as an argument, with --text-file FILE, or on standard input")
-    try:
-        require_speakable(text, ClvpTokenizer.from_pretrained(normalizer=TEXT_NORMALIZER).normalize, where=where)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
-    return text
-
-
-def _check_generation_args(args: argparse.Namespace) -> None:
-    """Refuse out-of-range numbers before any work (0 is an error, never "use the preset's value")."""
-    from clvp_jax.pipeline import check_seed
-
-    for flag, value in (("--candidates", args.candidates), ("--max-new-tokens", args.max_new_tokens)):
-        if value is not None and value < 1:
-            raise UsageError(f"{flag} must be at least 1, got {value}")
-    try:
-        check_seed(args.seed)
-    except ValueError as err:
-        raise UsageError(f"--seed: {err}") from None
-
-
-def _is_results_folder(folder: Path) -> bool:
-    """A previous `generate --out` folder (from before output folders carried `fs.OUTPUT_MARKER`)."""
-    names = {p.name for p in folder.iterdir()}
-    return bool(names) and names <= {"candidates.json", "candidates.npz", fs.OUTPUT_MARKER}
-
-
-def _protected(args: argparse.Namespace) -> list[Path]:
-    """The inputs of a command, which its output may never be, hold or lie in."""
-    paths = [getattr(args, k, None) for k in ("checkpoint", "latents", "text_file", "speech_file")]
-    paths += list(getattr(args, "voice", None) or [])
-    return [Path(p) for p in paths if p is not None and str(p) != "-"]
-
-
 def _voice(args: argparse.Namespace):
+    """`latents --voice`: one voice of clips (a name, a folder, files, `a&b`), as its clip paths; None: the default."""
+    from clvp_jax import voices
+
     if not args.voice:
         return None
-    missing = [v for v in args.voice if not Path(v).exists()]
-    if missing:
-        raise UsageError(f"voice not found: {', '.join(map(str, missing))}")
-    return args.voice[0] if len(args.voice) == 1 else list(args.voice)
-
-
-def _model(args: argparse.Namespace):
-    from clvp_jax import pipeline
-    from clvp_jax.checkpoint.hub import is_repo_id
-
-    if args.checkpoint is None:
-        _say(pipeline.DEFAULT_NOTICE)
-    elif not Path(args.checkpoint).exists() and not is_repo_id(args.checkpoint):
-        raise UsageError(f"no checkpoint at {args.checkpoint}")
-    return pipeline.load_model(args.checkpoint, dtype=args.dtype)
-
-
-def _write_outputs(out_dir: Path, result, force: bool, protect: list[Path]) -> tuple[Path, Path]:
-    """Write candidates.json and candidates.npz as one folder that appears whole (`fs.output_folder`): a failure,
-    an interrupt or a concurrent run never leaves a pair from two runs or half a pair."""
-    import numpy as np
-
-    text = json.dumps(result.to_json(), indent=1, allow_nan=False) + "\n"  # NaN is not JSON: refused upstream
-    with fs.output_folder(out_dir, force=force, protect=protect, is_ours=_is_results_folder) as tmp:
-        fs.write_text(tmp / "candidates.json", text)
-        with fs.atomic_file(tmp / "candidates.npz", "wb") as f:
-            np.savez(f, **result.arrays)
-    return out_dir / "candidates.json", out_dir / "candidates.npz"
+    try:
+        specs = voices.resolve_voices(args.voice)
+    except voices.VoiceError as err:
+        raise UsageError(str(err)) from None
+    if len(specs) != 1 or not specs[0].clips:
+        raise UsageError(
+            f"latents makes one voice's latents from its clips; --voice {' '.join(map(str, args.voice))} names "
+            + (f"{len(specs)} voices" if len(specs) != 1 else "no clips (random, or a latents file)")
+        )
+    return [str(c) for c in specs[0].clips]
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from clvp_jax.cli_generate import cmd_generate as run
 
-    from clvp_jax import pipeline
-    from clvp_jax.generation.presets import PRESETS
-
-    text = _read_text(args)
-    _check_generation_args(args)
-    # Every refusal the output can meet comes before the work: a file, a read-only folder, an input, not ours.
-    fs.check_target(args.out, force=args.force, protect=_protected(args), is_ours=_is_results_folder)
-    if args.preset not in PRESETS:
-        raise UsageError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
-    if args.latents is not None and not args.latents.is_file():
-        raise UsageError(f"no latents file at {args.latents}")
-    quiet = args.quiet
-    _say("loading model and voice")
-    model, params = _model(args)
-    pipeline.require_scoring(params)  # ranking needs the CLVP towers: say so before generating
-    if args.latents is not None:
-        import numpy as np
-
-        from clvp_jax.generation.latents import load_conditioning_latents
-
-        # Read by content (a .npy or a version-2 archive, whatever the name `clvp-jax latents --out` was given).
-        ar = np.asarray(load_conditioning_latents(args.latents, model))
-        latents = ar.mean(axis=0) if ar.ndim == 2 else ar  # [n, D] per-clip latents average into one voice
-    else:
-        latents = pipeline.compute_latents(model=model, params=params, voice=_voice(args))
-    start = time.perf_counter()
-    with tqdm(desc="candidates (first call compiles)", unit="cand", file=sys.stderr, disable=quiet) as bar:
-
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
-        result = pipeline.rank_speech(
-            text=text,
-            model=model,
-            params=params,
-            latents=latents,
-            preset=args.preset,
-            candidates=args.candidates,
-            max_new_tokens=args.max_new_tokens,
-            seed=args.seed,
-            dtype=args.dtype,
-            progress=progress,
-        )
-    elapsed = time.perf_counter() - start
-    json_path, npz_path = _write_outputs(args.out, result, args.force, _protected(args))
-    for i, chunk in enumerate(result.chunks):
-        best = chunk.best
-        head = ", ".join(map(str, best.codes[:12])) + (", ..." if len(best.codes) > 12 else "")
-        print(f"chunk {i}: {chunk.text!r}")
-        for rank, cand in enumerate(chunk.candidates[: args.show]):
-            mark = "*" if rank == 0 else " "
-            print(
-                f"  {mark} #{rank + 1} candidate {cand.index:3d}  score {cand.score:8.4f}  {len(cand.codes)} codes"
-                + ("" if cand.stopped else " (no stop token)")
-            )
-        print(f"    best codes: [{head}]")
-    print(f"wrote {json_path} and {npz_path} ({elapsed:.1f} s generating and ranking)")
-    return 0
+    return run(args)
 
 
 def cmd_speak(args: argparse.Namespace) -> int:
@@ -227,11 +91,12 @@ def cmd_latents(args: argparse.Namespace) -> int:
     parent = out.parent if str(out.parent) else Path(".")
     if parent.exists() and not os.access(parent, os.W_OK | os.X_OK):
         raise UsageError(f"cannot write in {parent} (permission denied); choose another --out")
+    voice = _voice(args)  # checked before the model load
     model, params = _model(args)
-    latents = pipeline.compute_latents(model=model, params=params, voice=_voice(args))
+    latents = pipeline.compute_latents(model=model, params=params, voice=voice)
     from clvp_jax.cli_speak import voice_diffusion_latent
 
-    diffusion = voice_diffusion_latent(args.checkpoint, _voice(args), model)  # None: no diffusion decoder
+    diffusion = voice_diffusion_latent(args.checkpoint, voice, model)  # None: no diffusion decoder
     save_conditioning_latents(args.out, latents, diffusion)
     extra = "" if diffusion is None else f" and diffusion latent of width {diffusion.shape[-1]} (for speak)"
     print(f"wrote {args.out}: conditioning latent of width {latents.shape[-1]}{extra}")
@@ -326,26 +191,40 @@ def _common(p: argparse.ArgumentParser, voice: bool = True) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from clvp_jax import cli_voice
     from clvp_jax.checkpoint.convert_cli import add_arguments as add_convert_arguments
+    from clvp_jax.version import __version__
 
     parser = argparse.ArgumentParser(prog=PROG, description="CLVP (Tortoise-TTS) in JAX: generate, rank, convert.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    g = sub.add_parser("generate", help="text + voice -> CLVP-ranked speech-token candidates")
+    g = sub.add_parser(
+        "generate",
+        help="text + voice -> CLVP-ranked speech-token candidates",
+        description="Text + voice -> CLVP-ranked speech-token candidates, written to OUT/candidates.json and "
+        "OUT/candidates.npz (with --voice a,b: OUT/<voice>/ for each voice).",
+    )
     g.add_argument("text", nargs="*", help="the text (or use --text-file, or standard input)")
     g.add_argument("--text-file", type=Path, help="read the text from FILE ('-' for standard input)")
-    _common(g)
+    _common(g, voice=False)
+    cli_voice.add_arguments(g, latents_ok="a latents file (.npy / .npz from `clvp-jax latents`, Tortoise .pth)")
     g.add_argument("--latents", type=Path, help="saved conditioning latents (.npy) instead of --voice")
     g.add_argument(
         "--preset", default="ultra_fast", help="ultra_fast (16 candidates), fast (96), standard, high_quality"
     )
-    g.add_argument("--candidates", type=int, help="candidates per chunk (overrides the preset)")
-    g.add_argument("--max-new-tokens", type=int, help="speech tokens per candidate (default 500)")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--out", type=Path, default=Path("clvp-jax-out"), help="folder for candidates.json/.npz")
-    g.add_argument("--force", action="store_true", help="replace existing results in --out")
-    g.add_argument("--show", type=int, default=3, help="candidates to list per chunk")
-    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    cli_options.add_sampling_arguments(
+        g,
+        keep_help="listed in candidates.json (default: every candidate drawn)",
+        max_new_tokens_help="speech codes per candidate (default 500)",
+    )
+    g.add_argument("--seed", type=int, default=0, help="seed of every random draw, in [0, 2^32) (default 0)")
+    g.add_argument(
+        "-o", "--output", "--out", dest="out", type=Path, default=Path("clvp-jax-out"), help="results folder"
+    )
+    g.add_argument("--force", action="store_true", help="replace existing results in --output")
+    g.add_argument("--show", type=int, default=3, help="candidates to print per chunk")
+    cli_options.add_verbosity(g)
     g.set_defaults(func=cmd_generate, compiles=True)
 
     from clvp_jax.cli_speak import add_arguments as add_speak_arguments
@@ -381,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for the outputs' provenance
     if getattr(args, "voice", None) and getattr(args, "latents", None):
         parser.error("give --voice or --latents, not both")
     try:

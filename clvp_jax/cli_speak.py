@@ -1,22 +1,24 @@
 """`clvp-jax speak`: text + voice -> 24 kHz WAV files (thin over `clvp_jax.speech.synthesize`).
 
-  clvp-jax speak "Some text." [--voice CLIPS.. | --voice latents.npz] [--checkpoint DIR] [--preset P] -o out.wav
-                 [--text-file F] [-k N] [--candidates N] [--sampler ddpm|ddim|dpm++2m] [--diffusion-steps K]
-                 [--cvvp-amount A] [--seed S] [--force] [--quiet]
+  clvp-jax speak "Some text." [--voice NAME|CLIPS..|latents|random|a&b|a,b] [--voices-dir DIR] [--checkpoint DIR]
+                 [--preset P] [-o out.wav] [--text-file F] [--num-samples N] [--candidates K]
+                 [--temperature T] [--top-p P] [--top-k K] [--repetition-penalty R] [--length-penalty L]
+                 [--sampler ddpm|ddim|dpm++2m] [--diffusion-steps K] [--cvvp-amount A] [--seed S] [--force] [-v|-q]
 
 Files written (each atomically, 32-bit float WAV, mono, 24 kHz), for `-o out.wav`:
   out.wav                   the best candidate of every chunk, joined
-  out.rank{r}.wav           with -k > 1: the rank-r candidates joined (r = 1 .. k-1)
-  out.chunk{i}.wav          with more than one chunk: chunk i's best (and out.chunk{i}.rank{r}.wav with -k)
-  out.json                  settings, per chunk the rendered candidates and every candidate ranked
-With the packaged default (no --checkpoint) the weights are random: the audio is meaningless noise, and says so in
-its WAV comment and in the JSON.
+  out.rank{r}.wav           with --candidates K > 1: the rank-r candidates joined (r = 1 .. K-1)
+  out.chunk{i}.wav          with more than one chunk: chunk i's best (and out.chunk{i}.rank{r}.wav with K > 1)
+  out.json                  settings, per chunk the rendered candidates and every candidate ranked, provenance
+With `--voice a,b` each voice gets its own set, named `out.a.wav`, `out.a.json`, `out.b.wav`, ...
+Every WAV's comment holds a one-line provenance digest (clvp-jax version, checkpoint and its sha256, voice, seed,
+preset, the normalised text). With the packaged default (no --checkpoint) the weights are random: the audio is
+meaningless noise, and says so in its WAV comment and in the JSON.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -31,6 +33,7 @@ SPEAK_NOTICE = (
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The `speak` options."""
+    from clvp_jax import cli_options, cli_voice
     from clvp_jax.waveform.presets import PRESET_NAMES
     from clvp_jax.waveform.sampler import SAMPLER_KINDS
 
@@ -38,37 +41,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-file", type=Path, help="read the text from FILE ('-' for standard input)")
     p.add_argument("--checkpoint", type=Path, help="Tortoise models folder; default: the packaged random models")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="AR compute dtype")
-    p.add_argument(
-        "--voice",
-        nargs="+",
-        help="a voice name (lj, lj&emma: see clvp_jax.voices), clip(s), a folder of clips, or a latents file with "
-        "the diffusion latent (.npz version 2, Tortoise .pth); default: the packaged LJ clip",
-    )
+    cli_voice.add_arguments(p, latents_ok="a latents file with the diffusion latent (.npz version 2, Tortoise .pth)")
     p.add_argument("--preset", default="ultra_fast", choices=PRESET_NAMES, help="Tortoise preset (default ultra_fast)")
-    p.add_argument("-o", "--out", type=Path, default=Path("speech.wav"), help="output WAV (default speech.wav)")
-    p.add_argument("-k", "--keep", type=int, default=1, help="best candidates rendered and kept per chunk")
-    p.add_argument("--candidates", type=int, help="AR candidates per chunk (overrides the preset)")
+    p.add_argument(
+        "-o", "--output", "--out", dest="out", type=Path, default=Path("speech.wav"), help="output WAV (speech.wav)"
+    )
+    cli_options.add_sampling_arguments(
+        p,
+        keep_help="each rendered to audio and written (default 1; -k/--keep are other names for it)",
+        max_new_tokens_help="speech codes per candidate (default 500; the packaged random model: 100)",
+    )
     p.add_argument("--sampler", choices=SAMPLER_KINDS, help="diffusion sampler (default ddpm, Tortoise's)")
     p.add_argument("--diffusion-steps", type=int, help="diffusion steps (overrides the preset)")
     p.add_argument("--cvvp-amount", type=float, default=0.0, help="mix CVVP into the ranking, 0..1 (needs cvvp.pth)")
-    p.add_argument("--max-new-tokens", type=int, help="speech codes per candidate (default 500)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of every random draw, in [0, 2^32) (default 0)")
     p.add_argument("--force", action="store_true", help="replace existing output files")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def _text(args: argparse.Namespace, usage_error) -> str:
-    if args.text_file is not None:
-        if str(args.text_file) == "-":
-            return sys.stdin.read()
-        if not args.text_file.is_file():
-            raise usage_error(f"no text file at {args.text_file}")
-        return args.text_file.read_text()
-    if args.text:
-        return " ".join(args.text)
-    if not sys.stdin.isatty():
-        return sys.stdin.read()
-    raise usage_error("give the text as an argument, with --text-file FILE, or on standard input")
+    cli_options.add_verbosity(p)
 
 
 def output_paths(out: Path, chunks: int, keep: int) -> dict[tuple[int | None, int], Path]:
@@ -92,48 +80,6 @@ def write_wav(path: Path, waveform, sampling_rate: int, comment: str | None) -> 
             if comment:
                 wav.comment = comment
             wav.write(waveform)
-
-
-def speak_voice(spec: list[str] | None, usage_error):
-    """`--voice` -> what `synthesize` takes: None, a list of clip paths, or `voices.VoiceLatents`."""
-    if not spec:
-        return None
-    from clvp_jax import voice_latents, voices
-
-    try:
-        resolved = voices.resolve_voices(spec)
-    except voices.VoiceError as err:
-        raise usage_error(str(err)) from None
-    if len(resolved) != 1:
-        raise usage_error(f"speak renders one voice per run; --voice names {len(resolved)} (run it once per voice)")
-    (one,) = resolved
-    if one.is_random:
-        raise usage_error("speak has no random voice yet: give a voice name, clips or a latents file")
-    if one.clips:
-        return [str(c) for c in one.clips]
-    parts = [(_latents_file(s.latents_file), 1) for s in one.sources]
-    latents = voice_latents.combine_latents(parts)
-    if latents.diffusion is None:
-        files = ", ".join(str(s.latents_file) for s in one.sources)
-        raise usage_error(f"{files} holds no diffusion latent (enough for codes, not audio); give the voice's clips")
-    return latents
-
-
-def _latents_file(path: Path):
-    """A latents file as `voices.VoiceLatents`: clvp-jax's versioned latents file (`generation.latents`, what
-    `save_conditioning_latents` writes), else the formats `voice_latents.load_latents_file` reads (Tortoise's .pth, the
-    voice-folder cache)."""
-    from clvp_jax import voice_latents, voices
-    from clvp_jax.generation.latents import LatentsFileError, load_voice_latents
-
-    if path.suffix.lower() in (".npz", ".npy"):
-        try:
-            latents = load_voice_latents(path)
-        except LatentsFileError:
-            return voice_latents.load_latents_file(path)
-        auto = latents.autoregressive
-        return voices.VoiceLatents(auto if auto.ndim == 1 else auto.mean(axis=0), latents.diffusion)
-    return voice_latents.load_latents_file(path)
 
 
 def voice_diffusion_latent(checkpoint: Path | None, voice, model):
@@ -180,80 +126,148 @@ class _Bars:
             bar.close()
 
 
+def voice_output(out: Path, name: str, several: bool) -> Path:
+    """The `-o` path of one voice: `out` itself for a single voice, `out.<voice>.wav` for each of several."""
+    return Path(f"{out.with_suffix('')}.{name}{out.suffix or '.wav'}") if several else out
+
+
+def _taken(paths, json_path: Path) -> list[str]:
+    return [str(p) for p in [*paths, json_path] if p.exists()]
+
+
 def cmd_speak(args: argparse.Namespace, *, usage_error, say) -> int:
     """Run `speak`; `usage_error` is the CLI's one-line error class, `say(message)` its stderr notice."""
+    from clvp_jax import cli_common, cli_options, cli_output, cli_voice
+    from clvp_jax.fs import write_text
+    from clvp_jax.generation.options import OptionError
     from clvp_jax.waveform.presets import speech_preset
 
-    text = _text(args, usage_error)
-    if args.keep < 1:
-        raise usage_error(f"-k/--keep must be at least 1, got {args.keep}")
+    if args.list_voices:
+        print(cli_voice.list_text(args, usage_error))
+        return 0
+    # Everything the user gave is checked before the model load: text, numbers, voices, the output.
+    specs = cli_voice.resolve(args, usage_error)  # first: `--voice lj "Text."` takes the text as a voice
+    text = cli_common.read_text(args)
+    cli_common.check_seed_arg(args)
+    sampling = cli_options.sampling_from(args, usage_error)
     try:
         preset = speech_preset(
-            args.preset, sampler=args.sampler, diffusion_steps=args.diffusion_steps, candidates=args.candidates
+            args.preset, sampler=args.sampler, diffusion_steps=args.diffusion_steps, candidates=sampling.num_samples
         )
+        sampling.check_keep(preset.candidates)
+    except OptionError as err:
+        raise usage_error(cli_options.flag_message(err)) from None
     except (ValueError, TypeError) as err:
         raise usage_error(str(err)) from None
-    if args.keep > preset.candidates:
-        raise usage_error(f"-k/--keep {args.keep} is more than the {preset.candidates} candidates per chunk")
+    keep = sampling.keep or 1
+    if not 0 <= args.cvvp_amount <= 1:
+        raise usage_error(f"--cvvp-amount must be in [0, 1], got {args.cvvp_amount}")
     if args.checkpoint is not None and not args.checkpoint.exists():
         raise usage_error(f"no checkpoint at {args.checkpoint}")
-    voice = speak_voice(args.voice, usage_error)
+    cli_voice.check_random_generators(specs, args.checkpoint, usage_error)
+    names = cli_voice.output_names(specs)
+    several = len(specs) > 1
     if not args.out.parent.is_dir():
         raise usage_error(f"cannot write {args.out}: the folder {args.out.parent} does not exist")
-    if not args.force and args.out.exists():
-        raise usage_error(f"{args.out} exists; pass --force to replace it or choose another -o")
+    if not args.force:
+        for name in names:
+            out = voice_output(args.out, name, several)
+            if out.exists():
+                raise usage_error(f"{out} exists; pass --force to replace it or choose another -o")
 
     from clvp_jax.tts import TextToSpeech
+    from clvp_jax.voices import VoiceLatents
 
     start = time.perf_counter()
     if args.checkpoint is None:
         say(SPEAK_NOTICE)
-    say("loading models and voice")
+    if cli_options.verbosity(args) >= 0:
+        say("loading models and voice")
     tts = TextToSpeech(args.checkpoint, dtype=args.dtype)
-    tts.waveform_models(with_cvvp=args.cvvp_amount > 0)  # a codes-only checkpoint fails here, before any work
-    bars = _Bars(args.quiet)
-    try:
-        result = tts.tts_with_preset(
-            text,
-            voice=voice,
-            preset=args.preset,
-            k=args.keep,
-            sampler=args.sampler,
-            diffusion_steps=args.diffusion_steps,
-            candidates=args.candidates,
-            cvvp_amount=args.cvvp_amount,
-            seed=args.seed,
-            max_new_tokens=args.max_new_tokens,
-            progress=bars,
-        )
-    finally:
-        bars.close()
-    paths = output_paths(args.out, len(result.chunks), args.keep)
-    if not args.force:
-        taken = [str(p) for p in paths.values() if p.exists()] + [str(args.out.with_suffix(".json"))] * int(
-            args.out.with_suffix(".json").exists()
-        )
-        if taken:
-            raise usage_error(f"{', '.join(taken)} exist(s); pass --force to replace or choose another -o")
-    comment = RANDOM_LABEL if result.random_weights else None
-    joined = result.waveforms
-    for (chunk, rank), path in paths.items():
-        wav = joined[rank] if chunk is None else result.chunks[chunk].outputs[rank].waveform
-        write_wav(path, wav, result.sampling_rate, comment)
-    from clvp_jax.fs import write_text
+    wm = tts.waveform_models(with_cvvp=args.cvvp_amount > 0)  # a codes-only checkpoint fails here, before any work
+    ckpt_hash = cli_output.checkpoint_hash(args.checkpoint)
 
-    info = result.to_json() | {"files": {f"{c if c is not None else 'all'}/{r}": str(p) for (c, r), p in paths.items()}}
-    if result.random_weights:
-        info["label"] = RANDOM_LABEL
-    write_text(args.out.with_suffix(".json"), json.dumps(info, indent=1) + "\n")
-    elapsed = time.perf_counter() - start
-    seconds = result.waveform.size / result.sampling_rate
-    for i, chunk in enumerate(result.chunks):
-        best = chunk.outputs[0]
-        print(
-            f"chunk {i}: {chunk.text!r}: candidate {best.candidate.index} (score {best.score:.4f}), "
-            f"{len(best.candidate.codes)} codes, {best.frames} latent frames, {best.waveform.size / result.sampling_rate:.2f} s"
+    def compute(clips):
+        v = tts.get_conditioning_latents([str(c) for c in clips])
+        return VoiceLatents(v.autoregressive, v.diffusion)
+
+    def random():
+        return cli_voice.random_latents(
+            seed=args.seed,
+            checkpoint=args.checkpoint,
+            auto_width=tts.model.config.decoder_config.hidden_size,
+            diffusion_width=wm.diffusion_width,
+            random_weights=tts.random_weights,
         )
-    label = " (RANDOM weights: meaningless audio)" if result.random_weights else ""
-    print(f"wrote {args.out}: {seconds:.2f} s of 24 kHz audio{label}, in {elapsed:.1f} s")
+
+    for spec, name in zip(specs, names, strict=True):
+        if args.cvvp_amount > 0 and spec.clips:
+            voice = [str(c) for c in spec.clips]  # CVVP reads the clips' mels: no cache
+        else:
+            voice = cli_voice.latents_of(
+                spec,
+                checkpoint_hash=ckpt_hash,
+                compute=compute,
+                need_diffusion=True,
+                random=random,
+                say=lambda line: cli_options.verbosity(args) >= 1 and say(line),
+            )
+        bars = _Bars(cli_options.verbosity(args) < 0)
+        try:
+            result = tts.tts_with_preset(
+                text,
+                voice=voice,
+                preset=args.preset,
+                k=keep,
+                sampler=args.sampler,
+                diffusion_steps=args.diffusion_steps,
+                candidates=sampling.num_samples,
+                cvvp_amount=args.cvvp_amount,
+                seed=args.seed,
+                max_new_tokens=sampling.max_new_tokens,
+                progress=bars,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                top_k=sampling.top_k,
+                repetition_penalty=sampling.repetition_penalty,
+                length_penalty=sampling.length_penalty,
+            )
+        finally:
+            bars.close()
+        out = voice_output(args.out, name, several)
+        paths = output_paths(out, len(result.chunks), keep)
+        json_path = out.with_suffix(".json")
+        if not args.force and (taken := _taken(paths.values(), json_path)):
+            raise usage_error(f"{', '.join(taken)} exist(s); pass --force to replace or choose another -o")
+        record = cli_output.provenance(
+            checkpoint=args.checkpoint,
+            checkpoint_sha256=ckpt_hash,
+            random_weights=result.random_weights,
+            voice=cli_voice.describe(spec, name),
+            seed=args.seed,
+            options=result.settings | {"sampling_flags": sampling.to_json()},
+            chunks=[c.text for c in result.chunks],
+            argv=args.argv,
+        )
+        comment = cli_output.wav_comment(record, RANDOM_LABEL if result.random_weights else None)
+        joined = result.waveforms
+        for (chunk, rank), path in paths.items():
+            wav = joined[rank] if chunk is None else result.chunks[chunk].outputs[rank].waveform
+            write_wav(path, wav, result.sampling_rate, comment)
+        files = {f"{c if c is not None else 'all'}/{r}": str(p) for (c, r), p in paths.items()}
+        info = result.to_json() | {"files": files, "provenance": record}
+        if result.random_weights:
+            info["label"] = RANDOM_LABEL
+        write_text(json_path, cli_output.dumps(info))
+        seconds = result.waveform.size / result.sampling_rate
+        for i, chunk in enumerate(result.chunks):
+            best = chunk.outputs[0]
+            print(
+                f"chunk {i}: {chunk.text!r}: candidate {best.candidate.index} (score {best.score:.4f}), "
+                f"{len(best.candidate.codes)} codes, {best.frames} latent frames, "
+                f"{best.waveform.size / result.sampling_rate:.2f} s"
+            )
+        label = " (RANDOM weights: meaningless audio)" if result.random_weights else ""
+        print(f"wrote {out}: {seconds:.2f} s of 24 kHz audio{label}, voice {name}")
+    print(f"done in {time.perf_counter() - start:.1f} s")
     return 0

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from clvp_jax.config import ClvpConfig, ClvpDecoderConfig, ClvpEncoderConfig
+from clvp_jax.generation.options import SamplingOverrides
 from clvp_jax.generation.presets import preset_options
 from clvp_jax.model import ClvpModelForConditionalGeneration, init_params
 
@@ -155,13 +156,15 @@ def rank_speech(
     seed: int = 0,
     dtype: str = "float32",
     progress: Callable[[int, int], None] | None = None,
+    sampling: SamplingOverrides | None = None,
 ) -> RankResult:
     """Generate candidates for every chunk of `text` and rank them with CLVP.
 
     Long text is split with `split_text` so that every chunk fits the model. All chunks are generated together,
     in calls of up to 16 candidates per chunk (one compiled program, reused; `progress(done, total)` is called
     after each). Chunk i, candidate c draws its randomness from fold_in(fold_in(key(seed), i), c), so results do
-    not depend on how candidates are grouped into calls.
+    not depend on how candidates are grouped into calls. `sampling` overrides the preset's temperature, top-p,
+    top-k and repetition penalty (`GenerationOptions.tortoise` has Tortoise's); its counts are the caller's.
     """
     from clvp_jax.generation import generate
     from clvp_jax.generation.latents import check_latent_values
@@ -170,7 +173,9 @@ def rank_speech(
 
     config: ClvpConfig = model.config
     check_seed(seed)
-    options = preset_options(preset, config=config, candidates=candidates, max_new_tokens=max_new_tokens, dtype=dtype)
+    options = preset_options(
+        preset, config=config, candidates=candidates, max_new_tokens=max_new_tokens, dtype=dtype, sampling=sampling
+    )
     require_scoring(params)
     latents = check_latent_values(latents, "latents")
     tokenizer = ClvpTokenizer.from_pretrained(normalizer=TEXT_NORMALIZER)
@@ -229,7 +234,9 @@ def rank_speech(
         "dtype": dtype,
         "temperature": options.temperature,
         "top_p": options.top_p,
+        "top_k": options.top_k,
         "repetition_penalty": options.repetition_penalty,
+        "length_penalty": 1.0 if sampling is None or sampling.length_penalty is None else sampling.length_penalty,
         "pad_to_max_mel_tokens": options.pad_to_max_mel_tokens,
     }
     arrays = {

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from clvp_jax.audio.univnet_mel import SAMPLING_RATE, denormalize_tacotron_mel
+from clvp_jax.generation.options import SamplingOverrides
 from clvp_jax.pipeline import Candidate, ChunkResult, RankResult, rank_speech
 from clvp_jax.waveform.ar_latents import MAX_MEL_TOKENS, ar_latents, fixed_codes, trim_length
 from clvp_jax.waveform.bundle import WaveformModels
@@ -406,6 +407,7 @@ def synthesize(
     max_new_tokens: int | None = None,
     dtype: str = "float32",
     progress: Progress | None = None,
+    sampling: SamplingOverrides | None = None,
 ) -> SpeechResult:
     """Speak `text` in `voice`: every chunk's candidates, the k best rendered to 24 kHz audio.
 
@@ -421,6 +423,7 @@ def synthesize(
       max_new_tokens: AR codes per candidate (default: Tortoise's 500, capped by the position table).
       dtype: the AR stage's compute dtype ("float32" or "bfloat16"); the waveform stage runs in float32.
       progress: progress(stage, done, total) after each unit of work.
+      sampling: the AR sampling knobs over the preset's (temperature, top-p, top-k, repetition penalty).
     Raises:
       ValueError: bad settings (the message names them), or CVVP asked for without a CVVP model or clips.
     """
@@ -457,6 +460,7 @@ def synthesize(
         seed=seed,
         dtype=dtype,
         progress=lambda done, total: say("candidates", done, total),
+        sampling=sampling,
     )
     length = latent_length(model, ranked.settings["max_new_tokens"])
     n_chunks = len(ranked.chunks)

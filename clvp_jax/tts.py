@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from clvp_jax.generation.options import SamplingOverrides
 from clvp_jax.speech import Progress, SpeechResult, Voice, synthesize, voice_conditioning
 from clvp_jax.waveform.bundle import WaveformModels, default_waveform_models, load_waveform_models
 
@@ -88,6 +89,11 @@ class TextToSpeech:
         seed: int = 0,
         max_new_tokens: int | None = None,
         progress: Progress | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        repetition_penalty: float | None = None,
+        length_penalty: float | None = None,
     ) -> SpeechResult:
         """Speak `text` with a Tortoise preset ("ultra_fast", "fast", "standard", "high_quality").
 
@@ -102,6 +108,8 @@ class TextToSpeech:
           seed: the seed of every random draw (same seed, same waveform).
           max_new_tokens: AR codes per candidate (Tortoise: 500; the packaged default: `PACKAGED_MAX_CODES`).
           progress: progress(stage, done, total) for "candidates", "diffusion" and "vocoder".
+          temperature, top_p, top_k, repetition_penalty, length_penalty: Tortoise's sampling knobs (None: the
+            preset's: 0.8, 0.8, off, 2.0; length_penalty only matters to beam search, so it changes nothing).
         Returns:
           `SpeechResult`: `.waveform` (best, float32, 24 kHz), `.waveforms` (the k best), `.chunks` (per chunk:
           ranked candidates, scores, rendered outputs).
@@ -111,6 +119,13 @@ class TextToSpeech:
         """
         if voice_samples is not None and voice is not None:
             raise ValueError("give voice_samples (clips) or voice (saved latents), not both")
+        sampling = SamplingOverrides(
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            repetition_penalty=repetition_penalty,
+            length_penalty=length_penalty,
+        )
         wm = self.waveform_models(with_cvvp=cvvp_amount > 0)
         source = voice if voice is not None else voice_samples
         if max_new_tokens is None and self.random_weights:
@@ -131,4 +146,5 @@ class TextToSpeech:
             max_new_tokens=max_new_tokens,
             dtype=self.dtype,
             progress=progress,
+            sampling=sampling,
         )

@@ -38,10 +38,23 @@ def _as_vector(value, what: str, path: Path) -> np.ndarray:
 
 
 def load_latents_file(path: str | os.PathLike) -> VoiceLatents:
-    """Read a latents file: Tortoise's `.pth` (the tuple (auto [1, D], diffusion [1, 2W]) that
-    `get_conditioning_latents` returns; torch needed), a `.npy` of the AR latent [D], or a `.npz` cache."""
+    """Read a latents file: what `clvp-jax latents` writes (`generation.latents`: a `.npy` of the AR latent, or a
+    version-2 `.npz` with the diffusion latent too), Tortoise's `.pth` (the tuple (auto [1, D], diffusion [1, 2W])
+    that `get_conditioning_latents` returns; torch needed), a `.npy` of the AR latent [D], or a `.npz` cache."""
+    from clvp_jax.generation.latents import LatentsFileError, load_voice_latents
+
     path = Path(path)
     suffix = path.suffix.lower()
+    if suffix in (".npz", ".npy"):
+        try:
+            versioned = load_voice_latents(path)
+        except LatentsFileError:
+            pass  # not clvp-jax's versioned file: the cache format below, or a plain array
+        else:
+            auto = np.asarray(versioned.autoregressive, np.float32)
+            auto = auto if auto.ndim == 1 else auto.mean(axis=0)  # [n, D] per-clip latents: their mean, as Tortoise
+            diffusion = None if versioned.diffusion is None else np.asarray(versioned.diffusion, np.float32).reshape(-1)
+            return VoiceLatents(auto, diffusion)
     if suffix == ".npy":
         return VoiceLatents(_as_vector(np.load(path, allow_pickle=False), "autoregressive", path))
     if suffix == ".npz":

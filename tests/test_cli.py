@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from clvp_jax.checkpoint import export_hf, save_checkpoint
+from clvp_jax.checkpoint.hashing import sha256_file
 from clvp_jax.config import ClvpConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +48,7 @@ def test_generate_latents_score_info(tiny_checkpoint, tmp_path):
         "Hello world. This is the second sentence.",
         "--checkpoint",
         ckpt,
-        "--candidates",
+        "--num-samples",
         "3",
         "--max-new-tokens",
         "12",
@@ -67,6 +68,15 @@ def test_generate_latents_score_info(tiny_checkpoint, tmp_path):
     arrays = np.load(out / "candidates.npz")
     assert arrays["sequences"].shape == (1, 3, 13)  # [chunks, candidates, 1 + max_new_tokens]
     np.testing.assert_allclose(arrays["candidate_scores"][0].max(), scores[0], rtol=1e-6, atol=1e-6)
+    assert arrays["kept_index"].tolist() == [[c["index"] for c in chunk["candidates"]]]  # every drawn one kept
+    # Readable JSON: a candidate's codes on one line, not one code a line.
+    lines = (out / "candidates.json").read_text().splitlines()
+    assert sum('"codes": [' in line and line.rstrip(",").endswith("]") for line in lines) == 3 + 1  # + "best"
+    record = result["provenance"]
+    assert record["checkpoint"] == ckpt and record["random_weights"] is False and record["seed"] == 7
+    assert record["checkpoint_sha256"] == sha256_file(tiny_checkpoint / "manifest.json")
+    assert record["voice"]["spec"] == "lj" and record["options"]["candidates"] == 3
+    assert " ".join(c["normalized"] for c in record["chunks"]) == "hello world. this is the second sentence."
 
     # The same seed gives the same candidates; an existing result is never overwritten without --force.
     again = run_cli("generate", "--checkpoint", ckpt, "--out", str(out), "--quiet", stdin="Hello world.")
@@ -83,7 +93,7 @@ def test_generate_latents_score_info(tiny_checkpoint, tmp_path):
         ckpt,
         "--latents",
         str(lat),
-        "--candidates",
+        "--num-samples",
         "2",
         "--max-new-tokens",
         "8",
@@ -117,7 +127,7 @@ def test_convert_subcommand_round_trip(tiny_checkpoint, tmp_path):
     "args, message",
     [
         (["generate", "hi", "--checkpoint", "/nonexistent/ckpt"], "no checkpoint at"),
-        (["generate", "hi", "--voice", "/nonexistent.wav"], "voice not found"),
+        (["generate", "hi", "--voice", "/nonexistent.wav"], "no file or folder at /nonexistent.wav"),
         (["generate", "hi", "--preset", "warp_speed"], "unknown preset 'warp_speed'"),
         (["generate", "--text-file", "/nonexistent.txt"], "no text file at"),
         (["score", "hi", "--speech-ids", "1,x"], "comma-separated integers"),

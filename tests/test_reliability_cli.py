@@ -19,7 +19,7 @@ import jax
 import numpy as np
 import pytest
 
-from clvp_jax import cli, fs, pipeline
+from clvp_jax import cli, cli_generate, fs, pipeline
 from clvp_jax.checkpoint.convert_cli import main as convert
 
 TEXT = "Hello there."
@@ -70,9 +70,9 @@ def no_work(monkeypatch):
 
 # (arguments after `generate`, the message's key words): refused before loading or generating.
 EARLY_CASES = [
-    (["--candidates", "0", TEXT], "--candidates must be at least 1, got 0"),
-    (["--max-new-tokens", "0", TEXT], "--max-new-tokens must be at least 1, got 0"),
-    (["--candidates", "-3", TEXT], "--candidates must be at least 1"),
+    (["--num-samples", "0", TEXT], "--num-samples must be an integer >= 1, got 0"),
+    (["--max-new-tokens", "0", TEXT], "--max-new-tokens must be an integer >= 1, got 0"),
+    (["--candidates", "-3", TEXT], "--candidates must be an integer >= 1, got -3"),
     (["--seed", str(2**32), TEXT], "the seed must be an integer in [0, 2^32)"),
     (["--seed", "-1", TEXT], "the seed must be an integer in [0, 2^32)"),
     (["你好世界"], "nothing the model can say: it holds no Latin letters or digits, and normalisation left 'ni hao"),
@@ -199,11 +199,12 @@ def test_non_finite_scores_are_an_error_never_json(checkpoints):
 
 
 class _Result:
-    """What `_write_outputs` writes: a JSON document and arrays, tagged so a mixed pair is visible."""
+    """What `write_outputs` writes: a JSON document and arrays, tagged so a mixed pair is visible."""
 
     def __init__(self, tag: int) -> None:
         self.tag = tag
         self.arrays = {"tag": np.array(tag)}
+        self.entries = [("voice", self.to_json(), self.arrays)]  # one voice: the files at the folder's top
 
     def to_json(self) -> dict:
         return {"tag": self.tag}
@@ -220,7 +221,7 @@ def test_the_result_pair_appears_whole(tmp_path, monkeypatch):
     out = tmp_path / "out"
     old = os.umask(0o027)
     try:
-        cli._write_outputs(out, _Result(1), False, [])
+        cli_generate.write_outputs(out, _Result(1).entries, False, [])
     finally:
         os.umask(old)
     assert _pair_tag(out) == 1
@@ -236,22 +237,22 @@ def test_the_result_pair_appears_whole(tmp_path, monkeypatch):
 
     monkeypatch.setattr(np, "savez", full_disk)
     with pytest.raises(OSError, match="No space left"):
-        cli._write_outputs(out, _Result(2), True, [])
+        cli_generate.write_outputs(out, _Result(2).entries, True, [])
     monkeypatch.setattr(np, "savez", real)
     assert _pair_tag(out) == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     # Two runs at once: B finishes while A is still writing; A then finds the target taken (no --force) and
     # leaves B's pair whole; with --force A's whole pair replaces B's. Never a mix.
     both = tmp_path / "both"
     with pytest.raises(fs.OutputError, match="already exists"):
-        with fs.output_folder(both, is_ours=cli._is_results_folder) as tmp_a:
+        with fs.output_folder(both, is_ours=cli_generate.is_results_folder) as tmp_a:
             fs.write_text(tmp_a / "candidates.json", json.dumps({"tag": 3}))
-            cli._write_outputs(both, _Result(4), False, [])  # run B, complete while A writes
+            cli_generate.write_outputs(both, _Result(4).entries, False, [])  # run B, complete while A writes
             with fs.atomic_file(tmp_a / "candidates.npz") as f:
                 np.savez(f, tag=np.array(3))
     assert _pair_tag(both) == 4
-    with fs.output_folder(both, force=True, is_ours=cli._is_results_folder) as tmp_a:
+    with fs.output_folder(both, force=True, is_ours=cli_generate.is_results_folder) as tmp_a:
         fs.write_text(tmp_a / "candidates.json", json.dumps({"tag": 5}))
-        cli._write_outputs(both, _Result(6), True, [])
+        cli_generate.write_outputs(both, _Result(6).entries, True, [])
         with fs.atomic_file(tmp_a / "candidates.npz") as f:
             np.savez(f, tag=np.array(5))
     assert _pair_tag(both) == 5
@@ -269,7 +270,7 @@ def test_latents_written_under_any_name_are_read_back(checkpoints, tmp_path, cap
             ck,
             "--latents",
             str(tmp_path / "voice.bin"),
-            "--candidates",
+            "--num-samples",
             "1",
             "--max-new-tokens",
             "4",

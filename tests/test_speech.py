@@ -314,7 +314,7 @@ def test_cli_speak_writes_the_wav_with_the_packaged_default(tmp_path):
 
     out = tmp_path / "hello.wav"
     cmd = [sys.executable, "-m", "clvp_jax.cli", "speak", "Hello there.", "-o", str(out), "--quiet", "--voice", "lj"]
-    cmd += ["--candidates", "2", "--max-new-tokens", "12", "--diffusion-steps", "3", "--sampler", "ddim"]
+    cmd += ["--num-samples", "2", "--max-new-tokens", "12", "--diffusion-steps", "3", "--sampler", "ddim"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr
@@ -322,33 +322,22 @@ def test_cli_speak_writes_the_wav_with_the_packaged_default(tmp_path):
     with sf.SoundFile(out) as f:
         assert (f.samplerate, f.channels) == (24000, 1)
         assert "RANDOM weights" in f.comment
+        # The provenance digest follows the label: version, checkpoint, voice, seed, the normalised text.
+        assert "clvp-jax 0.1.0; checkpoint packaged default" in f.comment and "voice lj; seed 0" in f.comment
+        assert f.comment.endswith("text: hello there.")
         wav = f.read(dtype="float32")
     info = json.loads(out.with_suffix(".json").read_text())
     frames = info["chunks"][0]["outputs"][0]["latent_frames"]
     assert wav.shape == (256 * output_frames(frames),) and frames <= 12 + 8
     assert np.isfinite(wav).all() and np.abs(wav).max() <= 1.0
     assert info["settings"]["sampler"] == "ddim" and info["settings"]["diffusion_steps"] == 3
+    assert info["settings"]["candidates"] == 2 and info["settings"]["k"] == 1  # --num-samples drawn, 1 kept
+    record = info["provenance"]
+    assert record["random_weights"] is True and record["voice"]["spec"] == "lj" and record["seed"] == 0
+    assert record["chunks"] == [{"text": "Hello there.", "normalized": "hello there."}]
     # An existing output is not replaced without --force.
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 2 and "--force" in proc.stderr
-
-
-def test_speak_voice_takes_names_clips_and_latents_files(tmp_path):
-    from clvp_jax.cli import UsageError
-    from clvp_jax.cli_speak import speak_voice
-    from clvp_jax.generation.latents import save_conditioning_latents
-
-    assert speak_voice(None, UsageError) is None
-    clips = speak_voice(["lj"], UsageError)  # a packaged voice name
-    assert clips and all(Path(c).suffix == ".wav" for c in clips)
-    both = save_conditioning_latents(tmp_path / "v.npz", np.ones(64, np.float32), np.full(96, 2, np.float32))
-    latents = speak_voice([str(both)], UsageError)
-    np.testing.assert_array_equal(latents.diffusion, np.full(96, 2, np.float32))
-    codes_only = save_conditioning_latents(tmp_path / "v.npy", np.ones(64, np.float32))
-    with pytest.raises(UsageError, match="no diffusion latent"):
-        speak_voice([str(codes_only)], UsageError)
-    with pytest.raises(UsageError, match="one voice per run"):
-        speak_voice(["lj,lj"], UsageError)
 
 
 def test_output_files_per_rank_and_chunk():

@@ -50,3 +50,23 @@ def find_altered(root: Path, recorded: dict[str, str]) -> list[str]:
         elif sha256_file(path) != digest:
             altered.append(f"{name} (changed: {path.stat().st_size} bytes, checksum differs)")
     return altered
+
+
+WEIGHT_SUFFIXES = (".pth", ".bin", ".safetensors", ".json", ".npz")  # what a checkpoint folder's identity is made of
+
+
+def checkpoint_fingerprint(path: str | os.PathLike) -> str:
+    """One sha256 that names a checkpoint's weights, for provenance and for the voice-latents cache.
+
+    A clvp-jax checkpoint: the sha256 of its `manifest.json` (which records every parameter file's sha256, verified on
+    load). A file: its sha256. Another folder (original Tortoise `.pth` files, an HF folder): the sha256 of the
+    sorted `name sha256` lines of its top-level weight and config files (reads them once: seconds at real size).
+    """
+    path = Path(path)
+    if path.is_file():
+        return sha256_file(path)
+    if (path / "manifest.json").is_file():
+        return sha256_file(path / "manifest.json")
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in WEIGHT_SUFFIXES)
+    lines = "".join(f"{p.name} {sha256_file(p)}\n" for p in files)
+    return hashlib.sha256(lines.encode()).hexdigest()

@@ -16,6 +16,37 @@ RepetitionPrompt = Literal["reference", "tortoise"]
 ComputeDtype = Literal["float32", "bfloat16"]
 
 
+class OptionError(ValueError):
+    """A knob out of its range; `name` is the knob (the CLI names its flag), the message gives the range."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+def check_integer(name: str, v, low: int, optional: bool = False) -> None:
+    """`OptionError` unless `v` is an integer >= `low` (or None when `optional`)."""
+    ok = (optional and v is None) or (isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= low)
+    if not ok:
+        raise OptionError(name, f"{name} must be an integer >= {low}{' or None' if optional else ''}, got {v!r}")
+
+
+def check_real(name: str, v, low: float, high: float, optional: bool = False, closed_low: bool = False) -> None:
+    """`OptionError` unless `v` is a finite number in (low, high] ([low, high] with `closed_low`), or None."""
+    if optional and v is None:
+        return
+    ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+    ok = ok and (low <= v if closed_low else low < v) and v <= high
+    if high == math.inf:
+        span = f">= {low:g}" if closed_low else f"> {low:g}"
+    else:
+        span = f"in {'[' if closed_low else '('}{low:g}, {high:g}]"
+    if low == -math.inf and high == math.inf:
+        span = "(any sign)"
+    if not ok:
+        raise OptionError(name, f"{name} must be a finite number {span}{' or None' if optional else ''}, got {v!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class GenerationOptions:
     """Options of `generate`. Hashable: each distinct value is one compiled program (with the input shapes).
@@ -72,18 +103,10 @@ class GenerationOptions:
                 raise ValueError(msg)
 
         def integer(name: str, low: int, optional: bool = False) -> None:
-            v = getattr(self, name)
-            ok = (optional and v is None) or (isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= low)
-            need(ok, f"{name} must be an integer >= {low}{' or None' if optional else ''}, got {v!r}")
+            check_integer(name, getattr(self, name), low, optional)
 
         def real(name: str, low: float, high: float, optional: bool = False, closed_low: bool = False) -> None:
-            v = getattr(self, name)
-            if optional and v is None:
-                return
-            ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
-            ok = ok and (low <= v if closed_low else low < v) and v <= high
-            span = f"> {low:g}" if high == math.inf else f"in {'[' if closed_low else '('}{low:g}, {high:g}]"
-            need(ok, f"{name} must be a finite number {span}{' or None' if optional else ''}, got {v!r}")
+            check_real(name, getattr(self, name), low, high, optional, closed_low)
 
         integer("max_new_tokens", 1)
         integer("min_new_tokens", 0)
@@ -163,3 +186,60 @@ class GenerationOptions:
         )
         defaults.update(kw)
         return cls(**defaults)
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingOverrides:
+    """Tortoise's sampling knobs (`tts(...)`'s keywords, the CLI's `--temperature` ...) over a preset; None keeps
+    the preset's value. Validated on construction, before any model is loaded; `OptionError.name` names the knob.
+
+    Attributes:
+      num_samples: candidates DRAWN per text chunk (Tortoise's `num_autoregressive_samples`; the presets draw 16,
+        96, 256, 256).
+      keep: candidates KEPT per chunk, best first (Tortoise's `k`, `do_tts.py --candidates`): rendered by `speak`,
+        listed by `generate`. None: the command's default (speak 1, generate every drawn candidate).
+      temperature: > 0; top_p: in (0, 1] (1: off); top_k: >= 1; repetition_penalty: > 0 (1: off).
+      length_penalty: Tortoise passes it to transformers' `generate`, where only beam search reads it; Tortoise (and
+        clvp-jax) sample, so it changes nothing. Accepted and recorded so Tortoise command lines keep working.
+      max_new_tokens: speech codes per candidate (>= 1).
+    """
+
+    num_samples: int | None = None
+    keep: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    repetition_penalty: float | None = None
+    length_penalty: float | None = None
+    max_new_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        check_integer("num_samples", self.num_samples, 1, optional=True)
+        check_integer("keep", self.keep, 1, optional=True)
+        check_real("temperature", self.temperature, 0.0, math.inf, optional=True)
+        check_real("top_p", self.top_p, 0.0, 1.0, optional=True)
+        check_integer("top_k", self.top_k, 1, optional=True)
+        check_real("repetition_penalty", self.repetition_penalty, 0.0, math.inf, optional=True)
+        check_real("length_penalty", self.length_penalty, -math.inf, math.inf, optional=True)
+        check_integer("max_new_tokens", self.max_new_tokens, 1, optional=True)
+        if self.keep is not None and self.num_samples is not None and self.keep > self.num_samples:
+            raise OptionError(
+                "keep", f"keep must be at most num_samples = {self.num_samples} (the candidates drawn), got {self.keep}"
+            )
+
+    def check_keep(self, drawn: int) -> None:
+        """`OptionError` when more candidates are to be kept than `drawn` (the preset's count or `num_samples`)."""
+        if self.keep is not None and self.keep > drawn:
+            raise OptionError("keep", f"keep must be at most the {drawn} candidates drawn per chunk, got {self.keep}")
+
+    def apply(self, options: GenerationOptions) -> GenerationOptions:
+        """`options` with the warpers given here replaced (candidates and length are the preset's business)."""
+        changes = {
+            k: getattr(self, k)
+            for k in ("temperature", "top_p", "top_k", "repetition_penalty")
+            if getattr(self, k) is not None
+        }
+        return options.replace(**changes) if changes else options
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)

@@ -7,7 +7,7 @@ penalty 2.0, candidates padded to 500 before CLVP ranking); they differ in the n
 from __future__ import annotations
 
 from clvp_jax.config import ClvpConfig
-from clvp_jax.generation.options import ComputeDtype, GenerationOptions
+from clvp_jax.generation.options import ComputeDtype, GenerationOptions, SamplingOverrides
 
 PRESETS: dict[str, int] = {"ultra_fast": 16, "fast": 96, "standard": 256, "high_quality": 256}
 """Candidates per text of each preset."""
@@ -20,6 +20,7 @@ def preset_options(
     candidates: int | None = None,
     max_new_tokens: int | None = None,
     dtype: ComputeDtype = "float32",
+    sampling: SamplingOverrides | None = None,
 ) -> GenerationOptions:
     """Tortoise's sampling settings for `preset`, with optional overrides.
 
@@ -29,6 +30,7 @@ def preset_options(
       candidates: candidates per text (None: the preset's).
       max_new_tokens: speech tokens per candidate (None: the default length).
       dtype: compute dtype of the program.
+      sampling: temperature, top-p, top-k and repetition penalty over the preset's (None: Tortoise's).
     Raises:
       ValueError: unknown preset, fewer than one candidate.
     """
@@ -41,4 +43,5 @@ def preset_options(
     tokens = min(500, config.decoder_config.max_position_embeddings - 1) if max_new_tokens is None else max_new_tokens
     if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
         raise ValueError(f"max_new_tokens must be an integer of at least 1, got {tokens!r}")
-    return GenerationOptions.tortoise(num_candidates=n, max_new_tokens=tokens, dtype=dtype)
+    options = GenerationOptions.tortoise(num_candidates=n, max_new_tokens=tokens, dtype=dtype)
+    return options if sampling is None else sampling.apply(options)

@@ -77,10 +77,15 @@ class ExperimentOptions:
     progress: bool = True
 
 
+DEFAULT_OUTPUT = "clvp-jax-train-out"  # like `clvp-jax generate`'s clvp-jax-out: `clvp-jax-train --synthetic` just runs
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="clvp-jax-train", description=__doc__.split("\n\n")[0])
     d = ExperimentOptions(output="")
-    p.add_argument("--output", required=True, help="run folder (checkpoints, curve.json, hf/)")
+    p.add_argument(
+        "--output", default=DEFAULT_OUTPUT, help=f"run folder (checkpoints, curve.json, hf/); default {DEFAULT_OUTPUT}"
+    )
     src = p.add_argument_group("data")
     src.add_argument("--train", help="training pairs (JSONL: text_ids|text, speech_codes)")
     src.add_argument("--eval", help="held-out pairs for retrieval accuracy (same format)")

@@ -125,7 +125,11 @@ def _channels(variables: dict, name: str) -> int:
 
 
 def random_voice_latents(
-    key: jax.Array, auto_variables: dict, diffusion_variables: dict, rows: int = 1
+    key: jax.Array,
+    auto_variables: dict,
+    diffusion_variables: dict,
+    rows: int = 1,
+    widths: tuple[int, int] | None = (AUTO_CHANNELS, DIFFUSION_CHANNELS),
 ) -> RandomVoiceLatents:
     """A key -> the `random` voice's latents, as Tortoise's api.py makes them (`get_random_conditioning_latents`).
 
@@ -137,6 +141,8 @@ def random_voice_latents(
       auto_variables: converted rlg_auto.pth ({'params': ...}, 1024 channels).
       diffusion_variables: converted rlg_diffuser.pth ({'params': ...}, 2048 channels).
       rows: how many random voices to draw (Tortoise draws one).
+      widths: the (auto, diffusion) channels the generators must have (Tortoise's 1024, 2048); None takes the
+        variables' own (the packaged default's small random generators).
     Returns:
       `RandomVoiceLatents(auto [rows, 1024], diffusion [rows, 2048])`, float32 numpy arrays.
     """
@@ -146,15 +152,15 @@ def random_voice_latents(
         _channels(auto_variables, "rlg_auto"),
         _channels(diffusion_variables, "rlg_diffuser"),
     )
-    if (auto_channels, diffusion_channels) != (AUTO_CHANNELS, DIFFUSION_CHANNELS):
+    if widths is not None and (auto_channels, diffusion_channels) != tuple(widths):
         raise ValueError(
-            f"the random voice needs rlg_auto ({AUTO_CHANNELS} channels) then rlg_diffuser ({DIFFUSION_CHANNELS}); "
+            f"the random voice needs rlg_auto ({widths[0]} channels) then rlg_diffuser ({widths[1]}); "
             f"got {auto_channels} and {diffusion_channels} channels (are the two swapped?)"
         )
     auto_key, diffusion_key = jax.random.split(key)
-    auto_noise = jax.random.normal(auto_key, (rows, AUTO_CHANNELS), jnp.float32)  # [B, 1024]
-    diffusion_noise = jax.random.normal(diffusion_key, (rows, DIFFUSION_CHANNELS), jnp.float32)  # [B, 2048]
+    auto_noise = jax.random.normal(auto_key, (rows, auto_channels), jnp.float32)  # [B, 1024]
+    diffusion_noise = jax.random.normal(diffusion_key, (rows, diffusion_channels), jnp.float32)  # [B, 2048]
     return RandomVoiceLatents(
-        auto=np.asarray(_converter_fn(AUTO_CHANNELS)(auto_variables, auto_noise)),
-        diffusion=np.asarray(_converter_fn(DIFFUSION_CHANNELS)(diffusion_variables, diffusion_noise)),
+        auto=np.asarray(_converter_fn(auto_channels)(auto_variables, auto_noise)),
+        diffusion=np.asarray(_converter_fn(diffusion_channels)(diffusion_variables, diffusion_noise)),
     )
