@@ -1,8 +1,9 @@
 """`TextToSpeech`: the Python entry point in the spirit of Tortoise's `tortoise.api.TextToSpeech`.
 
     tts = TextToSpeech()                         # packaged default: RANDOM weights, meaningless audio
-    tts = TextToSpeech("models/")                # a Tortoise models folder (autoregressive.pth, clvp2.pth,
-                                                 # diffusion_decoder.pth, vocoder.pth[, cvvp.pth])
+    tts = TextToSpeech("tortoise-ckpt/")         # one clvp-jax checkpoint (`clvp-jax convert FOLDER OUT`), or
+                                                 # a Tortoise models folder (autoregressive.pth, clvp2.pth,
+                                                 # diffusion_decoder.pth, vocoder.pth[, cvvp.pth, hifidecoder.pth])
     result = tts.tts_with_preset("Hello.", voice_samples=clips, preset="fast")
     result.waveform                              # float32 [samples] in [-1, 1] at 24 kHz (the best candidate)
     result.chunks[0].ranked                      # every candidate, best first
@@ -36,7 +37,9 @@ class TextToSpeech:
 
     Args:
       checkpoint: None (the packaged default: tiny random weights, real vocabulary) or a checkpoint folder that
-        `clvp_jax.from_pretrained` reads; audio also needs `diffusion_decoder.pth` and `vocoder.pth` in it.
+        `clvp_jax.from_pretrained` reads; audio also needs the diffusion decoder and vocoder in it (a clvp-jax
+        checkpoint converted from a whole Tortoise folder, or the folder's `diffusion_decoder.pth` and
+        `vocoder.pth`).
       dtype: compute dtype of the AR stage ("float32" or "bfloat16").
     """
 

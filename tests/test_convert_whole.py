@@ -181,3 +181,21 @@ def test_convert_a_hub_repo_fetches_every_audio_model(tortoise_folder, converted
     for name in audio_models.AUDIO_MODELS:
         want = audio_models.read_model(converted[0], name)[1]
         assert_same_tree(audio_models.read_model(tmp_path / "out", name)[1], want)
+
+
+def test_the_audio_models_convert_back_to_the_original_files(converted, tmp_path):
+    out = tmp_path / "back"
+    out.mkdir()
+    written = audio_models.export_tortoise_files(converted[0], out)
+    assert sorted(p.name for p in written) == sorted(m.file for m in audio_models.AUDIO_MODELS.values())
+    for name in audio_models.AUDIO_MODELS:
+        kwargs, tree = audio_models.read_original(out, name)  # the strict .pth converter reads them back
+        want_kwargs, want = audio_models.read_model(converted[0], name)
+        assert kwargs == want_kwargs, name
+        for (path, a), (_, d) in zip(
+            jax.tree_util.tree_leaves_with_path(tree), jax.tree_util.tree_leaves_with_path(want), strict=True
+        ):
+            # Exact, but for the vocoders' weight norm: written as v = w, g = ||w||, folded back as g v / ||v||,
+            # which rounds w by a few float32 ulps.
+            tol = dict(rtol=1e-6, atol=1e-7) if name in ("vocoder", "hifigan") else dict(rtol=0, atol=0)
+            np.testing.assert_allclose(a, d, **tol, err_msg=f"{name} {path}")

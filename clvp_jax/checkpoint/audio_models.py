@@ -401,11 +401,9 @@ def export_tortoise_files(folder: str | os.PathLike, out: str | os.PathLike) -> 
         state = model.export(kwargs, tree)
 
         def to_torch(value):
-            return (
-                {k: to_torch(v) for k, v in value.items()}
-                if isinstance(value, dict)
-                else torch.from_numpy(np.ascontiguousarray(value))
-            )
+            if isinstance(value, dict):
+                return {k: to_torch(v) for k, v in value.items()}
+            return torch.from_numpy(np.array(value))  # a contiguous copy; 0-d stays 0-d (unlike ascontiguousarray)
 
         with fs.atomic_file(out / model.file, "wb") as f:
             torch.save(to_torch(state), f)
