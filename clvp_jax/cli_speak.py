@@ -50,6 +50,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--candidates", type=int, help="AR candidates per chunk (overrides the preset)")
     p.add_argument("--sampler", choices=SAMPLER_KINDS, help="diffusion sampler (default ddpm, Tortoise's)")
     p.add_argument("--diffusion-steps", type=int, help="diffusion steps (overrides the preset)")
+    p.add_argument(
+        "--vocoder",
+        choices=("univnet", "hifigan"),
+        default="univnet",
+        help="univnet: diffusion + UnivNet (Tortoise); hifigan: api_fast's fast preview, no diffusion (hifidecoder.pth)",
+    )
     p.add_argument("--cvvp-amount", type=float, default=0.0, help="mix CVVP into the ranking, 0..1 (needs cvvp.pth)")
     p.add_argument("--max-new-tokens", type=int, help="speech codes per candidate (default 500)")
     p.add_argument("--seed", type=int, default=0)
@@ -210,7 +216,8 @@ def cmd_speak(args: argparse.Namespace, *, usage_error, say) -> int:
         say(SPEAK_NOTICE)
     say("loading models and voice")
     tts = TextToSpeech(args.checkpoint, dtype=args.dtype)
-    tts.waveform_models(with_cvvp=args.cvvp_amount > 0)  # a codes-only checkpoint fails here, before any work
+    # A codes-only checkpoint (or one without hifidecoder.pth for --vocoder hifigan) fails here, before any work.
+    tts.waveform_models(with_cvvp=args.cvvp_amount > 0, with_hifigan=args.vocoder == "hifigan")
     bars = _Bars(args.quiet)
     try:
         result = tts.tts_with_preset(
@@ -225,6 +232,7 @@ def cmd_speak(args: argparse.Namespace, *, usage_error, say) -> int:
             seed=args.seed,
             max_new_tokens=args.max_new_tokens,
             progress=bars,
+            vocoder=args.vocoder,
         )
     finally:
         bars.close()

@@ -41,6 +41,7 @@ from clvp_jax.pipeline import Candidate, ChunkResult, RankResult, rank_speech
 from clvp_jax.waveform.ar_latents import MAX_MEL_TOKENS, ar_latents, fixed_codes, trim_length
 from clvp_jax.waveform.bundle import WaveformModels
 from clvp_jax.waveform.diffusion import DiffusionTts
+from clvp_jax.waveform.hifigan import hifigan_inference
 from clvp_jax.waveform.presets import SpeechPreset, speech_preset
 from clvp_jax.waveform.sampler import SamplerConfig, SamplerNoise, sample
 from clvp_jax.waveform.univnet import vocode
@@ -342,6 +343,7 @@ def render_chunk(
     seed: int = 0,
     length: int = MAX_MEL_TOKENS,
     progress: Progress | None = None,
+    vocoder: str = "univnet",
 ) -> SpeechChunk:
     """The waveform stage of one chunk: (CVVP mix,) the k best, their AR latents, trim, diffusion, vocoder.
 
@@ -354,8 +356,11 @@ def render_chunk(
       voice: both latents (`voice_conditioning`); sampler: the diffusion settings.
       length: codes m each candidate is padded to (`latent_length`).
       progress: progress(stage, done, total) for "diffusion" (steps) and "vocoder" (samples) of this chunk.
+      vocoder: "univnet" (diffusion, then UnivNet: Tortoise's path) or "hifigan" (api_fast's preview: the trimmed
+        AR latents straight to audio through `waveform_models`' HiFiGAN, speaker embedding = the AR voice latent).
     """
     say = progress or (lambda stage, done, total: None)
+    hifigan = vocoder == "hifigan"
     dec = model.config.decoder_config
     fixing = dec.decoder_fixing_codes
     by_index = sorted(chunk.candidates, key=lambda c: c.index)
@@ -371,7 +376,8 @@ def render_chunk(
     enc = ClvpTokenizer.from_pretrained(normalizer=TEXT_NORMALIZER)([chunk.text], return_tensors="np")
     ids, mask = _bucket(np.asarray(enc["input_ids"]), np.asarray(enc["attention_mask"]), dec, TEXT_BUCKET)
     outputs = []
-    say("diffusion", 0, k * sampler.steps)
+    if not hifigan:
+        say("diffusion", 0, k * sampler.steps)
     say("vocoder", 0, k)
     for r, j in enumerate(best):
         # One row per call: batched rows differ from single ones in the last float32 ulp, which the diffusion
@@ -381,8 +387,13 @@ def render_chunk(
         )
         keep = trim_length(all_codes[j], fixing[0])
         key = waveform_key(seed, index, by_index[j].index)
-        _, wav = render_waveform(waveform_models, latents[:, :keep], voice.diffusion, sampler=sampler, key=key)
-        say("diffusion", (r + 1) * sampler.steps, k * sampler.steps)
+        if hifigan:  # api_fast does not trim its latents; the calm tail is the padding to 500 codes, so we do
+            speaker = jnp.asarray(voice.autoregressive, jnp.float32)[None]  # [1, D] as api_fast's auto_conditioning
+            wm = waveform_models
+            wav = np.asarray(hifigan_inference(wm.hifigan_params, latents[:, :keep], speaker, config=wm.hifigan_config))
+        else:
+            _, wav = render_waveform(waveform_models, latents[:, :keep], voice.diffusion, sampler=sampler, key=key)
+            say("diffusion", (r + 1) * sampler.steps, k * sampler.steps)
         say("vocoder", r + 1, k)
         cvvp_score = None if cvvp is None else float(cvvp[j])
         outputs.append(SpeechCandidate(by_index[j], float(scores[j]), cvvp_score, keep, wav.reshape(-1)))
@@ -406,6 +417,7 @@ def synthesize(
     max_new_tokens: int | None = None,
     dtype: str = "float32",
     progress: Progress | None = None,
+    vocoder: str = "univnet",
 ) -> SpeechResult:
     """Speak `text` in `voice`: every chunk's candidates, the k best rendered to 24 kHz audio.
 
@@ -421,6 +433,8 @@ def synthesize(
       max_new_tokens: AR codes per candidate (default: Tortoise's 500, capped by the position table).
       dtype: the AR stage's compute dtype ("float32" or "bfloat16"); the waveform stage runs in float32.
       progress: progress(stage, done, total) after each unit of work.
+      vocoder: "univnet" (Tortoise's diffusion + UnivNet) or "hifigan" (the fast preview, no diffusion: needs
+        `waveform_models.hifigan_config`, i.e. `hifidecoder.pth` in the checkpoint; the packaged default has one).
     Raises:
       ValueError: bad settings (the message names them), or CVVP asked for without a CVVP model or clips.
     """
@@ -437,6 +451,7 @@ def synthesize(
             f"the diffusion decoder takes AR latents of width {wanted} but the AR model's are {width}: the "
             f"checkpoint's files come from different models ({', '.join(waveform_models.sources) or 'built in'})"
         )
+    _check_vocoder(vocoder, waveform_models, width)
     if cvvp_amount > 0 and waveform_models.cvvp is None:
         raise ValueError(
             "cvvp_amount > 0 needs the CVVP model: put Tortoise's cvvp.pth in the checkpoint folder (the packaged "
@@ -480,6 +495,7 @@ def synthesize(
                 seed=seed,
                 length=length,
                 progress=chunk_progress,
+                vocoder=vocoder,
             )
         )
     info = dict(ranked.settings)
@@ -492,8 +508,28 @@ def synthesize(
         "diffusion_temperature": settings.sampler.temperature,
         "cvvp_amount": cvvp_amount,
         "latent_length": length,
+        "vocoder": vocoder,
     }
     return SpeechResult(chunks, info, waveform_models.random_weights)
+
+
+VOCODERS = ("univnet", "hifigan")
+
+
+def _check_vocoder(vocoder: str, waveform_models: WaveformModels, width: int) -> None:
+    if vocoder not in VOCODERS:
+        raise ValueError(f"vocoder must be one of {', '.join(VOCODERS)}, got {vocoder!r}")
+    config = waveform_models.hifigan_config
+    if vocoder == "hifigan" and config is None:
+        raise ValueError(
+            "vocoder='hifigan' needs api_fast's HiFiGAN decoder: put hifidecoder.pth in the checkpoint folder (and "
+            "re-convert a clvp-jax checkpoint), or use vocoder='univnet'"
+        )
+    if vocoder == "hifigan" and (config.in_channels, config.cond_channels) != (width, width):
+        raise ValueError(
+            f"the HiFiGAN decoder takes latents of width {config.in_channels} and a speaker embedding of width "
+            f"{config.cond_channels}, but the AR model's are {width}: the checkpoint's files come from different models"
+        )
 
 
 def _bucket(ids: np.ndarray, mask: np.ndarray, dec, size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -56,14 +56,20 @@ class TextToSpeech:
         """True for the packaged default: its speech is meaningless."""
         return self.checkpoint is None
 
-    def waveform_models(self, *, with_cvvp: bool = False) -> WaveformModels:
-        """The diffusion decoder and vocoder (and CVVP with `with_cvvp`, if the folder has it), loaded once."""
+    def waveform_models(self, *, with_cvvp: bool = False, with_hifigan: bool = False) -> WaveformModels:
+        """The diffusion decoder and vocoder (and CVVP with `with_cvvp`, if the folder has it; the HiFiGAN decoder
+        with `with_hifigan`, which must be there), loaded once."""
         wm = self._waveform
-        if wm is None or (with_cvvp and wm.cvvp is None and not wm.random_weights):
+        more = (with_cvvp and wm is not None and wm.cvvp is None) or (
+            with_hifigan and wm is not None and wm.hifigan_config is None
+        )
+        if wm is None or (more and not wm.random_weights):
             if self.checkpoint is None:
                 wm = default_waveform_models(self.model.config.decoder_config.hidden_size)
             else:
-                wm = load_waveform_models(self.checkpoint, with_cvvp=with_cvvp)
+                with_cvvp = with_cvvp or (wm is not None and wm.cvvp is not None)
+                with_hifigan = with_hifigan or (wm is not None and wm.hifigan_config is not None)
+                wm = load_waveform_models(self.checkpoint, with_cvvp=with_cvvp, with_hifigan=with_hifigan)
             self._waveform = wm
         return wm
 
@@ -91,6 +97,7 @@ class TextToSpeech:
         seed: int = 0,
         max_new_tokens: int | None = None,
         progress: Progress | None = None,
+        vocoder: str = "univnet",
     ) -> SpeechResult:
         """Speak `text` with a Tortoise preset ("ultra_fast", "fast", "standard", "high_quality").
 
@@ -105,6 +112,8 @@ class TextToSpeech:
           seed: the seed of every random draw (same seed, same waveform).
           max_new_tokens: AR codes per candidate (Tortoise: 500; the packaged default: `PACKAGED_MAX_CODES`).
           progress: progress(stage, done, total) for "candidates", "diffusion" and "vocoder".
+          vocoder: "univnet" (Tortoise's diffusion decoder + UnivNet) or "hifigan" (api_fast's fast preview: AR
+            latents straight to audio, no diffusion; needs `hifidecoder.pth`, the packaged default has a tiny one).
         Returns:
           `SpeechResult`: `.waveform` (best, float32, 24 kHz), `.waveforms` (the k best), `.chunks` (per chunk:
           ranked candidates, scores, rendered outputs).
@@ -114,7 +123,7 @@ class TextToSpeech:
         """
         if voice_samples is not None and voice is not None:
             raise ValueError("give voice_samples (clips) or voice (saved latents), not both")
-        wm = self.waveform_models(with_cvvp=cvvp_amount > 0)
+        wm = self.waveform_models(with_cvvp=cvvp_amount > 0, with_hifigan=vocoder == "hifigan")
         source = voice if voice is not None else voice_samples
         if max_new_tokens is None and self.random_weights:
             max_new_tokens = PACKAGED_MAX_CODES
@@ -134,4 +143,5 @@ class TextToSpeech:
             max_new_tokens=max_new_tokens,
             dtype=self.dtype,
             progress=progress,
+            vocoder=vocoder,
         )

@@ -129,7 +129,9 @@ def dry_run(source: Path, options: dict, dtype: str | None = None, verify: bool 
     stored_dtype = "float32"
     if fmt == "clvp-jax":
         loaded = load_checkpoint(source, verify=verify)  # verifies manifest, checksums, tree and dtype
-        print(f"config: {_summary(loaded.config)}\nparts: {', '.join(loaded.parts)}\nOK: a valid clvp-jax checkpoint")
+        print(f"config: {_summary(loaded.config)}\nparts: {', '.join(loaded.parts)}")
+        print(f"audio models: {', '.join(audio_models.available(source)) or 'none (makes codes, not audio)'}")
+        print("OK: a valid clvp-jax checkpoint")
         return 0
     if fmt == "hf":
         config, state, parts = ClvpConfig.from_pretrained(source), open_hf_state_dict(source), ALL_PARTS
@@ -139,6 +141,8 @@ def dry_run(source: Path, options: dict, dtype: str | None = None, verify: bool 
         config, state, parts = orig.config, orig.state_dict, orig.parts
         ignored, unexpected_original = orig.ignored, orig.unexpected
         print(f"files: {', '.join(str(p) for p in orig.sources)}")
+        audio = [audio_models.AUDIO_MODELS[n].file for n in audio_models.available(source)] if source.is_dir() else []
+        print(f"audio models (read and checked by the conversion itself): {', '.join(audio) or 'none'}")
     print(f"config: {_summary(config)}\nparts: {', '.join(parts)}")
     if ignored:
         print(f"ignored by name ({len(ignored)}): {', '.join(ignored)}")

@@ -32,7 +32,7 @@ from clvp_jax.waveform.cvvp import CVVP, CvvpConfig
 from clvp_jax.waveform.diffusion import DiffusionTts
 from clvp_jax.waveform.diffusion import param_shapes as diffusion_param_shapes
 from clvp_jax.waveform.diffusion_config import DiffusionConfig
-from clvp_jax.waveform.hifigan import HifiganConfig
+from clvp_jax.waveform.hifigan import HifiganConfig, HifiganGenerator
 from clvp_jax.waveform.univnet import UnivNetConfig, UnivNetGenerator
 
 DIFFUSION_FILE = "diffusion_decoder.pth"
@@ -41,7 +41,7 @@ CVVP_FILE = "cvvp.pth"
 HIFIGAN_FILE = "hifidecoder.pth"
 AUDIO_FILES = (DIFFUSION_FILE, VOCODER_FILE)
 WEIGHTS_SOURCE = "the Hugging Face hub repository Manmay/tortoise-tts (where Tortoise's own get_model_path reads them)"
-DEFAULT_SEEDS = {"diffusion": 1, "vocoder": 2}  # the packaged AR model uses seed 0
+DEFAULT_SEEDS = {"diffusion": 1, "vocoder": 2, "hifigan": 3}  # the packaged AR model uses seed 0
 
 
 class MissingAudioModelsError(FileNotFoundError):
@@ -94,6 +94,22 @@ def default_vocoder_config() -> UnivNetConfig:
     return UnivNetConfig(noise_dim=16, channel_size=4, dilations=(1, 3, 9), strides=(8, 8, 4), hop_length=256)
 
 
+def default_hifigan_config(latent_width: int) -> HifiganConfig:
+    """The packaged default's HiFiGAN preview decoder: Tortoise's 256 samples per frame (strides 8, 8, 4) at width
+    16, one resblock kernel, speaker embedding = the AR conditioning latent (width `latent_width`)."""
+    return HifiganConfig(
+        in_channels=latent_width, resblock_dilation_sizes=((1, 3, 5),), resblock_kernel_sizes=(3,),
+        upsample_kernel_sizes=(16, 16, 8), upsample_initial_channel=16, upsample_factors=(8, 8, 4),
+        cond_channels=latent_width,
+    )  # fmt: skip
+
+
+def _hifigan_shapes(config: HifiganConfig) -> dict:
+    x = jnp.zeros((1, config.in_channels, 4), jnp.float32)
+    g = jnp.zeros((1, config.cond_channels), jnp.float32) if config.cond_channels else None
+    return jax.eval_shape(lambda: HifiganGenerator(config).init(jax.random.key(0), x, g))["params"]
+
+
 def _random_like(shapes: Any, seed: int) -> Any:
     """Random parameters for a tree of `jax.ShapeDtypeStruct`s, from a seeded numpy generator, without compiling
     the model's init (which took 30-45 s of compilation on 2 cores for these tiny models; this takes well under
@@ -124,13 +140,19 @@ def _vocoder_shapes(config: UnivNetConfig) -> dict:
 
 @functools.lru_cache(maxsize=4)
 def default_waveform_models(latent_width: int) -> WaveformModels:
-    """The tiny random-weight diffusion decoder and vocoder of the packaged default (seeds `DEFAULT_SEEDS`)."""
-    dcfg, vcfg = default_diffusion_config(latent_width), default_vocoder_config()
+    """The tiny random-weight diffusion decoder, vocoder and HiFiGAN of the packaged default (`DEFAULT_SEEDS`)."""
+    dcfg, vcfg, hcfg = (
+        default_diffusion_config(latent_width),
+        default_vocoder_config(),
+        default_hifigan_config(latent_width),
+    )
     return WaveformModels(
         diffusion=DiffusionTts(dcfg),
         diffusion_variables=_random_like(diffusion_param_shapes(dcfg), DEFAULT_SEEDS["diffusion"]),
         vocoder_config=vcfg,
         vocoder_params=_random_like(_vocoder_shapes(vcfg), DEFAULT_SEEDS["vocoder"]),
+        hifigan_config=hcfg,
+        hifigan_params=_random_like(_hifigan_shapes(hcfg), DEFAULT_SEEDS["hifigan"]),
         random_weights=True,
     )
 
