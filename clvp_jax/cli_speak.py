@@ -231,7 +231,7 @@ def cmd_speak(args: argparse.Namespace, *, usage_error, say) -> int:
             cvvp_amount=args.cvvp_amount,
             seed=args.seed,
             max_new_tokens=args.max_new_tokens,
-            progress=bars,
+            progress=None if args.quiet else bars,  # quiet: no per-step reports compiled into the sampler
             vocoder=args.vocoder,
         )
     finally:

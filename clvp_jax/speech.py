@@ -257,6 +257,7 @@ def render_waveform(
     key: jax.Array | None = None,
     noise: SamplerNoise | None = None,
     vocoder_noise: np.ndarray | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One sample: AR latents [1, m, D] -> (de-normalised mel [1, 100, L], waveform [1, 1, hop * L]).
 
@@ -266,6 +267,7 @@ def render_waveform(
       sampler: the sampler settings.
       key: the sample's key (diffusion draws from fold_in(key, 0), the vocoder's noise from fold_in(key, 1)); or
       noise / vocoder_noise: given draws instead (`SamplerNoise`; z [1, Z, L + 10]), e.g. the original's recorded ones.
+      on_step: on_step(done) after each diffusion step (`waveform.sampler.sample`).
     """
     if key is None and (noise is None or vocoder_noise is None):
         raise ValueError("render_waveform: pass key=, or both noise= and vocoder_noise=")
@@ -277,9 +279,9 @@ def render_waveform(
     model_fn = jax.tree_util.Partial(_model_call(waveform_models.diffusion), variables, aligned)
     shape = (1, waveform_models.diffusion.config.in_channels, frames)
     if noise is None:
-        x = sample(model_fn, shape, config=sampler, key=jax.random.fold_in(key, 0))
+        x = sample(model_fn, shape, config=sampler, key=jax.random.fold_in(key, 0), on_step=on_step)
     else:
-        x = sample(model_fn, shape, config=sampler, noise=noise)
+        x = sample(model_fn, shape, config=sampler, noise=noise, on_step=on_step)
     mel = denormalize_tacotron_mel(x)[:, :, :frames]
     vocoder_key = None if vocoder_noise is not None else jax.random.fold_in(key, 1)
     wav = vocode(
@@ -355,7 +357,8 @@ def render_chunk(
       index: the chunk's index in its text (part of every key).
       voice: both latents (`voice_conditioning`); sampler: the diffusion settings.
       length: codes m each candidate is padded to (`latent_length`).
-      progress: progress(stage, done, total) for "diffusion" (steps) and "vocoder" (samples) of this chunk.
+      progress: progress(stage, done, total) for "diffusion" (every step, reported from inside the compiled
+        sampler loop) and "vocoder" (samples) of this chunk; None: no reports, nothing compiled in for them.
       vocoder: "univnet" (diffusion, then UnivNet: Tortoise's path) or "hifigan" (api_fast's preview: the trimmed
         AR latents straight to audio through `waveform_models`' HiFiGAN, speaker embedding = the AR voice latent).
     """
@@ -392,8 +395,12 @@ def render_chunk(
             wm = waveform_models
             wav = np.asarray(hifigan_inference(wm.hifigan_params, latents[:, :keep], speaker, config=wm.hifigan_config))
         else:
-            _, wav = render_waveform(waveform_models, latents[:, :keep], voice.diffusion, sampler=sampler, key=key)
-            say("diffusion", (r + 1) * sampler.steps, k * sampler.steps)
+            steps, total = sampler.steps, k * sampler.steps
+            on_step = None if progress is None else functools.partial(_step_report, say, r * steps, total)
+            _, wav = render_waveform(
+                waveform_models, latents[:, :keep], voice.diffusion, sampler=sampler, key=key, on_step=on_step
+            )
+            say("diffusion", (r + 1) * steps, total)
         say("vocoder", r + 1, k)
         cvvp_score = None if cvvp is None else float(cvvp[j])
         outputs.append(SpeechCandidate(by_index[j], float(scores[j]), cvvp_score, keep, wav.reshape(-1)))
@@ -494,7 +501,7 @@ def synthesize(
                 cvvp_amount=cvvp_amount,
                 seed=seed,
                 length=length,
-                progress=chunk_progress,
+                progress=None if progress is None else chunk_progress,
                 vocoder=vocoder,
             )
         )
@@ -511,6 +518,10 @@ def synthesize(
         "vocoder": vocoder,
     }
     return SpeechResult(chunks, info, waveform_models.random_weights)
+
+
+def _step_report(say: Progress, before: int, total: int, done: int) -> None:
+    say("diffusion", before + done, total)
 
 
 VOCODERS = ("univnet", "hifigan")

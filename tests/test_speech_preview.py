@@ -1,4 +1,5 @@
-"""The HiFiGAN preview (api_fast's `hifidecoder.pth`: AR latents straight to audio, no diffusion) through the API
+"""Per-stage progress (every diffusion step, reported from inside the compiled sampler loop) and the HiFiGAN
+preview (api_fast's `hifidecoder.pth`: AR latents straight to audio, no diffusion) through the API
 and `clvp-jax speak --vocoder hifigan`, on the packaged default (tiny random AR + a tiny random HiFiGAN) and on the
 tiny original fixture's `hifidecoder.pth` (tests/data/tortoise_tiny_waveform).
 
@@ -91,3 +92,15 @@ def test_cli_speak_vocoder_hifigan(tmp_path, capsys):
     frames = info["chunks"][0]["outputs"][0]["latent_frames"]
     with sf.SoundFile(out) as f:
         assert f.samplerate == 24000 and f.frames == 256 * output_frames(frames)
+
+
+def test_progress_sees_every_diffusion_step(tts):
+    events: list[tuple[str, int, int]] = []
+    # QUICK's AR settings (compiled above); k = 2 samples of 3 steps.
+    tts.tts_with_preset("Hello there.", progress=lambda *e: events.append(e), k=2, diffusion_steps=3, **QUICK)
+    diffusion = [(done, total) for stage, done, total in events if stage == "diffusion"]
+    assert {total for _, total in diffusion} == {2 * 3}
+    done = [d for d, _ in diffusion]
+    assert done == sorted(done) and sorted(set(done)) == list(range(0, 7))  # every step, none skipped or reversed
+    assert [d for stage, d, _ in events if stage == "vocoder"] == [0, 1, 2]
+    assert any(stage == "candidates" for stage, _, _ in events)
