@@ -199,3 +199,38 @@ def test_the_audio_models_convert_back_to_the_original_files(converted, tmp_path
             # which rounds w by a few float32 ulps.
             tol = dict(rtol=1e-6, atol=1e-7) if name in ("vocoder", "hifigan") else dict(rtol=0, atol=0)
             np.testing.assert_allclose(a, d, **tol, err_msg=f"{name} {path}")
+
+
+def test_speak_on_a_clvp_jax_checkpoint_gives_the_audio_of_the_models_it_holds(tmp_path):
+    """`speak --checkpoint OUT` end to end. The two tiny fixtures are separate models (AR width 64, diffusion
+    latents 32), so this checkpoint holds the tiny AR + CLVP and the packaged default's width-64 audio models,
+    stored with the same save machinery; its WAV (32-bit float) must equal `synthesize` with those models."""
+    import soundfile as sf
+
+    from clvp_jax.checkpoint import save_checkpoint
+    from clvp_jax.checkpoint.audio_models import AudioGroup
+    from clvp_jax.cli import main
+    from clvp_jax.pipeline import load_model
+    from clvp_jax.speech import synthesize
+    from clvp_jax.waveform.bundle import default_waveform_models
+
+    loaded = load_params(TINY)
+    wm = default_waveform_models(64)
+    numpy_tree = lambda tree: jax.tree_util.tree_map(np.asarray, tree)  # noqa: E731
+    audio = {
+        "diffusion": AudioGroup(wm.diffusion.config.to_original_kwargs(), numpy_tree(wm.diffusion_variables)),
+        "vocoder": AudioGroup(wm.vocoder_config.to_original(), numpy_tree(wm.vocoder_params)),
+    }
+    save_checkpoint(tmp_path / "ckpt", loaded.config, loaded.params, audio=audio)
+    out = tmp_path / "hi.wav"
+    settings = ["--candidates", "2", "--max-new-tokens", "10", "--diffusion-steps", "3", "--seed", "4"]
+    assert (
+        main(["speak", "Hello there.", "--checkpoint", str(tmp_path / "ckpt"), "-o", str(out), "--quiet", *settings])
+        == 0
+    )
+    model, params = load_model(TINY)
+    want = synthesize(
+        text="Hello there.", model=model, params=params, waveform_models=wm, preset="ultra_fast", candidates=2,
+        max_new_tokens=10, diffusion_steps=3, seed=4,
+    )  # fmt: skip
+    np.testing.assert_array_equal(sf.read(out, dtype="float32")[0], want.waveform)  # same models, same bits
