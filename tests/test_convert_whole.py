@@ -148,6 +148,14 @@ def test_a_codes_only_checkpoint_names_the_missing_models_and_the_remedy(tmp_pat
     assert "\n" not in message
 
 
+def test_dry_run_lists_the_audio_models(tortoise_folder, converted, capsys):
+    assert convert_main([str(tortoise_folder), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "audio models (read and checked by the conversion itself): diffusion_decoder.pth, vocoder.pth" in printed
+    assert convert_main([str(converted[0]), "--dry-run"]) == 0
+    assert f"audio models: {', '.join(audio_models.AUDIO_MODELS)}" in capsys.readouterr().out
+
+
 def test_quiet_and_hf_export(tortoise_folder, tmp_path, capsys):
     assert convert_main([str(TINY), str(tmp_path / "q"), "-q"]) == 0
     assert capsys.readouterr().err == ""
