@@ -39,7 +39,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("text", nargs="*", help="the text (or use --text-file, or standard input)")
     p.add_argument("--text-file", type=Path, help="read the text from FILE ('-' for standard input)")
-    p.add_argument("--checkpoint", type=Path, help="Tortoise models folder; default: the packaged random models")
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="a clvp-jax checkpoint, a Tortoise models folder or a Hub repo id; default: the packaged random models",
+    )
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="AR compute dtype")
     cli_voice.add_arguments(p, latents_ok="a latents file with the diffusion latent (.npz version 2, Tortoise .pth)")
     p.add_argument("--preset", default="ultra_fast", choices=PRESET_NAMES, help="Tortoise preset (default ultra_fast)")
@@ -53,6 +57,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--sampler", choices=SAMPLER_KINDS, help="diffusion sampler (default ddpm, Tortoise's)")
     p.add_argument("--diffusion-steps", type=int, help="diffusion steps (overrides the preset)")
+    p.add_argument(
+        "--vocoder",
+        choices=("univnet", "hifigan"),
+        default="univnet",
+        help="univnet: diffusion + UnivNet (Tortoise); hifigan: api_fast's fast preview, no diffusion (hifidecoder.pth)",
+    )
     p.add_argument("--cvvp-amount", type=float, default=0.0, help="mix CVVP into the ranking, 0..1 (needs cvvp.pth)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw, in [0, 2^32) (default 0)")
     p.add_argument("--force", action="store_true", help="replace existing output files")
@@ -184,7 +194,8 @@ def cmd_speak(args: argparse.Namespace, *, usage_error, say) -> int:
     if cli_options.verbosity(args) >= 0:
         say("loading models and voice")
     tts = TextToSpeech(args.checkpoint, dtype=args.dtype)
-    wm = tts.waveform_models(with_cvvp=args.cvvp_amount > 0)  # a codes-only checkpoint fails here, before any work
+    # A codes-only checkpoint (or one without hifidecoder.pth for --vocoder hifigan) fails here, before any work.
+    wm = tts.waveform_models(with_cvvp=args.cvvp_amount > 0, with_hifigan=args.vocoder == "hifigan")
     ckpt_hash = cli_output.checkpoint_hash(args.checkpoint)
 
     def compute(clips):
@@ -212,7 +223,8 @@ def cmd_speak(args: argparse.Namespace, *, usage_error, say) -> int:
                 random=random,
                 say=lambda line: cli_options.verbosity(args) >= 1 and say(line),
             )
-        bars = _Bars(cli_options.verbosity(args) < 0)
+        quiet = cli_options.verbosity(args) < 0
+        bars = _Bars(quiet)
         try:
             result = tts.tts_with_preset(
                 text,
@@ -225,12 +237,13 @@ def cmd_speak(args: argparse.Namespace, *, usage_error, say) -> int:
                 cvvp_amount=args.cvvp_amount,
                 seed=args.seed,
                 max_new_tokens=sampling.max_new_tokens,
-                progress=bars,
+                progress=None if quiet else bars,  # quiet: no per-step reports compiled into the sampler
                 temperature=sampling.temperature,
                 top_p=sampling.top_p,
                 top_k=sampling.top_k,
                 repetition_penalty=sampling.repetition_penalty,
                 length_penalty=sampling.length_penalty,
+                vocoder=args.vocoder,
             )
         finally:
             bars.close()

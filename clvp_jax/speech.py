@@ -42,6 +42,7 @@ from clvp_jax.pipeline import Candidate, ChunkResult, RankResult, rank_speech
 from clvp_jax.waveform.ar_latents import MAX_MEL_TOKENS, ar_latents, fixed_codes, trim_length
 from clvp_jax.waveform.bundle import WaveformModels
 from clvp_jax.waveform.diffusion import DiffusionTts
+from clvp_jax.waveform.hifigan import hifigan_inference
 from clvp_jax.waveform.presets import SpeechPreset, speech_preset
 from clvp_jax.waveform.sampler import SamplerConfig, SamplerNoise, sample
 from clvp_jax.waveform.univnet import vocode
@@ -257,6 +258,7 @@ def render_waveform(
     key: jax.Array | None = None,
     noise: SamplerNoise | None = None,
     vocoder_noise: np.ndarray | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One sample: AR latents [1, m, D] -> (de-normalised mel [1, 100, L], waveform [1, 1, hop * L]).
 
@@ -266,6 +268,7 @@ def render_waveform(
       sampler: the sampler settings.
       key: the sample's key (diffusion draws from fold_in(key, 0), the vocoder's noise from fold_in(key, 1)); or
       noise / vocoder_noise: given draws instead (`SamplerNoise`; z [1, Z, L + 10]), e.g. the original's recorded ones.
+      on_step: on_step(done) after each diffusion step (`waveform.sampler.sample`).
     """
     if key is None and (noise is None or vocoder_noise is None):
         raise ValueError("render_waveform: pass key=, or both noise= and vocoder_noise=")
@@ -277,9 +280,9 @@ def render_waveform(
     model_fn = jax.tree_util.Partial(_model_call(waveform_models.diffusion), variables, aligned)
     shape = (1, waveform_models.diffusion.config.in_channels, frames)
     if noise is None:
-        x = sample(model_fn, shape, config=sampler, key=jax.random.fold_in(key, 0))
+        x = sample(model_fn, shape, config=sampler, key=jax.random.fold_in(key, 0), on_step=on_step)
     else:
-        x = sample(model_fn, shape, config=sampler, noise=noise)
+        x = sample(model_fn, shape, config=sampler, noise=noise, on_step=on_step)
     mel = denormalize_tacotron_mel(x)[:, :, :frames]
     vocoder_key = None if vocoder_noise is not None else jax.random.fold_in(key, 1)
     wav = vocode(
@@ -343,6 +346,7 @@ def render_chunk(
     seed: int = 0,
     length: int = MAX_MEL_TOKENS,
     progress: Progress | None = None,
+    vocoder: str = "univnet",
 ) -> SpeechChunk:
     """The waveform stage of one chunk: (CVVP mix,) the k best, their AR latents, trim, diffusion, vocoder.
 
@@ -354,9 +358,13 @@ def render_chunk(
       index: the chunk's index in its text (part of every key).
       voice: both latents (`voice_conditioning`); sampler: the diffusion settings.
       length: codes m each candidate is padded to (`latent_length`).
-      progress: progress(stage, done, total) for "diffusion" (steps) and "vocoder" (samples) of this chunk.
+      progress: progress(stage, done, total) for "diffusion" (every step, reported from inside the compiled
+        sampler loop) and "vocoder" (samples) of this chunk; None: no reports, nothing compiled in for them.
+      vocoder: "univnet" (diffusion, then UnivNet: Tortoise's path) or "hifigan" (api_fast's preview: the trimmed
+        AR latents straight to audio through `waveform_models`' HiFiGAN, speaker embedding = the AR voice latent).
     """
     say = progress or (lambda stage, done, total: None)
+    hifigan = vocoder == "hifigan"
     dec = model.config.decoder_config
     fixing = dec.decoder_fixing_codes
     by_index = sorted(chunk.candidates, key=lambda c: c.index)
@@ -372,7 +380,8 @@ def render_chunk(
     enc = ClvpTokenizer.from_pretrained(normalizer=TEXT_NORMALIZER)([chunk.text], return_tensors="np")
     ids, mask = _bucket(np.asarray(enc["input_ids"]), np.asarray(enc["attention_mask"]), dec, TEXT_BUCKET)
     outputs = []
-    say("diffusion", 0, k * sampler.steps)
+    if not hifigan:
+        say("diffusion", 0, k * sampler.steps)
     say("vocoder", 0, k)
     for r, j in enumerate(best):
         # One row per call: batched rows differ from single ones in the last float32 ulp, which the diffusion
@@ -382,8 +391,17 @@ def render_chunk(
         )
         keep = trim_length(all_codes[j], fixing[0])
         key = waveform_key(seed, index, by_index[j].index)
-        _, wav = render_waveform(waveform_models, latents[:, :keep], voice.diffusion, sampler=sampler, key=key)
-        say("diffusion", (r + 1) * sampler.steps, k * sampler.steps)
+        if hifigan:  # api_fast does not trim its latents; the calm tail is the padding to 500 codes, so we do
+            speaker = jnp.asarray(voice.autoregressive, jnp.float32)[None]  # [1, D] as api_fast's auto_conditioning
+            wm = waveform_models
+            wav = np.asarray(hifigan_inference(wm.hifigan_params, latents[:, :keep], speaker, config=wm.hifigan_config))
+        else:
+            steps, total = sampler.steps, k * sampler.steps
+            on_step = None if progress is None else functools.partial(_step_report, say, r * steps, total)
+            _, wav = render_waveform(
+                waveform_models, latents[:, :keep], voice.diffusion, sampler=sampler, key=key, on_step=on_step
+            )
+            say("diffusion", (r + 1) * steps, total)
         say("vocoder", r + 1, k)
         cvvp_score = None if cvvp is None else float(cvvp[j])
         outputs.append(SpeechCandidate(by_index[j], float(scores[j]), cvvp_score, keep, wav.reshape(-1)))
@@ -408,6 +426,7 @@ def synthesize(
     dtype: str = "float32",
     progress: Progress | None = None,
     sampling: SamplingOverrides | None = None,
+    vocoder: str = "univnet",
 ) -> SpeechResult:
     """Speak `text` in `voice`: every chunk's candidates, the k best rendered to 24 kHz audio.
 
@@ -424,6 +443,8 @@ def synthesize(
       dtype: the AR stage's compute dtype ("float32" or "bfloat16"); the waveform stage runs in float32.
       progress: progress(stage, done, total) after each unit of work.
       sampling: the AR sampling knobs over the preset's (temperature, top-p, top-k, repetition penalty).
+      vocoder: "univnet" (Tortoise's diffusion + UnivNet) or "hifigan" (the fast preview, no diffusion: needs
+        `waveform_models.hifigan_config`, i.e. `hifidecoder.pth` in the checkpoint; the packaged default has one).
     Raises:
       ValueError: bad settings (the message names them), or CVVP asked for without a CVVP model or clips.
     """
@@ -440,6 +461,7 @@ def synthesize(
             f"the diffusion decoder takes AR latents of width {wanted} but the AR model's are {width}: the "
             f"checkpoint's files come from different models ({', '.join(waveform_models.sources) or 'built in'})"
         )
+    _check_vocoder(vocoder, waveform_models, width)
     if cvvp_amount > 0 and waveform_models.cvvp is None:
         raise ValueError(
             "cvvp_amount > 0 needs the CVVP model: put Tortoise's cvvp.pth in the checkpoint folder (the packaged "
@@ -483,7 +505,8 @@ def synthesize(
                 cvvp_amount=cvvp_amount,
                 seed=seed,
                 length=length,
-                progress=chunk_progress,
+                progress=None if progress is None else chunk_progress,
+                vocoder=vocoder,
             )
         )
     info = dict(ranked.settings)
@@ -496,8 +519,32 @@ def synthesize(
         "diffusion_temperature": settings.sampler.temperature,
         "cvvp_amount": cvvp_amount,
         "latent_length": length,
+        "vocoder": vocoder,
     }
     return SpeechResult(chunks, info, waveform_models.random_weights)
+
+
+def _step_report(say: Progress, before: int, total: int, done: int) -> None:
+    say("diffusion", before + done, total)
+
+
+VOCODERS = ("univnet", "hifigan")
+
+
+def _check_vocoder(vocoder: str, waveform_models: WaveformModels, width: int) -> None:
+    if vocoder not in VOCODERS:
+        raise ValueError(f"vocoder must be one of {', '.join(VOCODERS)}, got {vocoder!r}")
+    config = waveform_models.hifigan_config
+    if vocoder == "hifigan" and config is None:
+        raise ValueError(
+            "vocoder='hifigan' needs api_fast's HiFiGAN decoder: put hifidecoder.pth in the checkpoint folder (and "
+            "re-convert a clvp-jax checkpoint), or use vocoder='univnet'"
+        )
+    if vocoder == "hifigan" and (config.in_channels, config.cond_channels) != (width, width):
+        raise ValueError(
+            f"the HiFiGAN decoder takes latents of width {config.in_channels} and a speaker embedding of width "
+            f"{config.cond_channels}, but the AR model's are {width}: the checkpoint's files come from different models"
+        )
 
 
 def _bucket(ids: np.ndarray, mask: np.ndarray, dec, size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,8 +1,9 @@
 """`TextToSpeech`: the Python entry point in the spirit of Tortoise's `tortoise.api.TextToSpeech`.
 
     tts = TextToSpeech()                         # packaged default: RANDOM weights, meaningless audio
-    tts = TextToSpeech("models/")                # a Tortoise models folder (autoregressive.pth, clvp2.pth,
-                                                 # diffusion_decoder.pth, vocoder.pth[, cvvp.pth])
+    tts = TextToSpeech("tortoise-ckpt/")         # one clvp-jax checkpoint (`clvp-jax convert FOLDER OUT`), or
+                                                 # a Tortoise models folder (autoregressive.pth, clvp2.pth,
+                                                 # diffusion_decoder.pth, vocoder.pth[, cvvp.pth, hifidecoder.pth])
     result = tts.tts_with_preset("Hello.", voice_samples=clips, preset="fast")
     result.waveform                              # float32 [samples] in [-1, 1] at 24 kHz (the best candidate)
     result.chunks[0].ranked                      # every candidate, best first
@@ -37,7 +38,9 @@ class TextToSpeech:
 
     Args:
       checkpoint: None (the packaged default: tiny random weights, real vocabulary) or a checkpoint folder that
-        `clvp_jax.from_pretrained` reads; audio also needs `diffusion_decoder.pth` and `vocoder.pth` in it.
+        `clvp_jax.from_pretrained` reads; audio also needs the diffusion decoder and vocoder in it (a clvp-jax
+        checkpoint converted from a whole Tortoise folder, or the folder's `diffusion_decoder.pth` and
+        `vocoder.pth`).
       dtype: compute dtype of the AR stage ("float32" or "bfloat16").
     """
 
@@ -54,14 +57,20 @@ class TextToSpeech:
         """True for the packaged default: its speech is meaningless."""
         return self.checkpoint is None
 
-    def waveform_models(self, *, with_cvvp: bool = False) -> WaveformModels:
-        """The diffusion decoder and vocoder (and CVVP with `with_cvvp`, if the folder has it), loaded once."""
+    def waveform_models(self, *, with_cvvp: bool = False, with_hifigan: bool = False) -> WaveformModels:
+        """The diffusion decoder and vocoder (and CVVP with `with_cvvp`, if the folder has it; the HiFiGAN decoder
+        with `with_hifigan`, which must be there), loaded once."""
         wm = self._waveform
-        if wm is None or (with_cvvp and wm.cvvp is None and not wm.random_weights):
+        more = (with_cvvp and wm is not None and wm.cvvp is None) or (
+            with_hifigan and wm is not None and wm.hifigan_config is None
+        )
+        if wm is None or (more and not wm.random_weights):
             if self.checkpoint is None:
                 wm = default_waveform_models(self.model.config.decoder_config.hidden_size)
             else:
-                wm = load_waveform_models(self.checkpoint, with_cvvp=with_cvvp)
+                with_cvvp = with_cvvp or (wm is not None and wm.cvvp is not None)
+                with_hifigan = with_hifigan or (wm is not None and wm.hifigan_config is not None)
+                wm = load_waveform_models(self.checkpoint, with_cvvp=with_cvvp, with_hifigan=with_hifigan)
             self._waveform = wm
         return wm
 
@@ -94,6 +103,7 @@ class TextToSpeech:
         top_k: int | None = None,
         repetition_penalty: float | None = None,
         length_penalty: float | None = None,
+        vocoder: str = "univnet",
     ) -> SpeechResult:
         """Speak `text` with a Tortoise preset ("ultra_fast", "fast", "standard", "high_quality").
 
@@ -110,6 +120,8 @@ class TextToSpeech:
           progress: progress(stage, done, total) for "candidates", "diffusion" and "vocoder".
           temperature, top_p, top_k, repetition_penalty, length_penalty: Tortoise's sampling knobs (None: the
             preset's: 0.8, 0.8, off, 2.0; length_penalty only matters to beam search, so it changes nothing).
+          vocoder: "univnet" (Tortoise's diffusion decoder + UnivNet) or "hifigan" (api_fast's fast preview: AR
+            latents straight to audio, no diffusion; needs `hifidecoder.pth`, the packaged default has a tiny one).
         Returns:
           `SpeechResult`: `.waveform` (best, float32, 24 kHz), `.waveforms` (the k best), `.chunks` (per chunk:
           ranked candidates, scores, rendered outputs).
@@ -126,7 +138,7 @@ class TextToSpeech:
             repetition_penalty=repetition_penalty,
             length_penalty=length_penalty,
         )
-        wm = self.waveform_models(with_cvvp=cvvp_amount > 0)
+        wm = self.waveform_models(with_cvvp=cvvp_amount > 0, with_hifigan=vocoder == "hifigan")
         source = voice if voice is not None else voice_samples
         if max_new_tokens is None and self.random_weights:
             max_new_tokens = PACKAGED_MAX_CODES
@@ -147,4 +159,5 @@ class TextToSpeech:
             dtype=self.dtype,
             progress=progress,
             sampling=sampling,
+            vocoder=vocoder,
         )

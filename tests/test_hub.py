@@ -9,7 +9,6 @@ its HF export, and loading them through the Hub must give exactly what loading t
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -18,32 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hub_cache import COMMIT, write_hub_cache
 
 from clvp_jax.checkpoint import CheckpointError, WeightsMismatchError, export_hf, load_params
 from clvp_jax.checkpoint.hub import TORTOISE_REPO, is_repo_id, resolve_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
 HF_REPO = "someone/clvp-tiny"
 TINY_FILES = ("autoregressive.pth", "clvp2.pth", "original_config.json")
-
-
-def write_hub_cache(cache: Path, repo: str, files: dict[str, Path], *, commit: str = COMMIT, refs=("main",)) -> Path:
-    """Put `files` (name -> source file) into `cache` as `huggingface_hub` stores a download; the snapshot folder."""
-    owner, name = repo.split("/")
-    store = cache / f"models--{owner}--{name}"
-    snapshot = store / "snapshots" / commit
-    (store / "blobs").mkdir(parents=True, exist_ok=True)
-    snapshot.mkdir(parents=True, exist_ok=True)
-    for filename, source in files.items():
-        data = Path(source).read_bytes()
-        blob = store / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.write_bytes(data)
-        (snapshot / filename).symlink_to(os.path.relpath(blob, snapshot))
-    (store / "refs").mkdir(exist_ok=True)
-    for ref in refs:
-        (store / "refs" / ref).write_text(commit)  # no newline, as the library writes it
-    return snapshot
 
 
 def assert_same_tree(actual: dict, desired: dict) -> None:

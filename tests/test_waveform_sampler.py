@@ -454,3 +454,28 @@ def test_dpm_solver_converges_to_ddim_on_the_model():
     # At 27 steps (1/3 of the `fast` preset's 80): within 0.1 rms of the reference, i.e. ~3% of the mel's
     # [-1, 1] range (0.078 measured).
     assert rms[-1] < 0.1, rms
+
+
+def test_on_step_sees_every_step_once_in_order_without_recompiling_or_changing_the_sample():
+    model_fn, _, _, x_T = _gaussian_case()
+    config = SamplerConfig(kind="ddpm", steps=7, cond_free=True)
+    key = jax.random.key(3)
+    plain = np.asarray(sample(model_fn, x_T.shape, config=config, key=key))
+    seen: list[int] = []
+    reported = np.asarray(sample(model_fn, x_T.shape, config=config, key=key, on_step=seen.append))
+    assert seen == list(range(1, 8))  # every step, once, in order, all before sample returned
+    np.testing.assert_array_equal(reported, plain)  # the callback changes nothing in the arithmetic
+    compiles = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        again: list[int] = []
+        sample(model_fn, x_T.shape, config=config, key=jax.random.key(4), on_step=again.append)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert compiles == [] and again == list(range(1, 8))  # a new listener reuses the compiled loop
+    assert seen == list(range(1, 8))  # the first listener is gone: it heard nothing of the second call

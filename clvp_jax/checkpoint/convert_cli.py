@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from clvp_jax import fs
+from clvp_jax.checkpoint import audio_models
 from clvp_jax.checkpoint.dtypes import DTYPES
 from clvp_jax.checkpoint.errors import CheckpointError, WeightsMismatchError
 from clvp_jax.checkpoint.format import detect_format, hf_stored_dtype
@@ -36,7 +37,7 @@ from clvp_jax.checkpoint.orbax_io import describe_os_error
 from clvp_jax.checkpoint.readers import open_hf_state_dict
 from clvp_jax.checkpoint.rules import ALL_PARTS, check_state_dict
 from clvp_jax.checkpoint.save import export_hf, is_our_output, save_checkpoint
-from clvp_jax.checkpoint.tortoise import load_original
+from clvp_jax.checkpoint.tortoise import AR_FILE, CLVP_FILE, load_original
 from clvp_jax.config import ClvpConfig, ConfigError
 
 PROG = "clvp-jax-convert"
@@ -55,6 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("clvp-jax", "hf"), default="clvp-jax", help="output format")
     parser.add_argument("--dtype", choices=DTYPES, default=None, help="parameter dtype (default: as stored)")
     parser.add_argument("--dry-run", action="store_true", help="check names and shapes only and print the report")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines (errors still print)")
     parser.add_argument(
         "--force", action="store_true", help="replace an existing output folder (only a previous clvp-jax output)"
     )
@@ -76,8 +78,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     orig.add_argument("--stop-mel-token", type=int, help="mel stop id (default: mel table rows - 1, i.e. 8193)")
 
 
+_QUIET = threading.local()  # `-q`: progress lines off (errors still print)
+
+
 def _log(message: str) -> None:
     print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+def _progress(message: str) -> None:
+    """A progress line (per file read, per stage written), unless `-q`."""
+    if not getattr(_QUIET, "on", False):
+        _log(message)
 
 
 def _one_line(err: BaseException) -> str:
@@ -118,7 +129,9 @@ def dry_run(source: Path, options: dict, dtype: str | None = None, verify: bool 
     stored_dtype = "float32"
     if fmt == "clvp-jax":
         loaded = load_checkpoint(source, verify=verify)  # verifies manifest, checksums, tree and dtype
-        print(f"config: {_summary(loaded.config)}\nparts: {', '.join(loaded.parts)}\nOK: a valid clvp-jax checkpoint")
+        print(f"config: {_summary(loaded.config)}\nparts: {', '.join(loaded.parts)}")
+        print(f"audio models: {', '.join(audio_models.available(source)) or 'none (makes codes, not audio)'}")
+        print("OK: a valid clvp-jax checkpoint")
         return 0
     if fmt == "hf":
         config, state, parts = ClvpConfig.from_pretrained(source), open_hf_state_dict(source), ALL_PARTS
@@ -128,6 +141,8 @@ def dry_run(source: Path, options: dict, dtype: str | None = None, verify: bool 
         config, state, parts = orig.config, orig.state_dict, orig.parts
         ignored, unexpected_original = orig.ignored, orig.unexpected
         print(f"files: {', '.join(str(p) for p in orig.sources)}")
+        audio = [audio_models.AUDIO_MODELS[n].file for n in audio_models.available(source)] if source.is_dir() else []
+        print(f"audio models (read and checked by the conversion itself): {', '.join(audio) or 'none'}")
     print(f"config: {_summary(config)}\nparts: {', '.join(parts)}")
     if ignored:
         print(f"ignored by name ({len(ignored)}): {', '.join(ignored)}")
@@ -181,9 +196,27 @@ def convert(
     started = time.perf_counter()
     protect = _inputs(source, options)
     fs.check_target(output, force=force, protect=protect, is_ours=is_our_output)
-    _log(f"reading {source} ({detect_format(source)})")
+    source_format = detect_format(source)
+    folder = source if source.is_dir() else None
+    if source_format == "tortoise":
+        names = [f for f in (AR_FILE, CLVP_FILE) if folder is None or (folder / f).is_file()]
+        sizes = ", ".join(f"{n} {(folder / n if folder else source).stat().st_size / 1e6:.1f} MB" for n in names)
+        _progress(f"reading {source} (tortoise: {sizes if folder else source.name})")
+    else:
+        _progress(f"reading {source} ({source_format})")
     loaded = load_params(source, dtype=dtype, verify=verify, **options)
-    _log(f"writing {output} ({fmt}, parts: {', '.join(loaded.parts)})")
+    read_in = time.perf_counter() - started
+    audio = {}
+    if folder is not None and source_format in ("tortoise", "clvp-jax"):
+        if fmt == "hf":
+            if audio_models.available(folder):
+                _progress("the HF format holds the AR + CLVP model only: the audio models are not exported")
+        else:
+            audio = audio_models.convert_folder(folder, log=_progress, verify=verify)
+            absent = [m.file for n, m in audio_models.AUDIO_MODELS.items() if n not in audio]
+            if absent and source_format == "tortoise":
+                _progress(f"not in {folder}, so not converted: {', '.join(absent)}")
+    _progress(f"writing {output} ({fmt}, parts: {', '.join([*loaded.parts, *audio])}; read in {read_in:.1f} s)")
     if fmt == "hf":
         export_hf(output, loaded.config, loaded.params, force=force, protect=protect)
     else:
@@ -196,8 +229,9 @@ def convert(
             force=force,
             source_format=loaded.format,
             protect=protect,
+            audio=audio,
         )
-    _log(f"done in {time.perf_counter() - started:.1f} s")
+    _progress(f"done in {time.perf_counter() - started:.1f} s")
     return output
 
 
@@ -205,7 +239,11 @@ def run(args: argparse.Namespace) -> int:
     """Run a parsed command line. Returns the exit status; errors print one line (status 2), never a traceback."""
     try:
         options = {k: getattr(args, k) for k in _ORIGINAL_FLAGS if getattr(args, k, None) is not None}
-        source = resolve_checkpoint(args.source, revision=getattr(args, "revision", None))
+        _QUIET.on = bool(getattr(args, "quiet", False))
+        # A Hub repo: the files of codes are needed; every audio model the repo has comes too (one checkpoint).
+        source = resolve_checkpoint(
+            args.source, revision=getattr(args, "revision", None), optional=("audio", "cvvp", "random_voice", "hifigan")
+        )
         verify = False if getattr(args, "no_verify", False) else None
         if args.dry_run:
             return dry_run(source, options, getattr(args, "dtype", None), verify)

@@ -62,6 +62,7 @@ def resolve_checkpoint(
     *,
     revision: str | None = None,
     need: Sequence[Need] = ("codes",),
+    optional: Sequence[Need] = (),
     cache_dir: str | os.PathLike | None = None,
     local_files_only: bool | None = None,
 ) -> Path:
@@ -71,6 +72,9 @@ def resolve_checkpoint(
       source: a local folder or file (returned as is when it exists or cannot be a repo id), or a Hub repo id.
       revision: branch, tag or commit of the repo (default: `main`); refused for a local path.
       need: for a Tortoise repo, which jobs' files to fetch (`TORTOISE_FILES`); an HF repo is always whole.
+      optional: jobs whose files are fetched too when the repo has them and they can be had now (a file missing
+        from the repo, or from the cache when offline, is skipped: `clvp-jax convert` of a repo id fetches every
+        audio model this way and reports what it did not get).
       cache_dir: the Hub cache (default: `HF_HUB_CACHE`, i.e. ~/.cache/huggingface/hub).
       local_files_only: read only the cache (default: no, unless `HF_HUB_OFFLINE=1`).
     Returns:
@@ -88,10 +92,10 @@ def resolve_checkpoint(
             )
             raise CheckpointError(f"revision={revision!r} applies to a Hub repo id, but {text!r} is {what}")
         return Path(source)
-    unknown = sorted(set(need) - set(TORTOISE_FILES))
+    unknown = sorted((set(need) | set(optional)) - set(TORTOISE_FILES))
     if unknown:
         raise CheckpointError(f"need={unknown} is not a job; choose from {', '.join(TORTOISE_FILES)}")
-    return _Fetcher(os.fspath(source), revision, cache_dir, bool(local_files_only)).checkpoint(need)
+    return _Fetcher(os.fspath(source), revision, cache_dir, bool(local_files_only)).checkpoint(need, optional)
 
 
 class _Fetcher:
@@ -152,8 +156,9 @@ class _Fetcher:
         except HfHubHTTPError as err:
             raise CheckpointError(f"the Hub refused {self.repo}/{filename}: {_first_line(err)}") from err
 
-    def checkpoint(self, need: Iterable[str]) -> Path:
-        """Fetch an HF checkpoint (config.json + weights) or the Tortoise files of `need`; their folder."""
+    def checkpoint(self, need: Iterable[str], optional: Iterable[str] = ()) -> Path:
+        """Fetch an HF checkpoint (config.json + weights) or the Tortoise files of `need` (and those of `optional`
+        that can be had); their folder."""
         # The known Tortoise repo has no config.json: asking for it would cost a round trip (or retries offline).
         config = None if self.repo == TORTOISE_REPO else self.get("config.json")
         if config is not None:
@@ -161,9 +166,11 @@ class _Fetcher:
         wanted = list(dict.fromkeys(f for job in need for f in TORTOISE_FILES[job]))
         found = {name: self.get(name) for name in wanted}
         if all(found.values()):
-            optional = self.get(ORIGINAL_CONFIG_FILE)  # the constructors' kwargs, when the repo has them
-            self.cache_missing = [f for f in self.cache_missing if f != ORIGINAL_CONFIG_FILE]
-            return self._same_folder([*found.values(), *([optional] if optional else [])])
+            extra = [ORIGINAL_CONFIG_FILE]  # the constructors' kwargs, when the repo has them
+            extra += [f for job in optional for f in TORTOISE_FILES[job] if f not in found and f not in extra]
+            got = [path for path in map(self.get, extra) if path is not None]
+            self.cache_missing = [f for f in self.cache_missing if f not in extra]
+            return self._same_folder([*found.values(), *got])
         missing = [name for name, path in found.items() if path is None]
         if "config.json" in self.cache_missing and len(missing) == len(wanted) and not self._cached_tortoise():
             # Nothing of the repo could be had: its kind is unknown, so name both layouts.

@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from clvp_jax import fs
+from clvp_jax.checkpoint.audio_models import AudioGroup, check_tree, manifest_entry
 from clvp_jax.checkpoint.dtypes import SAFETENSORS_DTYPES, as_dtype, cast_floats, float_dtype
 from clvp_jax.checkpoint.errors import CheckpointError
 from clvp_jax.checkpoint.format import CHECKPOINT_FORMAT, build_manifest
@@ -74,6 +75,7 @@ def save_checkpoint(
     force: bool = False,
     source_format: str | None = None,
     protect: Sequence[str | os.PathLike] = (),
+    audio: Mapping[str, AudioGroup] | None = None,
 ) -> Path:
     """Write a clvp-jax checkpoint: `config.json`, `params/` (orbax) and `manifest.json`, atomically.
 
@@ -86,6 +88,8 @@ def save_checkpoint(
       force: replace an existing `folder`.
       source_format: recorded in the manifest ('hf', 'tortoise', ...).
       protect: paths the output must not be, contain or lie in (the inputs); `sources` are always protected.
+      audio: the audio models to store beside them (`clvp_jax.checkpoint.audio_models.convert_folder`), each as
+        the group `params/<name>/`, float32 whatever `dtype` is, listed with its kwargs in the manifest.
     Returns:
       The folder path.
     Raises:
@@ -95,11 +99,20 @@ def save_checkpoint(
     params = cast_floats(params, as_dtype(dtype))
     parts = tuple(p for p in ALL_PARTS if p in params)
     check_params(params, config, parts)
+    audio = dict(audio or {})
+    for name, group in audio.items():  # what a loader will insist on, checked before anything is written
+        check_tree(name, group.kwargs, group.tree, f"audio model {name}")
+    audio_sources = [g.source for g in audio.values() if g.source is not None]
+    sources = [*sources, *audio_sources]
     manifest = build_manifest(dtype=float_dtype(params), parts=parts, source_format=source_format, sources=sources)
+    if audio:
+        manifest["audio_models"] = manifest_entry(audio)
     with _checkpoint_folder(folder, force=force, protect=[*sources, *protect]) as tmp:
         try:
             config.save_pretrained(tmp)
             save_groups(tmp / "params", params, parts)
+            if audio:
+                save_groups(tmp / "params", {name: g.tree for name, g in audio.items()}, list(audio))
             # The checksums of what was written, verified on load: a file altered on disk is named, not loaded.
             manifest["files"] = folder_checksums(tmp, "params")
             fs.write_text(tmp / "manifest.json", json.dumps(manifest, indent=2) + "\n")

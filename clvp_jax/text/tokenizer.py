@@ -42,12 +42,21 @@ from tokenizers import Tokenizer, models
 
 from clvp_jax.fs import write_text
 from clvp_jax.text import tortoise_cleaners
+from clvp_jax.text.bpe_files import (  # re-exported: importable from here as before
+    MERGES_HEADER,
+    VOCAB_FILES_NAMES,
+    bytes_to_unicode,
+    read_merges,
+    read_tortoise_json,
+)
+from clvp_jax.text.encoding import BatchEncoding  # re-exported
 from clvp_jax.text.normalizer import AsciiMode, normalize
+
+__all__ = ["BatchEncoding", "ClvpTokenizer", "MERGES_HEADER", "VOCAB_FILES_NAMES", "Normalizer"]
+__all__ += ["bytes_to_unicode", "read_merges", "read_tortoise_json"]
 
 Normalizer = Literal["hf", "tortoise"]
 
-VOCAB_FILES_NAMES = {"vocab_file": "vocab.json", "merges_file": "merges.txt"}
-MERGES_HEADER = "#version: 0.2"
 _SPACE_SYMBOL = "\u0120"  # "Ġ": the byte-level symbol of " "
 # The reference's GPT-2 pre-split regex, `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`,
 # restricted to what the normaliser can output (ASCII whose only whitespace is " "), where \p{L} is [A-Za-z]
@@ -57,46 +66,6 @@ _PRE_SPLIT = re.compile(r"'s|'t|'re|'ve|'m|'ll|'d| ?[A-Za-z]+| ?[0-9]+| ?[^\sA-Z
 # [A-Za-z0-9_] there), plus each space as a one-character word: its byte symbol "Ġ" maps to "[SPACE]".
 _TORTOISE_SPLIT = re.compile(r"[A-Za-z0-9_]+|[^A-Za-z0-9_\s]+| ")
 _CACHE_LIMIT = 200_000  # words; the cache is cleared when it would grow past this
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable character table (printable Latin-1 bytes map to themselves)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    table = {byte: chr(byte) for byte in printable}
-    shifted = (byte for byte in range(256) if byte not in table)
-    table.update({byte: chr(256 + n) for n, byte in enumerate(shifted)})
-    return dict(sorted(table.items()))
-
-
-def read_merges(path: str | os.PathLike) -> list[tuple[str, str]]:
-    """Read merges.txt: an optional `#version` header, then one "a b" pair per line (blank lines ignored)."""
-    lines = Path(path).read_text(encoding="utf-8").split("\n")
-    if lines and lines[0].startswith("#version"):
-        lines = lines[1:]
-    pairs = [tuple(line.split()) for line in lines]
-    return [pair for pair in pairs if len(pair) == 2]
-
-
-def read_tortoise_json(path: str | os.PathLike) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """Vocabulary and merges of Tortoise's `tokenizer.json` (a `tokenizers` BPE file).
-
-    Its symbols are printable ASCII, which the byte-level table maps to themselves, so they are used unchanged.
-    """
-    model = json.loads(Path(path).read_text(encoding="utf-8"))["model"]
-    if model.get("type", "BPE") != "BPE":
-        raise ValueError(f"{path}: expected a BPE tokenizer.json, found model type {model.get('type')!r}")
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
-    return dict(model["vocab"]), [m for m in merges if len(m) == 2]
-
-
-class BatchEncoding(dict):
-    """The tokenizer's output: a dict (`input_ids`, `attention_mask`) that also allows attribute access."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
 
 
 class ClvpTokenizer:

@@ -28,7 +28,8 @@ original-scale timesteps 0 .. 3999) and share one step prologue, the original's 
 Where it deliberately differs from the original: the conditional and unconditional passes are ONE model call on
 doubled rows ([x; x], cond_free = [False; True]); the ramp works for any batch (the original asserts batch 1); the
 noise comes from explicit keys (or is injected, e.g. the original's recorded draws); the whole loop is one
-`lax.scan` inside one `jax.jit`. Every schedule table is computed in float64 on the host and cast to float32 per
+`lax.scan` inside one `jax.jit` (with `on_step`, each step reports to the host from inside it, for progress bars).
+Every schedule table is computed in float64 on the host and cast to float32 per
 use as the original does, and the float32 arithmetic keeps the original's order of operations (XLA may still fuse a
 multiply and an add into one FMA, which rounds once: one ulp of the intermediate).
 
@@ -39,6 +40,7 @@ B' = 2B rows with guidance, else B).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Callable
 from typing import Literal, get_args
@@ -256,14 +258,30 @@ def _guided_eps(model_fn: ModelFn, x: jax.Array, tabs: dict, config: SamplerConf
     return eps, var
 
 
+# Per-step progress: the compiled loop calls `_step_done(call_id, index)` on the host after each step (an ordered
+# `jax.debug.callback`, compiled in only when asked for: `report=True` is one more program per shape, not one per
+# call). The call id is a traced argument and picks the listener of that call here, so one program serves every
+# call and concurrent calls do not mix their reports.
+_LISTENERS: dict[int, Callable[[int], None]] = {}
+_CALL_IDS = itertools.count(1)
+
+
+def _step_done(call_id: np.ndarray, index: np.ndarray) -> None:
+    listener = _LISTENERS.get(int(call_id))
+    if listener is not None:
+        listener(int(index) + 1)
+
+
 def _sample_impl(
     model_fn: ModelFn,
     row_keys: jax.Array | None,
     noise: SamplerNoise | None,
+    call_id: jax.Array | None,
     *,
     shape: tuple[int, int, int],
     config: SamplerConfig,
     return_trajectory: bool,
+    report: bool = False,
 ):
     B, C, L = shape
     tables = {name: jnp.asarray(v) for name, v in _step_tables(config).items()}
@@ -298,6 +316,8 @@ def _sample_impl(
         else:  # dpm++2m
             d = tabs["w_cur"] * x0 + tabs["w_prev"] * x0_prev
             x = tabs["x_coef"] * x + tabs["d_coef"] * d
+        if report:
+            jax.debug.callback(_step_done, call_id, tabs["index"], ordered=True)
         return (x, x0), ((x, x0) if return_trajectory else None)
 
     (x, _), ys = jax.lax.scan(step, (x_T, jnp.zeros_like(x_T)), xs)
@@ -306,7 +326,7 @@ def _sample_impl(
     return x, Trajectory(x=ys[0], pred_xstart=ys[1], model_timesteps=tables["t_model"])
 
 
-_sample_jit = jax.jit(_sample_impl, static_argnames=("shape", "config", "return_trajectory"))
+_sample_jit = jax.jit(_sample_impl, static_argnames=("shape", "config", "return_trajectory", "report"))
 
 
 def sample(
@@ -317,6 +337,7 @@ def sample(
     key: jax.Array | None = None,
     noise: SamplerNoise | None = None,
     return_trajectory: bool = False,
+    on_step: Callable[[int], None] | None = None,
 ) -> jax.Array | tuple[jax.Array, Trajectory]:
     """Sample a normalised mel [B, F, N] (in [-1, 1]) from the decoder, as one compiled loop over the steps.
 
@@ -336,6 +357,9 @@ def sample(
       noise: instead of `key`, the draws to use (e.g. the original's recorded ones): `SamplerNoise(init [B, F,
         N], steps [U, B, F, N])`; `steps` is needed only by the samplers that draw per step (`draws_step_noise`).
       return_trajectory: also return every step's sample and x0 prediction.
+      on_step: on_step(done) on the host after each step, done = 1 .. U in order, each once, called from inside
+        the compiled loop while it runs (progress bars); the call then waits for the result before returning.
+        None (default): nothing is compiled in.
     Returns:
       the sample x [B, F, N] float32, or (x, Trajectory) with `return_trajectory`.
     """
@@ -364,4 +388,15 @@ def sample(
             noise = noise.replace(steps=None)  # not used: keep it out of the compiled program's signature
     if not isinstance(model_fn, Partial):
         model_fn = Partial(model_fn)
-    return _sample_jit(model_fn, row_keys, noise, shape=shape, config=config, return_trajectory=bool(return_trajectory))
+    static = dict(shape=shape, config=config, return_trajectory=bool(return_trajectory))
+    if on_step is None:
+        return _sample_jit(model_fn, row_keys, noise, None, **static)
+    call_id = next(_CALL_IDS) % 2**31  # an int32 argument
+    _LISTENERS[call_id] = on_step
+    try:
+        out = _sample_jit(model_fn, row_keys, noise, jnp.int32(call_id), **static, report=True)
+        jax.block_until_ready(out)
+        jax.effects_barrier()  # every step's callback has run before its listener goes
+    finally:
+        _LISTENERS.pop(call_id, None)
+    return out
