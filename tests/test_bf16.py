@@ -56,6 +56,20 @@ def test_bf16_linear_accumulates_in_float32_and_pads_one_row(rows):
     np.testing.assert_array_equal(outs["cpu"], outs["portable"])
 
 
+@pytest.mark.parametrize("rows", [1, 3])
+def test_float32_linear_on_bf16_weights_is_float32_maths(rows):
+    # The lm_head in bf16 mode: float32 input, bf16-stored weight, float32 compute (input split in two bf16 parts).
+    rng = np.random.default_rng(rows)
+    x = jnp.asarray(rng.standard_normal((2, rows, 64)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((40, 64)) * 0.1, jnp.bfloat16)
+    b = jnp.asarray(rng.standard_normal(40), jnp.bfloat16)
+    y = Linear(40, dtype=jnp.float32).apply({"params": {"weight": w, "bias": b}}, x)
+    assert y.dtype == jnp.float32 and y.shape == (2, rows, 40)
+    want = np.asarray(x, np.float64) @ np.asarray(w, np.float64).T + np.asarray(b, np.float64)
+    # The split keeps x to ~2^-17 relative: |y| <~ 3, sums of 64 terms -> errors ~1e-5, 300x below bf16's 2^-9.
+    np.testing.assert_allclose(np.asarray(y), want, rtol=1e-5, atol=2e-5)
+
+
 def test_teacher_forced_logits_agree(both):
     config, params, p16 = both
     codes = jnp.asarray(np.random.default_rng(0).integers(0, config.decoder_config.vocab_size, (4, 40)))
@@ -114,3 +128,22 @@ def test_clvp_scores_and_best_candidate_agree(both):
     clear = top2[:, 1] - top2[:, 0] > 2 * SCORES["atol"]  # the best is decided beyond bf16's error
     assert clear.any()
     np.testing.assert_array_equal(bf16.argmax(1)[clear], fp32.argmax(1)[clear])
+
+
+def test_float32_checkpoint_loads_as_bf16_leaf_by_leaf(tmp_path, tiny_model):
+    from clvp_jax.checkpoint import from_pretrained, save_checkpoint
+    from clvp_jax.checkpoint.load import cast_leaf_by_leaf
+
+    model, params = tiny_model
+    save_checkpoint(tmp_path / "ck", model.config, jax.tree.map(np.asarray, params))
+    loaded, p16 = from_pretrained(tmp_path / "ck", dtype="bfloat16")
+    assert loaded.dtype == jnp.bfloat16
+    want = jax.tree.map(lambda x: np.asarray(x).astype(jnp.bfloat16), params)
+    assert jax.tree.structure(p16) == jax.tree.structure(want)
+    for got, expected in zip(jax.tree.leaves(p16), jax.tree.leaves(want), strict=True):
+        assert got.dtype == jnp.bfloat16
+        np.testing.assert_array_equal(np.asarray(got), expected)  # the one rounding, nothing else
+    # In place: the tree given is the tree returned, its float32 leaves replaced (each original then unreferenced).
+    tree = {"a": {"w": np.ones(3, np.float32)}, "n": np.arange(2)}
+    assert cast_leaf_by_leaf(tree, np.dtype(jnp.bfloat16)) is tree
+    assert tree["a"]["w"].dtype == jnp.bfloat16 and tree["n"].dtype == np.arange(2).dtype
