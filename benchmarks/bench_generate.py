@@ -169,7 +169,8 @@ def run_jax(size: str, tokens: int, runs: int, folder: str, case: str, dtype: st
     # As a memory-minded user would: compile the program from the config's shapes first, then load the
     # reference's exact weights through the user's path (the HF folder the "prepare" process wrote).
     enable_compilation_cache()  # this process's fresh $CLVP_JAX_CACHE (generate never turns the cache on itself)
-    model = ClvpModelForConditionalGeneration(ClvpConfig.from_pretrained(folder), masked_pooling=False)
+    compute = None if dtype == "float32" else jax.numpy.dtype(dtype)  # the model `from_pretrained` will give
+    model = ClvpModelForConditionalGeneration(ClvpConfig.from_pretrained(folder), masked_pooling=False, dtype=compute)
     shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, dtype), param_shapes(model.config))
     t = time.perf_counter()
     warmup(model, shapes, batch_size=1, text_length=TEXT_LEN, num_frames=FRAMES, options=opts)

@@ -52,7 +52,8 @@ def test_bf16_linear_accumulates_in_float32_and_pads_one_row(rows):
         outs[name] = np.asarray(y, np.float32)
         # One bf16 rounding of values up to ~3: half an ulp is 2^-8 relative; float32 accumulation adds ~1e-7.
         np.testing.assert_allclose(outs[name], want, rtol=2**-8, atol=1e-6)
-    # The zero-row padding (CPU) changes nothing: each row's dot is the same.
+    # The zero-row padding (CPU: one row -> two; elsewhere none) changes nothing: each row's dot is the same.
+    assert (Tuning.cpu().low_precision_min_rows, Tuning.portable().low_precision_min_rows) == (2, 0)
     np.testing.assert_array_equal(outs["cpu"], outs["portable"])
 
 
