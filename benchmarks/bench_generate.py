@@ -1,6 +1,7 @@
 """Generation speed: the reference (transformers, torch KV cache) and clvp-jax side by side, with the roofline.
 
 Usage: .venv/bin/python benchmarks/bench_generate.py --size medium|real [--tokens 32] [--runs 3]
+       [--dtype float32|bfloat16|both]
 
 Each case (16-candidate sampling, greedy, end to end) runs in its own process on each side, the two back to
 back (torch and XLA threads fight; separate processes also give each case its own peak memory); the reference
@@ -15,7 +16,10 @@ removes conditioning, prefill and (for clvp-jax, whose program also ranks) the C
 The parent process measures the machine's fp32 matmul GFLOP/s and its memory read bandwidth (the better of a
 copy and XLA's matrix-vector product over 1 GiB), and prints each figure's share of the roofline: one decode
 step reads every decoder weight once (bandwidth floor) and at B rows costs 2 x decoder params x B FLOPs (compute
-floor).
+floor). `--dtype bfloat16` runs both sides in bf16 (the reference: the transformers model cast with
+`.to(torch.bfloat16)`; clvp-jax: weights loaded as bf16, `GenerationOptions.dtype="bfloat16"`), and its floors
+are bf16's: 2 bytes per weight read, the JAX bf16 matmul peak; `both` runs float32 then bfloat16 and adds the
+bf16 / fp32 ratios of clvp-jax. Every table is headed by the CPU model and its matrix features (`lscpu` flags).
 """
 
 from __future__ import annotations
@@ -62,12 +66,13 @@ def _inputs(np):
     return ids, feats
 
 
-def _hf_model(size: str):
+def _hf_model(size: str, dtype: str = "float32"):
     import torch
     from transformers import ClvpConfig, ClvpModelForConditionalGeneration
 
     torch.manual_seed(0)
-    return ClvpModelForConditionalGeneration(ClvpConfig.from_dict(SIZES[size])).eval()
+    model = ClvpModelForConditionalGeneration(ClvpConfig.from_dict(SIZES[size])).eval()
+    return model.to(getattr(torch, dtype))
 
 
 def _peak_gib() -> float:
@@ -89,14 +94,14 @@ def _best(fn, runs):
     return min(times)
 
 
-def run_reference(size: str, tokens: int, runs: int, case: str) -> dict:
+def run_reference(size: str, tokens: int, runs: int, case: str, dtype: str) -> dict:
     import numpy as np
     import torch
 
     torch.set_num_threads(2)
-    hf = _hf_model(size)
+    hf = _hf_model(size, dtype)
     ids, feats = _inputs(np)
-    ids_t, feats_t = torch.from_numpy(ids), torch.from_numpy(feats)
+    ids_t, feats_t = torch.from_numpy(ids), torch.from_numpy(feats).to(getattr(torch, dtype))
     out = {"decoder_params": sum(p.numel() for p in hf.speech_decoder_model.parameters())}
     sampling = dict(do_sample=True, temperature=0.8, top_p=0.8, repetition_penalty=2.0)
     with torch.no_grad():
@@ -141,7 +146,7 @@ def run_reference(size: str, tokens: int, runs: int, case: str) -> dict:
     return out
 
 
-def run_jax(size: str, tokens: int, runs: int, folder: str, case: str) -> dict:
+def run_jax(size: str, tokens: int, runs: int, folder: str, case: str, dtype: str) -> dict:
     import jax
     import numpy as np
 
@@ -153,25 +158,24 @@ def run_jax(size: str, tokens: int, runs: int, folder: str, case: str) -> dict:
     from clvp_jax.model import ClvpModelForConditionalGeneration, param_shapes
 
     tortoise = GenerationOptions.tortoise(
-        num_candidates=N_CAND, max_new_tokens=tokens, min_new_tokens=tokens, pad_to_max_mel_tokens=None
+        num_candidates=N_CAND, max_new_tokens=tokens, min_new_tokens=tokens, pad_to_max_mel_tokens=None, dtype=dtype
     )
+    n_greedy = _case_tokens(case, tokens)
     opts, rows = dict(
         sample16=(tortoise, N_CAND),
-        greedy1=(
-            GenerationOptions(max_new_tokens=_case_tokens(case, tokens), min_new_tokens=_case_tokens(case, tokens)),
-            1,
-        ),
+        greedy1=(GenerationOptions(max_new_tokens=n_greedy, min_new_tokens=n_greedy, dtype=dtype), 1),
         e2e=(tortoise.replace(max_new_tokens=64, min_new_tokens=64), N_CAND),
     )[case]
     # As a memory-minded user would: compile the program from the config's shapes first, then load the
     # reference's exact weights through the user's path (the HF folder the "prepare" process wrote).
     enable_compilation_cache()  # this process's fresh $CLVP_JAX_CACHE (generate never turns the cache on itself)
-    model = ClvpModelForConditionalGeneration(ClvpConfig.from_pretrained(folder), masked_pooling=False)
-    shapes = param_shapes(model.config)
+    compute = None if dtype == "float32" else jax.numpy.dtype(dtype)  # the model `from_pretrained` will give
+    model = ClvpModelForConditionalGeneration(ClvpConfig.from_pretrained(folder), masked_pooling=False, dtype=compute)
+    shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, dtype), param_shapes(model.config))
     t = time.perf_counter()
     warmup(model, shapes, batch_size=1, text_length=TEXT_LEN, num_frames=FRAMES, options=opts)
     out = {"compile_s": {case: time.perf_counter() - t}}  # trace + lower + XLA compile, from shapes alone
-    model, params = from_pretrained(folder, masked_pooling=False)
+    model, params = from_pretrained(folder, masked_pooling=False, dtype=dtype)
     ids, feats = _inputs(np)
     fn = program_for(model, opts, 1, 1)
     i, m = _prepare_text(model, opts, ids, None)
@@ -210,20 +214,50 @@ def machine_roofline() -> dict:
     gemv = jax.jit(lambda w, v: w @ v)
     gemv(w, v).block_until_ready()
     read = w.nbytes / _best(lambda: gemv(w, v).block_until_ready(), 10)
-    return dict(gflops=flops / 1e9, gbps=max(copy, read) / 1e9, copy_gbps=copy / 1e9, read_gbps=read / 1e9)
+    w = v = None  # free the 1 GiB before the bf16 probe
+    # JAX's bf16 matmul peak (bf16 operands, float32 accumulation: the form `clvp_jax.layers.Linear` uses).
+    x = jnp.ones((2048, 2048), jnp.bfloat16)
+    mm = jax.jit(lambda a, b: jax.lax.dot(a, b, preferred_element_type=jnp.float32))
+    mm(x, x).block_until_ready()
+    bf16 = 2 * 2048**3 / _best(lambda: mm(x, x).block_until_ready(), 5)
+    return dict(
+        gflops=flops / 1e9,
+        bf16_gflops=bf16 / 1e9,
+        gbps=max(copy, read) / 1e9,
+        copy_gbps=copy / 1e9,
+        read_gbps=read / 1e9,
+    )
 
 
-def prepare(size: str, folder: str) -> dict:
+def cpu_description() -> str:
+    """The CPU model and its matrix features (lscpu's amx_* / avx512_bf16 / avx512f flags), for every table."""
+    model, flags = "unknown CPU", []
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "Model name":
+            model = value.strip()
+        elif key.strip() == "Flags":
+            wanted = ("amx_", "avx512_bf16", "avx512_fp16", "avx512f", "avx2")
+            flags = sorted(f for f in value.split() if f.startswith(wanted))
+    return f"{model} [{' '.join(flags) or 'no matrix/vector flags listed'}]"
+
+
+def prepare(size: str, folder: str) -> dict:  # always float32: clvp-jax casts while loading
     """Write the reference model (the same seeded weights `run_reference` builds) as an HF folder for clvp-jax."""
     _hf_model(size).save_pretrained(folder)
     return {}
 
 
-def _side(which: str, size: str, tokens: int, runs: int, folder: str, case: str = "") -> dict:
+def _side(which: str, size: str, tokens: int, runs: int, folder: str, case: str = "", dtype: str = "float32") -> dict:
     # A fresh compilation cache per process: compile times are real compilations, never disk-cache hits.
     env = dict(os.environ, OMP_NUM_THREADS="2", CLVP_JAX_CACHE=os.path.join(folder, f"xla-{case}"))
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
     args = ["--size", size, "--tokens", str(tokens), "--runs", str(runs), "--side", which, "--folder", folder]
+    args += ["--dtype", dtype]
     proc = subprocess.run(
         [sys.executable, __file__, *args, *(["--case", case] if case else [])],
         env=env,
@@ -244,44 +278,32 @@ def _merge(parts: list[dict]) -> dict:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--size", choices=sorted(SIZES), default="medium")
-    ap.add_argument("--tokens", type=int, default=32)
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--side", choices=["both", "prepare", "reference", "jax"], default="both")
-    ap.add_argument("--folder", help=argparse.SUPPRESS)
-    ap.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)
-    a = ap.parse_args()
-    if a.side != "both":
-        run = dict(
-            prepare=lambda: prepare(a.size, a.folder),
-            reference=lambda: run_reference(a.size, a.tokens, a.runs, a.case),
-            jax=lambda: run_jax(a.size, a.tokens, a.runs, a.folder, a.case),
-        )
-        print(json.dumps(run[a.side]()))
-        return
-    roof = machine_roofline()
-    with tempfile.TemporaryDirectory(prefix="bench_generate_") as folder:
-        _side("prepare", a.size, a.tokens, a.runs, folder)
-        ref, ours = [], []
-        for case in CASES:  # each case in its own process on both sides, the two back to back
-            ref.append(_side("reference", a.size, a.tokens, a.runs, folder, case))
-            ours.append(_side("jax", a.size, a.tokens, a.runs, folder, case))
-        ref, ours = _merge(ref), _merge(ours)
+def measure(a, folder: str, dtype: str) -> tuple[dict, dict]:
+    ref, ours = [], []
+    for case in CASES:  # each case in its own process on both sides, the two back to back
+        ref.append(_side("reference", a.size, a.tokens, a.runs, folder, case, dtype))
+        ours.append(_side("jax", a.size, a.tokens, a.runs, folder, case, dtype))
+    return _merge(ref), _merge(ours)
+
+
+def report(a, roof: dict, dtype: str, ref: dict, ours: dict) -> None:
     P = ref["decoder_params"]
+    width, peak = (2, roof["bf16_gflops"]) if dtype == "bfloat16" else (4, roof["gflops"])
     print(
-        f"size={a.size} tokens={a.tokens} (greedy {a.tokens * GREEDY_FACTOR}) decoder params={P / 1e6:.1f}M  machine: "
-        f"{roof['gflops']:.1f} GFLOP/s, read {roof['read_gbps']:.1f} GB/s (copy {roof['copy_gbps']:.1f})  "
-        f"({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores)"
+        f"\n{dtype}: size={a.size} tokens={a.tokens} (greedy {a.tokens * GREEDY_FACTOR}) decoder params={P / 1e6:.1f}M"
+        f"  machine: {cpu_description()}, {os.cpu_count()} cores; matmul peak numpy fp32 {roof['gflops']:.0f} / "
+        f"JAX bf16 {roof['bf16_gflops']:.0f} GFLOP/s, read {roof['read_gbps']:.1f} GB/s (copy {roof['copy_gbps']:.1f})"
+        f"  ({time.strftime('%Y-%m-%d %H:%M')})"
     )
-    print("| case | reference tok/s | clvp-jax tok/s | ratio | ref % compute / % bw | jax % compute / % bw |")
+    print(
+        f"| case ({dtype}) | reference tok/s | clvp-jax tok/s | ratio | ref % compute / % bw | jax % compute / % bw |"
+    )
     print("|---|---|---|---|---|---|")
     for name in ("sample16", "greedy1"):
         rows = ours[name]["rows"]
         r_tps, j_tps = rows / ref[name]["step_s"], rows / ours[name]["step_s"]
-        compute_floor = 2 * P * rows / (roof["gflops"] * 1e9)  # s per step
-        bw_floor = 4 * P / (roof["gbps"] * 1e9)
+        compute_floor = 2 * P * rows / (peak * 1e9)  # s per step, at this dtype's matmul peak
+        bw_floor = width * P / (roof["gbps"] * 1e9)  # reading every weight once, at this dtype's width
         shares = lambda s, cf=compute_floor, bf=bw_floor: f"{100 * cf / s:.0f}% / {100 * bf / s:.0f}%"  # noqa: E731
         print(
             f"| {name} | {r_tps:.1f} | {j_tps:.1f} | {j_tps / r_tps:.2f}x | {shares(ref[name]['step_s'])} | "
@@ -298,6 +320,46 @@ def main() -> None:
     )
     peaks = ", ".join(f"{c} {ref['peak_rss_gb'][c]:.3f} / {ours['peak_rss_gb'][c]:.3f}" for c in CASES)
     print(f"peak RSS (GiB, reference / clvp-jax, one process per case): {peaks}")
+
+
+def compare(fp32: dict, bf16: dict) -> None:
+    """clvp-jax bf16 against clvp-jax fp32 (the issue's targets: >= 2.5x, >= 1.6x, >= 2x, peak <= 60%)."""
+    speed = {c: fp32[c]["step_s"] / bf16[c]["step_s"] for c in ("sample16", "greedy1")}
+    peaks = ", ".join(f"{c} {100 * bf16['peak_rss_gb'][c] / fp32['peak_rss_gb'][c]:.0f}%" for c in CASES)
+    print(
+        f"\nclvp-jax bf16 / fp32: sample16 {speed['sample16']:.2f}x, greedy1 {speed['greedy1']:.2f}x, "
+        f"e2e {fp32['e2e_s'] / bf16['e2e_s']:.2f}x; peak RSS bf16 / fp32: {peaks}"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", choices=sorted(SIZES), default="medium")
+    ap.add_argument("--tokens", type=int, default=32)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--side", choices=["both", "prepare", "reference", "jax"], default="both")
+    ap.add_argument("--dtype", choices=["float32", "bfloat16", "both"], default="float32", help="both sides' dtype")
+    ap.add_argument("--folder", help=argparse.SUPPRESS)
+    ap.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.side != "both":
+        run = dict(
+            prepare=lambda: prepare(a.size, a.folder),
+            reference=lambda: run_reference(a.size, a.tokens, a.runs, a.case, a.dtype),
+            jax=lambda: run_jax(a.size, a.tokens, a.runs, a.folder, a.case, a.dtype),
+        )
+        print(json.dumps(run[a.side]()))
+        return
+    roof = machine_roofline()
+    dtypes = ("float32", "bfloat16") if a.dtype == "both" else (a.dtype,)
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="bench_generate_") as folder:
+        _side("prepare", a.size, a.tokens, a.runs, folder)
+        for dtype in dtypes:
+            results[dtype] = measure(a, folder, dtype)
+            report(a, roof, dtype, *results[dtype])
+    if len(results) == 2:
+        compare(results["float32"][1], results["bfloat16"][1])
 
 
 if __name__ == "__main__":

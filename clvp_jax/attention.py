@@ -135,14 +135,17 @@ def full_attention(q: jax.Array, k: jax.Array, v: jax.Array, allowed: jax.Array 
         if bias is not None:
             scores = scores + bias[:, None, :, :]
         probs = jax.nn.softmax(scores, axis=-1)
-        return jnp.einsum("bhts,bshk->bthk", probs.astype(v.dtype), v)
+        # Accumulated in float32 (also the fast path for bf16 on XLA CPU), rounded once to the values' dtype.
+        out = jnp.einsum("bhts,bshk->bthk", probs.astype(v.dtype), v, preferred_element_type=jnp.float32)
+        return out.astype(v.dtype)
 
     def one_head(h: jax.Array, out: jax.Array) -> jax.Array:
         qh, kh, vh = (jax.lax.dynamic_index_in_dim(t, h, axis=2, keepdims=False) for t in (q, k, v))  # [B, *, K]
         scores = jnp.einsum("btk,bsk->bts", qh, kh, preferred_element_type=jnp.float32)  # [B, T, S]
         if bias is not None:
             scores = scores + bias
-        oh = jnp.einsum("bts,bsk->btk", jax.nn.softmax(scores, axis=-1).astype(vh.dtype), vh)
+        probs = jax.nn.softmax(scores, axis=-1).astype(vh.dtype)
+        oh = jnp.einsum("bts,bsk->btk", probs, vh, preferred_element_type=jnp.float32)
         return jax.lax.dynamic_update_index_in_dim(out, oh.astype(out.dtype), h, axis=2)
 
     return jax.lax.fori_loop(0, H, one_head, jnp.zeros(q.shape, v.dtype))
@@ -211,7 +214,11 @@ class ClvpSelfAttention(nn.Module):
             if allowed is not None:
                 scores = scores + additive_mask(allowed)[:, None, :, :]
             probs = jax.nn.softmax(scores, axis=-1)
-            out = jnp.einsum("bhts,bhsk->bthk", probs.astype(values.dtype), values).astype(x.dtype).reshape(B, T, D)
+            out = (
+                jnp.einsum("bhts,bhsk->bthk", probs.astype(values.dtype), values, preferred_element_type=jnp.float32)
+                .astype(x.dtype)
+                .reshape(B, T, D)
+            )
         else:
             out = full_attention(q, k, v, allowed, self.tuning).reshape(B, T, D)
         return linear(D, "out_proj", dtype=self.dtype, tuning=self.tuning)(out), new_cache

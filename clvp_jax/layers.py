@@ -62,6 +62,9 @@ class Linear(nn.Module):
     and the transpose back is fenced by an optimization barrier so that XLA keeps that operand order (on CPU the
     skinny products of a decode step run ~1.8x faster so; see benchmarks/README.md, "Why the CPU forms").
     Otherwise it is the plain x W^T. Storing [out, in] also loads torch's nn.Linear weights without a transpose.
+    In bf16 (or fp16) it is always x W^T accumulated and biased in float32, rounded once (`_low_precision_product`);
+    with `dtype=float32` on bf16-stored weights, the float32 input is split in two bf16 parts instead of copying
+    the weight to float32 (`_split_input_product`).
 
     Attributes: features (out), use_bias, dtype (compute; default: promote input and parameters), tuning.
     """
@@ -75,14 +78,60 @@ class Linear(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:  # [..., in] -> [..., out]
         weight = param(self, "weight", nn.initializers.normal(0.02), (self.features, x.shape[-1]))
         bias = param(self, "bias", nn.initializers.zeros, (self.features,)) if self.use_bias else None
+        if x.dtype == jnp.float32 and weight.dtype in LOW_PRECISION and self.dtype == jnp.float32:
+            return _split_input_product(x, weight, bias, self.tuning)  # float32 compute on bf16-stored weights
         x, weight, bias = nn.dtypes.promote_dtype(x, weight, bias, dtype=self.dtype)
         rows = x.reshape(-1, x.shape[-1])  # [rows, in]
+        if x.dtype in LOW_PRECISION:
+            return _low_precision_product(rows, weight, bias, self.tuning).reshape(*x.shape[:-1], self.features)
         if rows.shape[0] > self.tuning.weight_first_max_rows:
             y = jax.lax.dot_general(x, weight, (((x.ndim - 1,), (1,)), ((), ())))  # [..., out]
         else:
             y = jax.lax.dot_general(weight, rows, (((1,), (1,)), ((), ())))  # [out, rows]
             y = jax.lax.optimization_barrier(y).T.reshape(*x.shape[:-1], self.features)
         return y if bias is None else y + bias
+
+
+LOW_PRECISION = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+
+
+def _low_precision_product(
+    rows: jax.Array, weight: jax.Array, bias: jax.Array | None, tuning: Tuning, out: Dtype | None = None
+) -> jax.Array:
+    """[rows, in] x [out, in]^T for bf16 / fp16 operands -> [rows, out] in their dtype, accumulated in float32.
+
+    The plain x W^T with a float32 result (`preferred_element_type`), the bias added in float32, then one
+    rounding: on XLA CPU a dot whose result is bf16 falls off the fast (oneDNN / AMX) path, ~5-10x slower, and
+    the weight-first form is ~2-3x slower than x W^T in bf16 (benchmarks/README.md, "bf16"). Fewer rows than
+    `tuning.low_precision_min_rows` are padded with zero rows to that many (the one-row product is a slow path).
+    `out`: the result's dtype (default: the operands').
+    """
+    n = rows.shape[0]
+    if n < tuning.low_precision_min_rows:
+        rows = jnp.pad(rows, ((0, tuning.low_precision_min_rows - n), (0, 0)))
+    y = jax.lax.dot_general(rows, weight, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)[:n]
+    if bias is not None:
+        y = y + bias.astype(jnp.float32)
+    return y.astype(out or rows.dtype)
+
+
+def _split_input_product(x: jax.Array, weight: jax.Array, bias: jax.Array | None, tuning: Tuning) -> jax.Array:
+    """float32 x [..., in] times bf16-stored weight [out, in]^T -> float32 [..., out], without a float32 copy of W.
+
+    x = hi + lo with hi = bf16(x) and lo = bf16(x - hi): one bf16 product over the rows [hi; lo] (float32
+    accumulation), summed back. The weight is exact in bf16 and x is kept to ~2^-17 relative, so this is float32
+    maths on the stored weights (the logits: `ClvpForCausalLM.lm_head`), while the weight is read once in bf16
+    instead of being converted to a float32 copy every call (~10% of a bf16 decode step at real size).
+    """
+    rows = x.reshape(-1, x.shape[-1])  # [n, in]
+    n = rows.shape[0]
+    hi = rows.astype(weight.dtype)
+    lo = (rows - hi.astype(jnp.float32)).astype(weight.dtype)
+    y = _low_precision_product(jnp.concatenate([hi, lo]), weight, None, tuning, out=jnp.float32)  # [2n, out]
+    y = y[:n] + y[n:]
+    if bias is not None:
+        y = y + bias.astype(jnp.float32)
+    return y.reshape(*x.shape[:-1], weight.shape[0])
 
 
 def linear(features: int, name: str, *, use_bias: bool = True, dtype: Dtype | None = None, tuning: Tuning) -> Linear:

@@ -48,6 +48,8 @@ class Tuning:
         or "unrolled" (a Python loop: the largest program). The parameter tree stays per-layer in every form.
       memory_scheduler_max_rows: programs that decode at most this many rows per device are compiled with XLA's
         memory-optimized CPU scheduler (`compiler_options`); 0: never.
+      low_precision_min_rows: a bf16 / fp16 `Linear` product with fewer rows is padded with zero rows to this
+        many (XLA CPU runs the one-row bf16 product on a slow path, ~5-10x slower than two rows); 0: never.
       trim_heap: hand the heap pages glibc keeps after large frees back to the OS (`release_freed_memory`) after
         compiling and after loading a checkpoint.
     """
@@ -59,6 +61,7 @@ class Tuning:
     tower_loop: TowerLoop
     memory_scheduler_max_rows: int
     trim_heap: bool
+    low_precision_min_rows: int = 0
 
     def __post_init__(self) -> None:
         for name, options in (
@@ -68,7 +71,7 @@ class Tuning:
         ):
             if getattr(self, name) not in get_args(options):
                 raise ValueError(f"Tuning.{name} must be one of {get_args(options)}, got {getattr(self, name)!r}")
-        for name in ("weight_first_max_rows", "memory_scheduler_max_rows"):
+        for name in ("weight_first_max_rows", "memory_scheduler_max_rows", "low_precision_min_rows"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ValueError(f"Tuning.{name} must be an int >= 0 (0 turns it off), got {getattr(self, name)!r}")
         if self.per_head_above_bytes is not None and (
@@ -89,6 +92,7 @@ class Tuning:
             tower_loop="switch",  # one compiled layer, no stacked copy of the weights
             memory_scheduler_max_rows=4,  # few-row programs: smaller temporary buffer, same speed
             trim_heap=True,  # the process's peak is host memory
+            low_precision_min_rows=2,  # greedy's one-row bf16 products: 2 rows run several times faster
         )
 
     @classmethod
@@ -102,6 +106,7 @@ class Tuning:
             tower_loop="stacked",
             memory_scheduler_max_rows=0,
             trim_heap=False,
+            low_precision_min_rows=0,
         )
 
     @classmethod

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from clvp_jax.checkpoint.audio_models import group_files
-from clvp_jax.checkpoint.dtypes import as_dtype, cast_floats, float_dtype, is_float
+from clvp_jax.checkpoint.dtypes import as_dtype, float_dtype, is_float
 from clvp_jax.checkpoint.errors import CheckpointError
 from clvp_jax.checkpoint.format import Format, detect_format, hf_stored_dtype, read_manifest
 from clvp_jax.checkpoint.hashing import NO_VERIFY_ENV, find_altered, verify_requested
@@ -104,16 +104,34 @@ def load_checkpoint(folder: str | os.PathLike, *, dtype: Any = None, verify: boo
                 f"{f' and {len(altered) - 5} more' if len(altered) > 5 else ''}; re-create the checkpoint (or "
                 f"skip this check with --no-verify / verify=False / {NO_VERIFY_ENV}=1)"
             )
-    params = restore_groups(folder / "params", parts)
-    params = jax.tree_util.tree_map(np.asarray, dict(params))
-    stored = float_dtype(params)
-    if stored != manifest.get("dtype"):
-        raise CheckpointError(f"{folder}: parameters are {stored} but the manifest says {manifest.get('dtype')}")
-    check_params(params, config, parts, dtype=stored)
-    params = cast_floats(params, as_dtype(dtype))
+    # Group by group, each cast leaf by leaf as it is read: loading float32 files as bf16 holds the bf16 tree
+    # plus one float32 leaf, never both trees (1.5x the float32 size).
+    target, params = as_dtype(dtype), {}
+    for group in parts or (None,):
+        restored = restore_groups(folder / "params", parts if group is None else (group,))
+        restored = jax.tree_util.tree_map(np.asarray, dict(restored))
+        stored = float_dtype(restored)
+        if stored != manifest.get("dtype"):
+            raise CheckpointError(f"{folder}: parameters are {stored} but the manifest says {manifest.get('dtype')}")
+        params.update(cast_leaf_by_leaf(restored, target))
+        del restored
+    check_params(params, config, parts, dtype=target or manifest.get("dtype"))
     # Re-converting records this checkpoint's own files, whose manifest names the original sources.
     sources = (folder / "config.json", folder / "manifest.json")
     return LoadedCheckpoint(config, params, "clvp-jax", sources, parts, manifest)
+
+
+def cast_leaf_by_leaf(tree: dict, dtype: np.dtype | None) -> dict:
+    """`tree` (nested dicts of numpy leaves) with its floating leaves cast to `dtype` in place, one at a time: each
+    original is dropped as soon as its cast exists, so the peak is the cast tree plus one original leaf."""
+    for key in list(tree):
+        value = tree[key]
+        if isinstance(value, dict):
+            cast_leaf_by_leaf(value, dtype)
+        elif dtype is not None and is_float(value.dtype) and value.dtype != dtype:
+            tree[key] = value.astype(dtype)
+        del value
+    return tree
 
 
 def from_pretrained(
