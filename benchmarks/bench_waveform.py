@@ -39,46 +39,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import types
 
-CODES = 64  # AR codes of the benchmark sample
-L = CODES * 4 * 24000 // 22050  # 278 output mel frames (api.py's formula)
-HOP = 256  # UnivNet samples per mel frame (prod of the strides 8, 8, 4)
-SAMPLE_RATE = 24000  # Hz, the vocoder's output
-TIMESTEP = 2000  # an original-scale timestep (0..3999); the cost does not depend on it
+from waveform_common import CODES, DIFFUSION_KWARGS, HOP, SAMPLE_RATE, SAMPLER_RUNS, TIMESTEP, VOCODER_KWARGS, L
+from waveform_common import best as _best
+from waveform_common import load_npz as _load_npz
+from waveform_common import peak_gib as _peak_gib
+from waveform_reference import prepare, run_reference
+
 MATRIX_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "amx_int8")
-
-# DiffusionTts constructor arguments: api.py's (spec §1) and the tiny test model's.
-DIFFUSION_KWARGS = {
-    "real": dict(
-        model_channels=1024,
-        num_layers=10,
-        in_channels=100,
-        out_channels=200,
-        in_latent_channels=1024,
-        in_tokens=8193,
-        dropout=0,
-        use_fp16=False,
-        num_heads=16,
-        layer_drop=0,
-        unconditioned_percentage=0,
-    ),
-    "tiny": dict(
-        model_channels=48,
-        num_layers=2,
-        in_channels=100,
-        out_channels=200,
-        in_latent_channels=32,
-        in_tokens=30,
-        dropout=0,
-        use_fp16=False,
-        num_heads=4,
-        layer_drop=0,
-        unconditioned_percentage=0,
-    ),
-}
-# UnivNetGenerator constructor arguments: api.py uses the defaults; the tiny one is narrower.
-VOCODER_KWARGS = {"real": {}, "tiny": dict(channel_size=8, noise_dim=8)}
 CASES = ("step", "vocoder", "sampler")
 # The clvp-jax module each case needs; a case whose module is missing (not merged yet) is reported as skipped.
 REQUIRES = {
@@ -86,82 +54,9 @@ REQUIRES = {
     "vocoder": "clvp_jax.waveform.univnet",
     "sampler": "clvp_jax.waveform.sampler",
 }
-# The sampler runs: name -> (steps K, conditioning-free guidance), as the ultra_fast and fast presets.
-SAMPLER_RUNS = {"ultra_fast": (30, False), "fast": (80, True)}
 
 
 # ---- shared helpers ---------------------------------------------------------------------------------------------
-
-
-def _peak_gib() -> float:
-    """This process's peak resident memory (VmHWM; ru_maxrss would carry the parent's peak over fork + exec)."""
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 2**20
-
-
-def _best(fn, runs: int) -> float:
-    """Best wall time of `runs` calls of fn (which must block until its work is done)."""
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
-
-
-def _inputs(size: str) -> dict:
-    """The benchmark's inputs, the same on both sides: AR latents, a conditioning latent, a noisy mel, a raw
-    log-mel for the vocoder and its noise."""
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    width = DIFFUSION_KWARGS[size]["in_latent_channels"]
-    channels = DIFFUSION_KWARGS[size]["model_channels"]
-    noise_dim = VOCODER_KWARGS[size].get("noise_dim", 64)
-    return dict(
-        latents=rng.standard_normal((1, CODES, width)).astype(np.float32),
-        cond_latent=(0.1 * rng.standard_normal((1, 2 * channels))).astype(np.float32),  # scales ~ 1 +- 0.1
-        x=rng.standard_normal((1, 100, L)).astype(np.float32),
-        mel=rng.uniform(-11.5, 2.0, (1, 100, L)).astype(np.float32),  # raw log-mel range (spec §4)
-        z=rng.standard_normal((1, noise_dim, L + 10)).astype(np.float32),  # + the 10 padding frames
-    )
-
-
-def _shim_torchaudio() -> None:
-    """A stand-in `torchaudio` for `tortoise.models.arch_util`, whose import needs the name only."""
-    if "torchaudio" in sys.modules:
-        return
-    module = types.ModuleType("torchaudio")
-
-    def missing(name: str):
-        raise AttributeError(f"torchaudio.{name}: this benchmark's stand-in torchaudio has no {name} (not installed)")
-
-    module.__getattr__ = missing
-    sys.modules["torchaudio"] = module
-
-
-def _seeded_state(build, seed: int) -> dict:
-    """The state dict (numpy) of `build()` under torch's default init, seeded; weight matrices the original
-    zero-initialises (`zero_module`: the diffusion ResBlocks' last convs and the output conv) are drawn from
-    N(0, 1/fan_in) instead, or the benchmark's activations would be degenerate. (Redrawing EVERY matrix that way
-    makes UnivNet ill-conditioned: the original itself then differs between float32 and float64 by ~1.)"""
-    import numpy as np
-    import torch
-
-    torch.manual_seed(seed)
-    module = build()
-    with torch.no_grad():
-        for p in module.parameters():
-            if p.ndim >= 2 and not p.any():
-                p.copy_(torch.randn(p.shape) / int(np.prod(p.shape[1:])) ** 0.5)
-    return {k: v.numpy() for k, v in module.state_dict().items()}
-
-
-def _load_npz(path: str) -> dict:
-    import numpy as np
-
-    with np.load(path) as npz:
-        return {k: npz[k] for k in npz.files}
 
 
 def _to_device(tree):
@@ -203,88 +98,6 @@ def step_flops_formula(state_shapes: dict, length: int, rows: int) -> float:
 
 
 # ---- the processes ------------------------------------------------------------------------------------------------
-
-
-def prepare(size: str, folder: str) -> dict:
-    """Draws the original models' weights and writes them (original keys) with the inputs."""
-    import numpy as np
-
-    _shim_torchaudio()
-    from tortoise.models.diffusion_decoder import DiffusionTts
-    from tortoise.models.vocoder import UnivNetGenerator
-
-    np.savez(f"{folder}/diffusion.npz", **_seeded_state(lambda: DiffusionTts(**DIFFUSION_KWARGS[size]), seed=0))
-    # The weight-norm form (weight_g / weight_v), as vocoder.pth's "model_g" holds it.
-    np.savez(f"{folder}/vocoder.npz", **_seeded_state(lambda: UnivNetGenerator(**VOCODER_KWARGS[size]), seed=1))
-    np.savez(os.path.join(folder, "inputs.npz"), **_inputs(size))
-    return {}
-
-
-def _torch_info() -> dict:
-    import torch
-
-    return {"torch_threads": torch.get_num_threads(), "torch": torch.__version__}
-
-
-def run_reference(size: str, runs: int, folder: str, case: str, sampler_runs: int = 1) -> dict:
-    import numpy as np
-    import torch
-
-    _shim_torchaudio()
-    inputs = {k: torch.from_numpy(v) for k, v in _load_npz(os.path.join(folder, "inputs.npz")).items()}
-    out: dict = _torch_info()
-    with torch.no_grad():
-        if case == "step":
-            from tortoise.models.diffusion_decoder import DiffusionTts
-
-            model = DiffusionTts(**DIFFUSION_KWARGS[size]).eval()
-            model.load_state_dict({k: torch.from_numpy(v) for k, v in _load_npz(f"{folder}/diffusion.npz").items()})
-            aligned = model.timestep_independent(inputs["latents"], inputs["cond_latent"], L, False)
-            t = torch.tensor([TIMESTEP])
-
-            def step():  # what p_sample_loop does per step with cond_free: two calls of batch 1
-                cond = model(inputs["x"], t, precomputed_aligned_embeddings=aligned)
-                uncond = model(inputs["x"], t, precomputed_aligned_embeddings=aligned, conditioning_free=True)
-                return cond, uncond
-
-            cond, uncond = step()  # warm-up
-            out["step_s"] = _best(step, runs)
-            np.savez(f"{folder}/out_step_reference.npz", cond=cond.numpy(), uncond=uncond[:, :100].numpy())
-        elif case == "vocoder":
-            from tortoise.models.vocoder import UnivNetGenerator
-
-            model = UnivNetGenerator(**VOCODER_KWARGS[size])
-            model.load_state_dict({k: torch.from_numpy(v) for k, v in _load_npz(f"{folder}/vocoder.npz").items()})
-            model.eval(inference=True)  # folds weight norm, as api.py loads it
-            wav = model.inference(inputs["mel"], inputs["z"])
-            out["vocoder_s"] = _best(lambda: model.inference(inputs["mel"], inputs["z"]), runs)
-            np.savez(f"{folder}/out_vocoder_reference.npz", wav=wav.numpy())
-        else:  # sampler: api.py's do_spectrogram_diffusion loop (SpacedDiffusion.p_sample_loop), x_T given
-            from tortoise.models.diffusion_decoder import DiffusionTts
-            from tortoise.utils.diffusion import SpacedDiffusion, get_named_beta_schedule, space_timesteps
-
-            model = DiffusionTts(**DIFFUSION_KWARGS[size]).eval()
-            model.load_state_dict({k: torch.from_numpy(v) for k, v in _load_npz(f"{folder}/diffusion.npz").items()})
-            aligned = model.timestep_independent(inputs["latents"], inputs["cond_latent"], L, False)
-            for name, (steps, cond_free) in SAMPLER_RUNS.items():
-                # load_discrete_vocoder_diffuser's construction, with the preset's values (cond_free_k 2)
-                diffuser = SpacedDiffusion(
-                    use_timesteps=space_timesteps(4000, [steps]),
-                    model_mean_type="epsilon",
-                    model_var_type="learned_range",
-                    loss_type="mse",
-                    betas=get_named_beta_schedule("linear", 4000),
-                    conditioning_free=cond_free,
-                    conditioning_free_k=2.0,
-                )
-                kwargs = {"precomputed_aligned_embeddings": aligned}
-                loop = lambda d=diffuser, kw=kwargs: d.p_sample_loop(  # noqa: E731
-                    model, tuple(inputs["x"].shape), noise=inputs["x"], model_kwargs=kw, progress=False
-                )
-                loop()  # warm-up, as every case has one
-                out[f"{name}_s"] = _best(loop, sampler_runs)
-    out["peak_gib"] = {case: _peak_gib()}
-    return out
 
 
 def run_jax(size: str, runs: int, folder: str, case: str, sampler_runs: int = 1) -> dict:
