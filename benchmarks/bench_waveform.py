@@ -8,7 +8,7 @@ seeded default init, the zero-initialised output convs drawn from N(0, 1/fan-in)
 own converters, fp32, 64 AR codes -> L = 278 mel frames (L = m * 4 * 24000 // 22050):
   step     one diffusion step with conditioning-free guidance: the original's two model calls (conditional and
            conditioning-free, batch 1, as p_sample_loop makes them) against our one batched call
-           (`DiffusionTts.guided`, 2 rows); plus our share of the compute floor: the FLOPs of the step (XLA's cost
+           (the sampler's `guided_eps`, 2 rows, as its loop runs it); plus our share of the compute floor: the FLOPs of the step (XLA's cost
            analysis, and the shapes' formula) over this machine's measured fp32 matmul peak (2048^2, JAX).
   vocoder  UnivNet (`inference`, the 10 padding frames and the cut included) on a [1, 100, 278] mel -> 71 168
            samples; real-time factor = audio seconds / wall seconds.
@@ -112,14 +112,25 @@ def run_jax(size: str, runs: int, folder: str, case: str, sampler_runs: int = 1)
         from clvp_jax.checkpoint.tortoise_diffusion import params_from_original
         from clvp_jax.waveform.diffusion import DiffusionTts, param_shapes
         from clvp_jax.waveform.diffusion_config import DiffusionConfig
+        from clvp_jax.waveform.sampler import SamplerConfig, guided_eps
 
         config = DiffusionConfig.from_original_kwargs(DIFFUSION_KWARGS[size])
         model = DiffusionTts(config)
+        sampler = SamplerConfig.tortoise("fast")  # guided, k = 2
         aligned_spec = jax.ShapeDtypeStruct((1, config.model_channels, L), jnp.float32)
+
+        def guided(v, x, t, a):  # the sampler's model evaluation of one step, as its loop runs it
+            tabs = {
+                "t_model": t,
+                "cfk": jnp.float32(sampler.cond_free_k),
+                "one_plus_cfk": jnp.float32(1 + sampler.cond_free_k),
+            }
+            return guided_eps(lambda rows, tm, cf: model.apply(v, rows, tm, a, cf), x, tabs, sampler)
+
         t0 = time.perf_counter()
         step = (
-            jax.jit(lambda v, x, t, a: model.apply(v, x, t, a, method=DiffusionTts.guided))
-            .lower(param_shapes(config), spec(inputs["x"]), jax.ShapeDtypeStruct((1,), jnp.int32), aligned_spec)
+            jax.jit(guided)
+            .lower(param_shapes(config), spec(inputs["x"]), jax.ShapeDtypeStruct((), jnp.int32), aligned_spec)
             .compile()
         )
         out["compile_s"] = {"step": time.perf_counter() - t0}
@@ -129,11 +140,11 @@ def run_jax(size: str, runs: int, folder: str, case: str, sampler_runs: int = 1)
         aligned = jax.block_until_ready(
             ti(variables, jnp.asarray(inputs["latents"]), jnp.asarray(inputs["cond_latent"]))
         )
-        x, t = jnp.asarray(inputs["x"]), jnp.full((1,), TIMESTEP, jnp.int32)
+        x, t = jnp.asarray(inputs["x"]), jnp.int32(TIMESTEP)
         call = lambda: jax.block_until_ready(step(variables, x, t, aligned))  # noqa: E731
-        cond, uncond = call()  # warm-up
+        eps, var = call()  # warm-up
         out["step_s"] = _best(call, runs)
-        np.savez(f"{folder}/out_step_jax.npz", cond=np.asarray(cond), uncond=np.asarray(uncond))
+        np.savez(f"{folder}/out_step_jax.npz", eps=np.asarray(eps), var=np.asarray(var))
     elif case == "vocoder":
         from clvp_jax.checkpoint.tortoise_vocoder import state_dict_to_params
         from clvp_jax.waveform.univnet import UnivNetConfig, univnet_inference

@@ -140,7 +140,9 @@ def run_reference(size: str, runs: int, folder: str, case: str, sampler_runs: in
 
             cond, uncond = step()  # warm-up
             out["step_s"] = best(step, runs)
-            np.savez(f"{folder}/out_step_reference.npz", cond=cond.numpy(), uncond=uncond[:, :100].numpy())
+            k = 2.0  # the presets' cond_free_k (the ramp's value at the last step), as the JAX side
+            eps = (1 + k) * cond[:, :100] - k * uncond[:, :100]
+            np.savez(f"{folder}/out_step_reference.npz", eps=eps.numpy(), var=cond[:, 100:].numpy())
         elif case == "vocoder":
             from tortoise.models.vocoder import UnivNetGenerator
 

@@ -23,6 +23,7 @@ from clvp_jax.host_memory import release_freed_memory
 FullAttention = Literal["einsum", "dot_product_attention"]
 SharedPrefixRead = Literal["blocked", "dense"]
 TowerLoop = Literal["switch", "stacked", "unrolled"]
+ConvKernel = Literal["im2col", "conv"]
 
 MEMORY_SCHEDULER_OPTIONS = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}  # XLA compiler options
 
@@ -48,6 +49,9 @@ class Tuning:
         or "unrolled" (a Python loop: the largest program). The parameter tree stays per-layer in every form.
       memory_scheduler_max_rows: programs that decode at most this many rows per device are compiled with XLA's
         memory-optimized CPU scheduler (`compiler_options`); 0: never.
+      conv_kernel: how the channels-last convolutions of the diffusion decoder (`waveform.nwc.ConvNWC`) apply a
+        kernel of k > 1 taps: "im2col" (the k shifted copies of the input side by side, [B T, in k], times the
+        weight read as [out, in k] in one dot) or "conv" (`lax.conv_general_dilated` in NWC).
       trim_heap: hand the heap pages glibc keeps after large frees back to the OS (`release_freed_memory`) after
         compiling and after loading a checkpoint.
     """
@@ -59,12 +63,14 @@ class Tuning:
     tower_loop: TowerLoop
     memory_scheduler_max_rows: int
     trim_heap: bool
+    conv_kernel: ConvKernel = "conv"
 
     def __post_init__(self) -> None:
         for name, options in (
             ("attention", FullAttention),
             ("shared_prefix", SharedPrefixRead),
             ("tower_loop", TowerLoop),
+            ("conv_kernel", ConvKernel),
         ):
             if getattr(self, name) not in get_args(options):
                 raise ValueError(f"Tuning.{name} must be one of {get_args(options)}, got {getattr(self, name)!r}")
@@ -89,6 +95,7 @@ class Tuning:
             tower_loop="switch",  # one compiled layer, no stacked copy of the weights
             memory_scheduler_max_rows=4,  # few-row programs: smaller temporary buffer, same speed
             trim_heap=True,  # the process's peak is host memory
+            conv_kernel="im2col",  # XLA:CPU's NWC convolution is slower than the same dot
         )
 
     @classmethod
@@ -102,6 +109,7 @@ class Tuning:
             tower_loop="stacked",
             memory_scheduler_max_rows=0,
             trim_heap=False,
+            conv_kernel="conv",
         )
 
     @classmethod
