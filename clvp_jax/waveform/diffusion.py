@@ -11,6 +11,11 @@ conditioning_timestep_integrator (3 DiffusionLayers) over the aligned embedding;
 a 1x1 conv over both; num_layers DiffusionLayers + 3 ResBlocks; GroupNorm, SiLU, conv -> [B, 200, N]
 (epsilon | learned-range variance values).
 
+Layout: the public methods take and return the original's channels-first [B, W, T]; inside, every activation is
+channels-last [B, T, W], so each 1x1 conv is one [B T, in] x [in, out] matmul and each k3 conv one im2col matmul
+(`waveform.nwc`; measured ~1.4-2x faster on CPU than XLA's channels-first convolutions), with no transposes
+between blocks. The parameters are the original's layouts unchanged.
+
 Differences from the original, on purpose:
 - `conditioning_free` may be a per-row mask, so the conditional and unconditional passes of guidance run as one
   batched call (the original makes two calls);
@@ -283,6 +288,17 @@ def _init_inputs(config: DiffusionConfig) -> tuple[jax.Array, ...]:
 def init_params(config: DiffusionConfig, rng: jax.Array) -> dict:
     """Random parameters {'params': ...} of `DiffusionTts(config)` (float32)."""
     return DiffusionTts(config).init(rng, *_init_inputs(config), method=DiffusionTts.touch_all)
+
+
+def cast_weights(variables: dict, dtype: Dtype) -> dict:
+    """The parameters with every matmul weight (the leaves named "weight": conv kernels and linear layers) cast
+    to `dtype` once, for `DiffusionTts(config, dtype=dtype)`; norms, the relative-bias tables and the embeddings
+    stay as they are (float32), so the per-call casts inside the model are no-ops."""
+
+    def cast(path, leaf):
+        return leaf.astype(dtype) if getattr(path[-1], "key", None) == "weight" else leaf
+
+    return jax.tree_util.tree_map_with_path(cast, variables)
 
 
 def param_shapes(config: DiffusionConfig) -> dict:
