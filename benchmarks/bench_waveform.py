@@ -1,7 +1,7 @@
 """Waveform-stage speed: the original Tortoise code (tortoise-tts 3.0.0, torch) and clvp-jax side by side.
 
 Usage: .venv/bin/python benchmarks/bench_waveform.py [--size real|tiny] [--runs 3] [--sampler-runs 1]
-       [--case step|vocoder|sampler|all]
+       [--case step|vocoder|sampler|all] [--dtype float32|bfloat16 (ours, step case)]
 
 Cases, each on random weights of the original classes (built in torch with api.py's constructor arguments, torch's
 seeded default init, the zero-initialised output convs drawn from N(0, 1/fan-in)), converted to clvp-jax with our
@@ -40,7 +40,17 @@ import sys
 import tempfile
 import time
 
-from waveform_common import CODES, DIFFUSION_KWARGS, HOP, SAMPLE_RATE, SAMPLER_RUNS, TIMESTEP, VOCODER_KWARGS, L
+from waveform_common import (
+    CODES,
+    DIFFUSION_KWARGS,
+    HOP,
+    SAMPLE_RATE,
+    SAMPLER_RUNS,
+    TIMESTEP,
+    VOCODER_KWARGS,
+    L,
+    best_wall_and_cpu,
+)
 from waveform_common import best as _best
 from waveform_common import load_npz as _load_npz
 from waveform_common import peak_gib as _peak_gib
@@ -100,7 +110,7 @@ def step_flops_formula(state_shapes: dict, length: int, rows: int) -> float:
 # ---- the processes ------------------------------------------------------------------------------------------------
 
 
-def run_jax(size: str, runs: int, folder: str, case: str, sampler_runs: int = 1) -> dict:
+def run_jax(size: str, runs: int, folder: str, case: str, sampler_runs: int = 1, dtype: str = "float32") -> dict:
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -110,12 +120,12 @@ def run_jax(size: str, runs: int, folder: str, case: str, sampler_runs: int = 1)
     spec = lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype)  # noqa: E731
     if case == "step":
         from clvp_jax.checkpoint.tortoise_diffusion import params_from_original
-        from clvp_jax.waveform.diffusion import DiffusionTts, param_shapes
+        from clvp_jax.waveform.diffusion import DiffusionTts, cast_weights, param_shapes
         from clvp_jax.waveform.diffusion_config import DiffusionConfig
         from clvp_jax.waveform.sampler import SamplerConfig, guided_eps
 
         config = DiffusionConfig.from_original_kwargs(DIFFUSION_KWARGS[size])
-        model = DiffusionTts(config)
+        model = DiffusionTts(config, dtype=jnp.dtype(dtype))  # float32, or bfloat16 with the weights cast once
         sampler = SamplerConfig.tortoise("fast")  # guided, k = 2
         aligned_spec = jax.ShapeDtypeStruct((1, config.model_channels, L), jnp.float32)
 
@@ -130,7 +140,12 @@ def run_jax(size: str, runs: int, folder: str, case: str, sampler_runs: int = 1)
         t0 = time.perf_counter()
         step = (
             jax.jit(guided)
-            .lower(param_shapes(config), spec(inputs["x"]), jax.ShapeDtypeStruct((), jnp.int32), aligned_spec)
+            .lower(
+                jax.eval_shape(lambda p: cast_weights(p, jnp.dtype(dtype)), param_shapes(config)),
+                spec(inputs["x"]),
+                jax.ShapeDtypeStruct((), jnp.int32),
+                aligned_spec,
+            )
             .compile()
         )
         out["compile_s"] = {"step": time.perf_counter() - t0}
@@ -139,11 +154,13 @@ def run_jax(size: str, runs: int, folder: str, case: str, sampler_runs: int = 1)
         variables = _to_device(params_from_original(_load_npz(f"{folder}/diffusion.npz"), config)[1])
         aligned = jax.block_until_ready(
             ti(variables, jnp.asarray(inputs["latents"]), jnp.asarray(inputs["cond_latent"]))
-        )
+        ).astype(jnp.float32)
+        variables = cast_weights(variables, jnp.dtype(dtype))
         x, t = jnp.asarray(inputs["x"]), jnp.int32(TIMESTEP)
         call = lambda: jax.block_until_ready(step(variables, x, t, aligned))  # noqa: E731
         eps, var = call()  # warm-up
-        out["step_s"] = _best(call, runs)
+        out["step_s"], out["step_cpu_s"] = best_wall_and_cpu(call, runs)
+        out["dtype"] = dtype
         np.savez(f"{folder}/out_step_jax.npz", eps=np.asarray(eps), var=np.asarray(var))
     elif case == "vocoder":
         from clvp_jax.checkpoint.tortoise_vocoder import state_dict_to_params
@@ -233,7 +250,9 @@ def machine() -> dict:
     )
 
 
-def _side(which: str, size: str, runs: int, folder: str, case: str = "", sampler_runs: int = 1) -> dict:
+def _side(
+    which: str, size: str, runs: int, folder: str, case: str = "", sampler_runs: int = 1, dtype: str = "float32"
+) -> dict:
     env = dict(os.environ)
     env.pop("JAX_COMPILATION_CACHE_DIR", None)  # compile times are real compilations, never disk-cache hits
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -245,6 +264,8 @@ def _side(which: str, size: str, runs: int, folder: str, case: str = "", sampler
         str(runs),
         "--sampler-runs",
         str(sampler_runs),
+        "--dtype",
+        dtype,
         "--side",
         which,
         "--folder",
@@ -310,8 +331,10 @@ def report(size: str, runs: int, mach: dict, ref: dict, ours: dict, folder: str)
             flops = o["step_flops_xla"] if np.isfinite(o["step_flops_xla"]) else formula
             floor_s = flops / (mach["jax_gflops"] * 1e9)
             print(
-                f"| diffusion step, guided (ref 2 calls x 1 row, ours 1 call x 2 rows) | {r['step_s'] * 1e3:.0f} ms | "
-                f"{o['step_s'] * 1e3:.0f} ms | **{r['step_s'] / o['step_s']:.2f}x** | >= 2x | "
+                f"| diffusion step, guided (ref 2 calls x 1 row fp32, ours 1 call x 2 rows {o['dtype']}) | "
+                f"{r['step_s'] * 1e3:.0f} ms (CPU {r['step_cpu_s'] * 1e3:.0f} ms) | {o['step_s'] * 1e3:.0f} ms (CPU "
+                f"{o['step_cpu_s'] * 1e3:.0f} ms) | **{r['step_s'] / o['step_s']:.2f}x** (CPU time "
+                f"{r['step_cpu_s'] / o['step_cpu_s']:.2f}x) | >= 2x | "
                 f"{flops / 1e9:.1f} GFLOP (XLA; formula {formula / 1e9:.1f}): ours {100 * floor_s / o['step_s']:.0f}% "
                 f"of the compute floor, original {100 * floor_s / r['step_s']:.0f}%; compile "
                 f"{o['compile_s']['step']:.1f} s; {_max_diff(folder, 'step')} |"
@@ -356,6 +379,12 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3, help="timed calls per figure (best of); after one warm-up")
     ap.add_argument("--case", choices=(*CASES, "all"), default="all")
     ap.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="clvp-jax's compute dtype in the step case (bfloat16: weights cast once; the original stays float32)",
+    )
+    ap.add_argument(
         "--sampler-runs", type=int, default=1, help="timed loops per sampler figure (best of; each loop is minutes)"
     )
     ap.add_argument("--side", choices=["both", "prepare", "reference", "jax"], default="both", help=argparse.SUPPRESS)
@@ -367,7 +396,7 @@ def main() -> None:
         run = dict(
             prepare=lambda: prepare(a.size, a.folder),
             reference=lambda: run_reference(a.size, a.runs, a.folder, a.case, a.sampler_runs),
-            jax=lambda: run_jax(a.size, a.runs, a.folder, a.case, a.sampler_runs),
+            jax=lambda: run_jax(a.size, a.runs, a.folder, a.case, a.sampler_runs, a.dtype),
         )
         print(json.dumps(run[a.side]()))
         return
@@ -381,7 +410,7 @@ def main() -> None:
                 ref[case] = ours[case] = {"skipped": f"{REQUIRES[case]} is not on this branch"}
                 continue
             ref[case] = _side("reference", a.size, a.runs, folder, case, a.sampler_runs)
-            ours[case] = _side("jax", a.size, a.runs, folder, case, a.sampler_runs)
+            ours[case] = _side("jax", a.size, a.runs, folder, case, a.sampler_runs, a.dtype)
         report(a.size, a.runs, mach, ref, ours, folder)
 
 

@@ -62,6 +62,18 @@ def best(fn, runs: int) -> float:
     return min(times)
 
 
+def best_wall_and_cpu(fn, runs: int) -> tuple[float, float]:
+    """(best wall time, best process CPU time) of `runs` calls of fn. On a loaded machine the CPU time (all of the
+    process's threads) is the steadier measure of the work done; on a quiet one wall time is the figure."""
+    walls, cpus = [], []
+    for _ in range(runs):
+        t, c = time.perf_counter(), time.process_time()
+        fn()
+        walls.append(time.perf_counter() - t)
+        cpus.append(time.process_time() - c)
+    return min(walls), min(cpus)
+
+
 def make_inputs(size: str) -> dict:
     """The benchmark's inputs, the same on both sides: AR latents, a conditioning latent, a noisy mel, a raw
     log-mel for the vocoder and its noise."""
