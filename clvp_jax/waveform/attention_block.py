@@ -133,10 +133,11 @@ class AttentionBlockNWC(nn.Module):
         if self.tuning.attention == "dot_product_attention":
             a = jax.nn.dot_product_attention(q, k, v, bias=None if bias is None else bias.astype(dt), scale=1.0)
         else:
-            logits = jnp.einsum("bthk,bshk->bhts", q, k, precision=HIGHEST).astype(jnp.float32)  # [B, H, T, S]
+            f32 = jnp.float32  # accumulate in float32 (see `nwc.dot_weight`)
+            logits = jnp.einsum("bthk,bshk->bhts", q, k, precision=HIGHEST, preferred_element_type=f32)  # [B,H,T,S]
             if bias is not None:
                 logits = logits + bias
             weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-            a = jnp.einsum("bhts,bshk->bthk", weights, v, precision=HIGHEST)
+            a = jnp.einsum("bhts,bshk->bthk", weights, v, precision=HIGHEST, preferred_element_type=f32).astype(dt)
         out = ConvNWC(channels, 1, tuning=self.tuning, name="proj_out")(a.reshape(batch, length, channels))
         return x + out.astype(x.dtype)

@@ -13,7 +13,7 @@ a 1x1 conv over both; num_layers DiffusionLayers + 3 ResBlocks; GroupNorm, SiLU,
 
 Layout: the public methods take and return the original's channels-first [B, W, T]; inside, every activation is
 channels-last [B, T, W], so each 1x1 conv is one [B T, in] x [in, out] matmul and each k3 conv one im2col matmul
-(`waveform.nwc`; measured ~1.4-2x faster on CPU than XLA's channels-first convolutions), with no transposes
+(`waveform.nwc`; ~1.5x faster in isolation on CPU than the channels-first forms), with no transposes
 between blocks. The parameters are the original's layouts unchanged.
 
 Differences from the original, on purpose:
