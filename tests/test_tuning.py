@@ -28,9 +28,7 @@ from clvp_jax.model import ClvpModelForConditionalGeneration, init_params
 from clvp_jax.tuning import Tuning
 from clvp_jax.waveform.attention_block import AttentionBlock, AttentionBlockNWC
 from clvp_jax.waveform.conv import Conv1d, GroupNorm
-from clvp_jax.waveform.diffusion import DiffusionTts
-from clvp_jax.waveform.diffusion import init_params as diffusion_init
-from clvp_jax.waveform.diffusion_config import DiffusionConfig
+from clvp_jax.waveform.diffusion_blocks import DiffusionLayer
 from clvp_jax.waveform.nwc import ConvNWC, GroupNormNWC
 
 OP = dict(rtol=1e-6, atol=1e-6)
@@ -300,18 +298,18 @@ def test_channels_last_norm_and_attention_equal_the_channels_first_blocks():
         np.testing.assert_allclose(np.asarray(got), want, **BLOCK, err_msg=name)
 
 
-def test_diffusion_model_forms_agree():
-    """One guided call of the tiny DiffusionTts (2 rows: conditional, conditioning-free) under each tuning."""
-    config = DiffusionConfig.tiny()
-    variables = diffusion_init(config, jax.random.key(7))
+def test_diffusion_layer_forms_agree():
+    """A DiffusionLayer (ResBlock with scale-shift + relative-bias attention: every form-dependent piece of the
+    diffusion decoder) under each tuning; the whole model's CPU form is checked against the original in
+    tests/test_waveform_diffusion.py. (One layer, not the model: two tiny-model compiles would cost ~20 s of CI.)"""
     rng = np.random.default_rng(8)
-    x = jnp.asarray(rng.standard_normal((2, config.in_channels, 12)), jnp.float32)
-    aligned = jnp.asarray(rng.standard_normal((2, config.model_channels, 12)), jnp.float32)
-    t, mask = jnp.array([1500, 1500], jnp.int32), jnp.array([False, True])
+    x = jnp.asarray(rng.standard_normal((2, 12, 32)), jnp.float32)  # [B, T, W]
+    time_emb = jnp.asarray(rng.standard_normal((2, 32)), jnp.float32)
+    variables = DiffusionLayer(4, tuning=CPU).init(jax.random.key(7), x, time_emb)
+    # out_layers_3 is zero-initialised in the original; any random weights exercise the k3 conv here.
+    variables = jax.tree_util.tree_map(lambda p: p + 0.1 * jnp.cos(jnp.arange(p.size).reshape(p.shape)), variables)
     outs = {
-        name: jax.jit(DiffusionTts(config, tuning=tuning).apply)(variables, x, t, aligned, mask)
-        for name, tuning in FORMS.items()
+        name: jax.jit(DiffusionLayer(4, tuning=tuning).apply)(variables, x, time_emb) for name, tuning in FORMS.items()
     }
-    assert outs["cpu"].shape == (2, config.out_channels, 12)
-    # 3 + 2 DiffusionLayers and 3 ResBlocks of one model evaluation: tower-level float32 noise.
-    np.testing.assert_allclose(np.asarray(outs["portable"]), np.asarray(outs["cpu"]), **LOGITS)
+    assert outs["cpu"].shape == x.shape
+    np.testing.assert_allclose(np.asarray(outs["portable"]), np.asarray(outs["cpu"]), **BLOCK)
