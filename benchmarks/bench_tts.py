@@ -11,7 +11,7 @@ emit the stop token; the codes of the chosen candidate and its mel frames are pr
 
 Models: the original classes built with api.py's constructor arguments (`--size real`; `--size tiny`: 2-layer,
 64-wide AR and CLVP, the tiny diffusion and vocoder widths of bench_waveform.py) under torch's seeded default
-init, with `bench_waveform._seeded_state` drawing the matrices the original zero-initialises, written as a
+init, with `waveform_reference.seeded_state` drawing the matrices the original zero-initialises, written as a
 Tortoise models folder (autoregressive.pth, clvp2.pth, diffusion_decoder.pth, vocoder.pth in its weight-norm
 `model_g` form, original_config.json). The reference process builds `TextToSpeech` without its `__init__` (which
 would download the real weights from the Hub and hard-codes the real sizes): the same attributes `__init__` sets,
@@ -40,15 +40,10 @@ import types
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_waveform import (  # noqa: E402  (this folder's shared helpers)
-    DIFFUSION_KWARGS,
-    VOCODER_KWARGS,
-    _best,
-    _peak_gib,
-    _seeded_state,
-    _shim_torchaudio,
-    machine,
-)
+import waveform_common as common  # noqa: E402
+from bench_waveform import machine  # noqa: E402  (this folder's shared helpers)
+from waveform_common import DIFFUSION_KWARGS, VOCODER_KWARGS, peak_gib  # noqa: E402
+from waveform_reference import seeded_state, shim  # noqa: E402
 
 TEXT = "The quick brown fox jumps over the lazy dog, and then it runs away."
 PRESET = "ultra_fast"
@@ -120,8 +115,8 @@ def _shim() -> None:
       that only its unused `parallelize` calls): a stand-in whose helpers fail loudly if called;
     - `transformers.LogitsWarper` (merged into `LogitsProcessor` in transformers 5; the original subclasses it
       for typical sampling, which tts leaves off): an alias of `LogitsProcessor`;
-    - `einops` (the bench extra's, when it is not installed): torch's own `functorch.einops.rearrange`, which
-      parses the same patterns; `repeat` is used only by parts these models leave off (memory tokens, a ViT).
+    - `einops` (the bench extra's, when it is not installed): waveform_reference's stand-in, torch's own
+      `functorch.einops.rearrange`; `repeat` is used only by parts these models leave off (memory tokens, a ViT).
     - `rotary_embedding_torch` (imported by tortoise.models.transformer, whose Transformer CLVP uses only with
       use_xformers=False; api.py builds it with True) and `progressbar` (api.py's download progress): stand-ins
       whose names fail loudly if used.
@@ -129,7 +124,7 @@ def _shim() -> None:
     import transformers.utils
     import transformers.utils.import_utils  # noqa: F401
 
-    _shim_torchaudio()
+    shim()  # torchaudio (and einops, if missing) stand-ins
     name = "transformers.utils.model_parallel_utils"
     if name not in sys.modules:
         module = types.ModuleType(name)
@@ -149,19 +144,6 @@ def _shim() -> None:
             from transformers import LogitsWarper  # noqa: F401
         except ImportError:
             top.LogitsWarper = LogitsProcessor
-    try:
-        import einops  # noqa: F401
-    except ImportError:
-        from functorch.einops import rearrange
-
-        module = types.ModuleType("einops")
-        module.rearrange = rearrange
-
-        def repeat(*args, **kwargs):
-            raise RuntimeError("einops.repeat: not in this benchmark's einops stand-in (install einops)")
-
-        module.repeat = repeat
-        sys.modules["einops"] = module
     _stand_in(
         "rotary_embedding_torch",
         "CLVP runs with use_xformers=True, as api.py builds it",
@@ -205,7 +187,7 @@ def prepare(size: str, folder: str) -> dict:
         "vocoder.pth": (lambda: UnivNetGenerator(**VOCODER_KWARGS[size]), 3),
     }
     for name, (build, seed) in builds.items():
-        state = {k: torch.from_numpy(v) for k, v in _seeded_state(build, seed).items()}
+        state = {k: torch.from_numpy(v) for k, v in seeded_state(build, seed).items()}
         torch.save({"model_g": state} if name == "vocoder.pth" else state, os.path.join(models, name))
         del state
     config = {
@@ -286,7 +268,7 @@ def run_reference(size: str, codes: int, runs: int, folder: str) -> dict:
     t0 = time.perf_counter()
     wav = call()
     first_s = time.perf_counter() - t0
-    best_s = _best(call, runs)
+    best_s = common.best(call, runs)
     wav = wav.numpy().reshape(-1)
     np.save(os.path.join(folder, "wav_reference.npy"), wav)
     return dict(
@@ -296,7 +278,7 @@ def run_reference(size: str, codes: int, runs: int, folder: str) -> dict:
         samples=int(wav.size),
         torch=torch.__version__,
         torch_threads=torch.get_num_threads(),
-        peak_gib=_peak_gib(),
+        peak_gib=peak_gib(),
     )
 
 
@@ -320,7 +302,7 @@ def run_jax(size: str, codes: int, runs: int, folder: str) -> dict:
     t0 = time.perf_counter()
     result = call()  # traces and compiles every program of the path
     first_s = time.perf_counter() - t0
-    best_s = _best(call, runs)
+    best_s = common.best(call, runs)
     wav = np.asarray(result.waveform).reshape(-1)
     np.save(os.path.join(folder, "wav_jax.npy"), wav)
     best = result.chunks[0].outputs[0]
@@ -333,7 +315,7 @@ def run_jax(size: str, codes: int, runs: int, folder: str) -> dict:
         frames=best.frames,
         jax=jax.__version__,
         backend=jax.default_backend(),
-        peak_gib=_peak_gib(),
+        peak_gib=peak_gib(),
     )
 
 

@@ -1,14 +1,14 @@
 """Waveform-stage speed: the original Tortoise code (tortoise-tts 3.0.0, torch) and clvp-jax side by side.
 
 Usage: .venv/bin/python benchmarks/bench_waveform.py [--size real|tiny] [--runs 3] [--sampler-runs 1]
-       [--case step|vocoder|sampler|all]
+       [--case step|vocoder|sampler|all] [--dtype float32|bfloat16 (ours, step case)]
 
 Cases, each on random weights of the original classes (built in torch with api.py's constructor arguments, torch's
 seeded default init, the zero-initialised output convs drawn from N(0, 1/fan-in)), converted to clvp-jax with our
 own converters, fp32, 64 AR codes -> L = 278 mel frames (L = m * 4 * 24000 // 22050):
   step     one diffusion step with conditioning-free guidance: the original's two model calls (conditional and
            conditioning-free, batch 1, as p_sample_loop makes them) against our one batched call
-           (`DiffusionTts.guided`, 2 rows); plus our share of the compute floor: the FLOPs of the step (XLA's cost
+           (the sampler's `guided_eps`, 2 rows, as its loop runs it); plus our share of the compute floor: the FLOPs of the step (XLA's cost
            analysis, and the shapes' formula) over this machine's measured fp32 matmul peak (2048^2, JAX).
   vocoder  UnivNet (`inference`, the 10 padding frames and the cut included) on a [1, 100, 278] mel -> 71 168
            samples; real-time factor = audio seconds / wall seconds.
@@ -39,46 +39,24 @@ import subprocess
 import sys
 import tempfile
 import time
-import types
 
-CODES = 64  # AR codes of the benchmark sample
-L = CODES * 4 * 24000 // 22050  # 278 output mel frames (api.py's formula)
-HOP = 256  # UnivNet samples per mel frame (prod of the strides 8, 8, 4)
-SAMPLE_RATE = 24000  # Hz, the vocoder's output
-TIMESTEP = 2000  # an original-scale timestep (0..3999); the cost does not depend on it
+from waveform_common import (
+    CODES,
+    DIFFUSION_KWARGS,
+    HOP,
+    SAMPLE_RATE,
+    SAMPLER_RUNS,
+    TIMESTEP,
+    VOCODER_KWARGS,
+    L,
+    best_wall_and_cpu,
+)
+from waveform_common import best as _best
+from waveform_common import load_npz as _load_npz
+from waveform_common import peak_gib as _peak_gib
+from waveform_reference import prepare, run_reference
+
 MATRIX_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "amx_int8")
-
-# DiffusionTts constructor arguments: api.py's (spec §1) and the tiny test model's.
-DIFFUSION_KWARGS = {
-    "real": dict(
-        model_channels=1024,
-        num_layers=10,
-        in_channels=100,
-        out_channels=200,
-        in_latent_channels=1024,
-        in_tokens=8193,
-        dropout=0,
-        use_fp16=False,
-        num_heads=16,
-        layer_drop=0,
-        unconditioned_percentage=0,
-    ),
-    "tiny": dict(
-        model_channels=48,
-        num_layers=2,
-        in_channels=100,
-        out_channels=200,
-        in_latent_channels=32,
-        in_tokens=30,
-        dropout=0,
-        use_fp16=False,
-        num_heads=4,
-        layer_drop=0,
-        unconditioned_percentage=0,
-    ),
-}
-# UnivNetGenerator constructor arguments: api.py uses the defaults; the tiny one is narrower.
-VOCODER_KWARGS = {"real": {}, "tiny": dict(channel_size=8, noise_dim=8)}
 CASES = ("step", "vocoder", "sampler")
 # The clvp-jax module each case needs; a case whose module is missing (not merged yet) is reported as skipped.
 REQUIRES = {
@@ -86,82 +64,9 @@ REQUIRES = {
     "vocoder": "clvp_jax.waveform.univnet",
     "sampler": "clvp_jax.waveform.sampler",
 }
-# The sampler runs: name -> (steps K, conditioning-free guidance), as the ultra_fast and fast presets.
-SAMPLER_RUNS = {"ultra_fast": (30, False), "fast": (80, True)}
 
 
 # ---- shared helpers ---------------------------------------------------------------------------------------------
-
-
-def _peak_gib() -> float:
-    """This process's peak resident memory (VmHWM; ru_maxrss would carry the parent's peak over fork + exec)."""
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 2**20
-
-
-def _best(fn, runs: int) -> float:
-    """Best wall time of `runs` calls of fn (which must block until its work is done)."""
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
-
-
-def _inputs(size: str) -> dict:
-    """The benchmark's inputs, the same on both sides: AR latents, a conditioning latent, a noisy mel, a raw
-    log-mel for the vocoder and its noise."""
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    width = DIFFUSION_KWARGS[size]["in_latent_channels"]
-    channels = DIFFUSION_KWARGS[size]["model_channels"]
-    noise_dim = VOCODER_KWARGS[size].get("noise_dim", 64)
-    return dict(
-        latents=rng.standard_normal((1, CODES, width)).astype(np.float32),
-        cond_latent=(0.1 * rng.standard_normal((1, 2 * channels))).astype(np.float32),  # scales ~ 1 +- 0.1
-        x=rng.standard_normal((1, 100, L)).astype(np.float32),
-        mel=rng.uniform(-11.5, 2.0, (1, 100, L)).astype(np.float32),  # raw log-mel range (spec §4)
-        z=rng.standard_normal((1, noise_dim, L + 10)).astype(np.float32),  # + the 10 padding frames
-    )
-
-
-def _shim_torchaudio() -> None:
-    """A stand-in `torchaudio` for `tortoise.models.arch_util`, whose import needs the name only."""
-    if "torchaudio" in sys.modules:
-        return
-    module = types.ModuleType("torchaudio")
-
-    def missing(name: str):
-        raise AttributeError(f"torchaudio.{name}: this benchmark's stand-in torchaudio has no {name} (not installed)")
-
-    module.__getattr__ = missing
-    sys.modules["torchaudio"] = module
-
-
-def _seeded_state(build, seed: int) -> dict:
-    """The state dict (numpy) of `build()` under torch's default init, seeded; weight matrices the original
-    zero-initialises (`zero_module`: the diffusion ResBlocks' last convs and the output conv) are drawn from
-    N(0, 1/fan_in) instead, or the benchmark's activations would be degenerate. (Redrawing EVERY matrix that way
-    makes UnivNet ill-conditioned: the original itself then differs between float32 and float64 by ~1.)"""
-    import numpy as np
-    import torch
-
-    torch.manual_seed(seed)
-    module = build()
-    with torch.no_grad():
-        for p in module.parameters():
-            if p.ndim >= 2 and not p.any():
-                p.copy_(torch.randn(p.shape) / int(np.prod(p.shape[1:])) ** 0.5)
-    return {k: v.numpy() for k, v in module.state_dict().items()}
-
-
-def _load_npz(path: str) -> dict:
-    import numpy as np
-
-    with np.load(path) as npz:
-        return {k: npz[k] for k in npz.files}
 
 
 def _to_device(tree):
@@ -205,89 +110,7 @@ def step_flops_formula(state_shapes: dict, length: int, rows: int) -> float:
 # ---- the processes ------------------------------------------------------------------------------------------------
 
 
-def prepare(size: str, folder: str) -> dict:
-    """Draws the original models' weights and writes them (original keys) with the inputs."""
-    import numpy as np
-
-    _shim_torchaudio()
-    from tortoise.models.diffusion_decoder import DiffusionTts
-    from tortoise.models.vocoder import UnivNetGenerator
-
-    np.savez(f"{folder}/diffusion.npz", **_seeded_state(lambda: DiffusionTts(**DIFFUSION_KWARGS[size]), seed=0))
-    # The weight-norm form (weight_g / weight_v), as vocoder.pth's "model_g" holds it.
-    np.savez(f"{folder}/vocoder.npz", **_seeded_state(lambda: UnivNetGenerator(**VOCODER_KWARGS[size]), seed=1))
-    np.savez(os.path.join(folder, "inputs.npz"), **_inputs(size))
-    return {}
-
-
-def _torch_info() -> dict:
-    import torch
-
-    return {"torch_threads": torch.get_num_threads(), "torch": torch.__version__}
-
-
-def run_reference(size: str, runs: int, folder: str, case: str, sampler_runs: int = 1) -> dict:
-    import numpy as np
-    import torch
-
-    _shim_torchaudio()
-    inputs = {k: torch.from_numpy(v) for k, v in _load_npz(os.path.join(folder, "inputs.npz")).items()}
-    out: dict = _torch_info()
-    with torch.no_grad():
-        if case == "step":
-            from tortoise.models.diffusion_decoder import DiffusionTts
-
-            model = DiffusionTts(**DIFFUSION_KWARGS[size]).eval()
-            model.load_state_dict({k: torch.from_numpy(v) for k, v in _load_npz(f"{folder}/diffusion.npz").items()})
-            aligned = model.timestep_independent(inputs["latents"], inputs["cond_latent"], L, False)
-            t = torch.tensor([TIMESTEP])
-
-            def step():  # what p_sample_loop does per step with cond_free: two calls of batch 1
-                cond = model(inputs["x"], t, precomputed_aligned_embeddings=aligned)
-                uncond = model(inputs["x"], t, precomputed_aligned_embeddings=aligned, conditioning_free=True)
-                return cond, uncond
-
-            cond, uncond = step()  # warm-up
-            out["step_s"] = _best(step, runs)
-            np.savez(f"{folder}/out_step_reference.npz", cond=cond.numpy(), uncond=uncond[:, :100].numpy())
-        elif case == "vocoder":
-            from tortoise.models.vocoder import UnivNetGenerator
-
-            model = UnivNetGenerator(**VOCODER_KWARGS[size])
-            model.load_state_dict({k: torch.from_numpy(v) for k, v in _load_npz(f"{folder}/vocoder.npz").items()})
-            model.eval(inference=True)  # folds weight norm, as api.py loads it
-            wav = model.inference(inputs["mel"], inputs["z"])
-            out["vocoder_s"] = _best(lambda: model.inference(inputs["mel"], inputs["z"]), runs)
-            np.savez(f"{folder}/out_vocoder_reference.npz", wav=wav.numpy())
-        else:  # sampler: api.py's do_spectrogram_diffusion loop (SpacedDiffusion.p_sample_loop), x_T given
-            from tortoise.models.diffusion_decoder import DiffusionTts
-            from tortoise.utils.diffusion import SpacedDiffusion, get_named_beta_schedule, space_timesteps
-
-            model = DiffusionTts(**DIFFUSION_KWARGS[size]).eval()
-            model.load_state_dict({k: torch.from_numpy(v) for k, v in _load_npz(f"{folder}/diffusion.npz").items()})
-            aligned = model.timestep_independent(inputs["latents"], inputs["cond_latent"], L, False)
-            for name, (steps, cond_free) in SAMPLER_RUNS.items():
-                # load_discrete_vocoder_diffuser's construction, with the preset's values (cond_free_k 2)
-                diffuser = SpacedDiffusion(
-                    use_timesteps=space_timesteps(4000, [steps]),
-                    model_mean_type="epsilon",
-                    model_var_type="learned_range",
-                    loss_type="mse",
-                    betas=get_named_beta_schedule("linear", 4000),
-                    conditioning_free=cond_free,
-                    conditioning_free_k=2.0,
-                )
-                kwargs = {"precomputed_aligned_embeddings": aligned}
-                loop = lambda d=diffuser, kw=kwargs: d.p_sample_loop(  # noqa: E731
-                    model, tuple(inputs["x"].shape), noise=inputs["x"], model_kwargs=kw, progress=False
-                )
-                loop()  # warm-up, as every case has one
-                out[f"{name}_s"] = _best(loop, sampler_runs)
-    out["peak_gib"] = {case: _peak_gib()}
-    return out
-
-
-def run_jax(size: str, runs: int, folder: str, case: str, sampler_runs: int = 1) -> dict:
+def run_jax(size: str, runs: int, folder: str, case: str, sampler_runs: int = 1, dtype: str = "float32") -> dict:
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -297,16 +120,32 @@ def run_jax(size: str, runs: int, folder: str, case: str, sampler_runs: int = 1)
     spec = lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype)  # noqa: E731
     if case == "step":
         from clvp_jax.checkpoint.tortoise_diffusion import params_from_original
-        from clvp_jax.waveform.diffusion import DiffusionTts, param_shapes
+        from clvp_jax.waveform.diffusion import DiffusionTts, cast_weights, param_shapes
         from clvp_jax.waveform.diffusion_config import DiffusionConfig
+        from clvp_jax.waveform.sampler import SamplerConfig, guided_eps
 
         config = DiffusionConfig.from_original_kwargs(DIFFUSION_KWARGS[size])
-        model = DiffusionTts(config)
+        model = DiffusionTts(config, dtype=jnp.dtype(dtype))  # float32, or bfloat16 with the weights cast once
+        sampler = SamplerConfig.tortoise("fast")  # guided, k = 2
         aligned_spec = jax.ShapeDtypeStruct((1, config.model_channels, L), jnp.float32)
+
+        def guided(v, x, t, a):  # the sampler's model evaluation of one step, as its loop runs it
+            tabs = {
+                "t_model": t,
+                "cfk": jnp.float32(sampler.cond_free_k),
+                "one_plus_cfk": jnp.float32(1 + sampler.cond_free_k),
+            }
+            return guided_eps(lambda rows, tm, cf: model.apply(v, rows, tm, a, cf), x, tabs, sampler)
+
         t0 = time.perf_counter()
         step = (
-            jax.jit(lambda v, x, t, a: model.apply(v, x, t, a, method=DiffusionTts.guided))
-            .lower(param_shapes(config), spec(inputs["x"]), jax.ShapeDtypeStruct((1,), jnp.int32), aligned_spec)
+            jax.jit(guided)
+            .lower(
+                jax.eval_shape(lambda p: cast_weights(p, jnp.dtype(dtype)), param_shapes(config)),
+                spec(inputs["x"]),
+                jax.ShapeDtypeStruct((), jnp.int32),
+                aligned_spec,
+            )
             .compile()
         )
         out["compile_s"] = {"step": time.perf_counter() - t0}
@@ -315,12 +154,14 @@ def run_jax(size: str, runs: int, folder: str, case: str, sampler_runs: int = 1)
         variables = _to_device(params_from_original(_load_npz(f"{folder}/diffusion.npz"), config)[1])
         aligned = jax.block_until_ready(
             ti(variables, jnp.asarray(inputs["latents"]), jnp.asarray(inputs["cond_latent"]))
-        )
-        x, t = jnp.asarray(inputs["x"]), jnp.full((1,), TIMESTEP, jnp.int32)
+        ).astype(jnp.float32)
+        variables = cast_weights(variables, jnp.dtype(dtype))
+        x, t = jnp.asarray(inputs["x"]), jnp.int32(TIMESTEP)
         call = lambda: jax.block_until_ready(step(variables, x, t, aligned))  # noqa: E731
-        cond, uncond = call()  # warm-up
-        out["step_s"] = _best(call, runs)
-        np.savez(f"{folder}/out_step_jax.npz", cond=np.asarray(cond), uncond=np.asarray(uncond))
+        eps, var = call()  # warm-up
+        out["step_s"], out["step_cpu_s"] = best_wall_and_cpu(call, runs)
+        out["dtype"] = dtype
+        np.savez(f"{folder}/out_step_jax.npz", eps=np.asarray(eps), var=np.asarray(var))
     elif case == "vocoder":
         from clvp_jax.checkpoint.tortoise_vocoder import state_dict_to_params
         from clvp_jax.waveform.univnet import UnivNetConfig, univnet_inference
@@ -409,7 +250,9 @@ def machine() -> dict:
     )
 
 
-def _side(which: str, size: str, runs: int, folder: str, case: str = "", sampler_runs: int = 1) -> dict:
+def _side(
+    which: str, size: str, runs: int, folder: str, case: str = "", sampler_runs: int = 1, dtype: str = "float32"
+) -> dict:
     env = dict(os.environ)
     env.pop("JAX_COMPILATION_CACHE_DIR", None)  # compile times are real compilations, never disk-cache hits
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -421,6 +264,8 @@ def _side(which: str, size: str, runs: int, folder: str, case: str = "", sampler
         str(runs),
         "--sampler-runs",
         str(sampler_runs),
+        "--dtype",
+        dtype,
         "--side",
         which,
         "--folder",
@@ -486,8 +331,10 @@ def report(size: str, runs: int, mach: dict, ref: dict, ours: dict, folder: str)
             flops = o["step_flops_xla"] if np.isfinite(o["step_flops_xla"]) else formula
             floor_s = flops / (mach["jax_gflops"] * 1e9)
             print(
-                f"| diffusion step, guided (ref 2 calls x 1 row, ours 1 call x 2 rows) | {r['step_s'] * 1e3:.0f} ms | "
-                f"{o['step_s'] * 1e3:.0f} ms | **{r['step_s'] / o['step_s']:.2f}x** | >= 2x | "
+                f"| diffusion step, guided (ref 2 calls x 1 row fp32, ours 1 call x 2 rows {o['dtype']}) | "
+                f"{r['step_s'] * 1e3:.0f} ms (CPU {r['step_cpu_s'] * 1e3:.0f} ms) | {o['step_s'] * 1e3:.0f} ms (CPU "
+                f"{o['step_cpu_s'] * 1e3:.0f} ms) | **{r['step_s'] / o['step_s']:.2f}x** (CPU time "
+                f"{r['step_cpu_s'] / o['step_cpu_s']:.2f}x) | >= 2x | "
                 f"{flops / 1e9:.1f} GFLOP (XLA; formula {formula / 1e9:.1f}): ours {100 * floor_s / o['step_s']:.0f}% "
                 f"of the compute floor, original {100 * floor_s / r['step_s']:.0f}%; compile "
                 f"{o['compile_s']['step']:.1f} s; {_max_diff(folder, 'step')} |"
@@ -532,6 +379,12 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3, help="timed calls per figure (best of); after one warm-up")
     ap.add_argument("--case", choices=(*CASES, "all"), default="all")
     ap.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="clvp-jax's compute dtype in the step case (bfloat16: weights cast once; the original stays float32)",
+    )
+    ap.add_argument(
         "--sampler-runs", type=int, default=1, help="timed loops per sampler figure (best of; each loop is minutes)"
     )
     ap.add_argument("--side", choices=["both", "prepare", "reference", "jax"], default="both", help=argparse.SUPPRESS)
@@ -543,7 +396,7 @@ def main() -> None:
         run = dict(
             prepare=lambda: prepare(a.size, a.folder),
             reference=lambda: run_reference(a.size, a.runs, a.folder, a.case, a.sampler_runs),
-            jax=lambda: run_jax(a.size, a.runs, a.folder, a.case, a.sampler_runs),
+            jax=lambda: run_jax(a.size, a.runs, a.folder, a.case, a.sampler_runs, a.dtype),
         )
         print(json.dumps(run[a.side]()))
         return
@@ -557,7 +410,7 @@ def main() -> None:
                 ref[case] = ours[case] = {"skipped": f"{REQUIRES[case]} is not on this branch"}
                 continue
             ref[case] = _side("reference", a.size, a.runs, folder, case, a.sampler_runs)
-            ours[case] = _side("jax", a.size, a.runs, folder, case, a.sampler_runs)
+            ours[case] = _side("jax", a.size, a.runs, folder, case, a.sampler_runs, a.dtype)
         report(a.size, a.runs, mach, ref, ours, folder)
 
 

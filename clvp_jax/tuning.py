@@ -23,6 +23,7 @@ from clvp_jax.host_memory import release_freed_memory
 FullAttention = Literal["einsum", "dot_product_attention"]
 SharedPrefixRead = Literal["blocked", "dense"]
 TowerLoop = Literal["switch", "stacked", "unrolled"]
+ConvKernel = Literal["im2col", "conv"]
 
 MEMORY_SCHEDULER_OPTIONS = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}  # XLA compiler options
 
@@ -50,6 +51,9 @@ class Tuning:
         memory-optimized CPU scheduler (`compiler_options`); 0: never.
       low_precision_min_rows: a bf16 / fp16 `Linear` product with fewer rows is padded with zero rows to this
         many (XLA CPU runs the one-row bf16 product on a slow path, ~5-10x slower than two rows); 0: never.
+      conv_kernel: how the channels-last convolutions of the diffusion decoder (`waveform.nwc.ConvNWC`) apply a
+        kernel of k > 1 taps: "im2col" (the k shifted copies of the input side by side, [B T, in k], times the
+        weight read as [out, in k] in one dot) or "conv" (`lax.conv_general_dilated` in NWC).
       trim_heap: hand the heap pages glibc keeps after large frees back to the OS (`release_freed_memory`) after
         compiling and after loading a checkpoint.
     """
@@ -62,12 +66,14 @@ class Tuning:
     memory_scheduler_max_rows: int
     trim_heap: bool
     low_precision_min_rows: int = 0
+    conv_kernel: ConvKernel = "conv"
 
     def __post_init__(self) -> None:
         for name, options in (
             ("attention", FullAttention),
             ("shared_prefix", SharedPrefixRead),
             ("tower_loop", TowerLoop),
+            ("conv_kernel", ConvKernel),
         ):
             if getattr(self, name) not in get_args(options):
                 raise ValueError(f"Tuning.{name} must be one of {get_args(options)}, got {getattr(self, name)!r}")
@@ -93,6 +99,7 @@ class Tuning:
             memory_scheduler_max_rows=4,  # few-row programs: smaller temporary buffer, same speed
             trim_heap=True,  # the process's peak is host memory
             low_precision_min_rows=2,  # greedy's one-row bf16 products: 2 rows run several times faster
+            conv_kernel="im2col",  # XLA:CPU's NWC convolution is slower than the same dot
         )
 
     @classmethod
@@ -107,6 +114,7 @@ class Tuning:
             memory_scheduler_max_rows=0,
             trim_heap=False,
             low_precision_min_rows=0,
+            conv_kernel="conv",
         )
 
     @classmethod

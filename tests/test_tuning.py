@@ -26,6 +26,10 @@ from clvp_jax.decoder import init_cache, share_prefix
 from clvp_jax.layers import Linear, rotary_tables
 from clvp_jax.model import ClvpModelForConditionalGeneration, init_params
 from clvp_jax.tuning import Tuning
+from clvp_jax.waveform.attention_block import AttentionBlock, AttentionBlockNWC
+from clvp_jax.waveform.conv import Conv1d, GroupNorm
+from clvp_jax.waveform.diffusion_blocks import DiffusionLayer
+from clvp_jax.waveform.nwc import ConvNWC, GroupNormNWC
 
 OP = dict(rtol=1e-6, atol=1e-6)
 BLOCK = dict(rtol=1e-5, atol=5e-6)
@@ -56,6 +60,7 @@ def test_for_backend_picks_the_documented_forms():
     )  # fmt: skip
     assert (PORTABLE.shared_prefix, PORTABLE.tower_loop) == ("dense", "stacked")
     assert (PORTABLE.memory_scheduler_max_rows, PORTABLE.trim_heap) == (0, False)
+    assert (CPU.conv_kernel, PORTABLE.conv_kernel) == ("im2col", "conv")
     # The memory-optimized scheduler: CPU programs of at most 4 rows per device only.
     assert (
         CPU.compiler_options(1)
@@ -259,3 +264,52 @@ def test_decoder_forward_and_cached_decode_agree(tiny):
     cpu, portable = logits(CPU), logits(PORTABLE)
     for k, (got, want) in enumerate(zip(portable, cpu, strict=True)):
         np.testing.assert_allclose(got, want, **LOGITS, err_msg=f"call {k}")
+
+
+# ---- the diffusion decoder's channels-last forms ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("kernel", "stride", "padding"), [(3, 1, 1), (3, 2, 1), (1, 1, 0)])
+def test_channels_last_conv_forms_equal_the_channels_first_conv(kernel, stride, padding):
+    """`ConvNWC` (im2col and lax.conv) on the parameters of `conv.Conv1d`: the same values, transposed."""
+    x = jnp.asarray(np.random.default_rng(5).standard_normal((2, 16, 11)), jnp.float32)  # [B, W, T], T odd
+    reference = Conv1d(24, kernel, stride=stride, padding=padding)
+    variables = reference.init(jax.random.key(2), x)
+    want = np.asarray(reference.apply(variables, x)).transpose(0, 2, 1)
+    for form in ("im2col", "conv"):
+        conv = ConvNWC(24, kernel, stride=stride, padding=padding, tuning=dataclasses.replace(CPU, conv_kernel=form))
+        got = conv.apply(variables, x.transpose(0, 2, 1))
+        np.testing.assert_allclose(np.asarray(got), want, **OP, err_msg=form)  # one product of 48 terms
+
+
+def test_channels_last_norm_and_attention_equal_the_channels_first_blocks():
+    """`GroupNormNWC` and `AttentionBlockNWC` (both kernels, relative bias) on the channels-first blocks' params."""
+    x = jnp.asarray(np.random.default_rng(6).standard_normal((2, 32, 9)), jnp.float32)  # [B, W, T]
+    norm = GroupNorm(8)
+    nv = norm.init(jax.random.key(3), x)
+    nv = jax.tree_util.tree_map(lambda p: p + jnp.linspace(-0.5, 0.5, p.size).reshape(p.shape), nv)  # not 1 / 0
+    got = GroupNormNWC(8).apply(nv, x.transpose(0, 2, 1))
+    np.testing.assert_allclose(np.asarray(got), np.asarray(norm.apply(nv, x)).transpose(0, 2, 1), **OP)
+    block = AttentionBlock(4, relative_position=True)
+    variables = block.init(jax.random.key(4), x)
+    want = np.asarray(block.apply(variables, x)).transpose(0, 2, 1)
+    for name, tuning in FORMS.items():
+        got = AttentionBlockNWC(4, relative_position=True, tuning=tuning).apply(variables, x.transpose(0, 2, 1))
+        np.testing.assert_allclose(np.asarray(got), want, **BLOCK, err_msg=name)
+
+
+def test_diffusion_layer_forms_agree():
+    """A DiffusionLayer (ResBlock with scale-shift + relative-bias attention: every form-dependent piece of the
+    diffusion decoder) under each tuning; the whole model's CPU form is checked against the original in
+    tests/test_waveform_diffusion.py. (One layer, not the model: two tiny-model compiles would cost ~20 s of CI.)"""
+    rng = np.random.default_rng(8)
+    x = jnp.asarray(rng.standard_normal((2, 12, 32)), jnp.float32)  # [B, T, W]
+    time_emb = jnp.asarray(rng.standard_normal((2, 32)), jnp.float32)
+    variables = DiffusionLayer(4, tuning=CPU).init(jax.random.key(7), x, time_emb)
+    # out_layers_3 is zero-initialised in the original; any random weights exercise the k3 conv here.
+    variables = jax.tree_util.tree_map(lambda p: p + 0.1 * jnp.cos(jnp.arange(p.size).reshape(p.shape)), variables)
+    outs = {
+        name: jax.jit(DiffusionLayer(4, tuning=tuning).apply)(variables, x, time_emb) for name, tuning in FORMS.items()
+    }
+    assert outs["cpu"].shape == x.shape
+    np.testing.assert_allclose(np.asarray(outs["portable"]), np.asarray(outs["cpu"]), **BLOCK)

@@ -1,5 +1,6 @@
 """Tortoise's channels-first `AttentionBlock` (`arch_util.py`), shared by the waveform-stage models: CVVP's
-pre-combiner uses it plain, the diffusion decoder with its learned relative position bias.
+pre-combiner uses it plain (`AttentionBlock`, [B, W, T]), the diffusion decoder channels-last with its learned
+relative position bias (`AttentionBlockNWC`, [B, T, W], the same parameters).
 
 Axis letters: see the package legend in `clvp_jax/__init__.py` (here T query positions, S key positions, K = W / H head
 channels).
@@ -12,6 +13,7 @@ the host with numpy (the length is static).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import flax.linen as nn
@@ -20,7 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from clvp_jax.layers import Dtype, param
+from clvp_jax.tuning import Tuning
 from clvp_jax.waveform.conv import GroupNorm, norm_groups
+from clvp_jax.waveform.nwc import ConvNWC, GroupNormNWC
 from clvp_jax.waveform.pointwise import PointwiseConv1d
 
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -93,3 +97,47 @@ class AttentionBlock(nn.Module):
         weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
         a = jnp.einsum("bhts,bhks->bhkt", weights, v, precision=HIGHEST).reshape(batch, channels, length)
         return x + PointwiseConv1d(channels, name="proj_out")(a).astype(x.dtype)
+
+
+class AttentionBlockNWC(nn.Module):
+    """`AttentionBlock` on channels-last [B, T, W] -> [B, T, W], with the same submodules and parameters (`norm`,
+    `qkv`, `proj_out`, `relative_pos_embeddings`), so it loads the same weights; the diffusion decoder's form.
+
+    The kernel is `tuning.attention`: "einsum" (scores, float32 softmax, weighted values) or
+    "dot_product_attention" (`jax.nn.dot_product_attention` with the bias; the same maths).
+
+    Attributes: num_heads; relative_position; dtype (compute dtype of the matmuls; softmax and norm statistics
+    stay float32); tuning.
+    """
+
+    num_heads: int
+    relative_position: bool = False
+    dtype: Dtype | None = None
+    tuning: Tuning = dataclasses.field(default_factory=Tuning.for_backend)
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        batch, length, channels = x.shape
+        heads = self.num_heads
+        if channels % heads:
+            raise ValueError(f"AttentionBlock: {channels} channels do not split into {heads} heads")
+        head_dim = channels // heads
+        dt = x.dtype if self.dtype is None else self.dtype
+        h = GroupNormNWC(norm_groups(channels), name="norm")(x).astype(dt)
+        qkv = ConvNWC(3 * channels, 1, tuning=self.tuning, name="qkv")(h).reshape(batch, length, heads, 3, head_dim)
+        scale = head_dim**-0.25
+        q, k, v = qkv[:, :, :, 0] * scale, qkv[:, :, :, 1] * scale, qkv[:, :, :, 2]  # [B, T, H, K] each
+        bias = None
+        if self.relative_position:
+            bias = RelativePositionBias(heads, math.sqrt(head_dim), name="relative_pos_embeddings")(length)[None]
+        if self.tuning.attention == "dot_product_attention":
+            a = jax.nn.dot_product_attention(q, k, v, bias=None if bias is None else bias.astype(dt), scale=1.0)
+        else:
+            f32 = jnp.float32  # accumulate in float32 (see `nwc.dot_weight`)
+            logits = jnp.einsum("bthk,bshk->bhts", q, k, precision=HIGHEST, preferred_element_type=f32)  # [B,H,T,S]
+            if bias is not None:
+                logits = logits + bias
+            weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+            a = jnp.einsum("bhts,bshk->bthk", weights, v, precision=HIGHEST, preferred_element_type=f32).astype(dt)
+        out = ConvNWC(channels, 1, tuning=self.tuning, name="proj_out")(a.reshape(batch, length, channels))
+        return x + out.astype(x.dtype)

@@ -11,6 +11,11 @@ conditioning_timestep_integrator (3 DiffusionLayers) over the aligned embedding;
 a 1x1 conv over both; num_layers DiffusionLayers + 3 ResBlocks; GroupNorm, SiLU, conv -> [B, 200, N]
 (epsilon | learned-range variance values).
 
+Layout: the public methods take and return the original's channels-first [B, W, T]; inside, every activation is
+channels-last [B, T, W], so each 1x1 conv is one [B T, in] x [in, out] matmul and each k3 conv one im2col matmul
+(`waveform.nwc`; ~1.5x faster in isolation on CPU than the channels-first forms), with no transposes
+between blocks. The parameters are the original's layouts unchanged.
+
 Differences from the original, on purpose:
 - `conditioning_free` may be a per-row mask, so the conditional and unconditional passes of guidance run as one
   batched call (the original makes two calls);
@@ -22,6 +27,7 @@ Differences from the original, on purpose:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -30,8 +36,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from clvp_jax.layers import Dtype, Linear
-from clvp_jax.waveform.attention_block import AttentionBlock
-from clvp_jax.waveform.conv import Conv1d, GroupNorm, norm_groups
+from clvp_jax.tuning import Tuning
+from clvp_jax.waveform.attention_block import AttentionBlockNWC
+from clvp_jax.waveform.conv import norm_groups
 from clvp_jax.waveform.diffusion_blocks import DiffusionLayer, ResBlock, timestep_embedding
 from clvp_jax.waveform.diffusion_config import (
     CODE_CONVERTER_BLOCKS,
@@ -41,7 +48,7 @@ from clvp_jax.waveform.diffusion_config import (
     TRAILING_RESBLOCKS,
     DiffusionConfig,
 )
-from clvp_jax.waveform.pointwise import PointwiseConv1d
+from clvp_jax.waveform.nwc import ConvNWC, GroupNormNWC
 
 
 def nearest_indices(source_length: int, length: int) -> np.ndarray:
@@ -54,47 +61,57 @@ def nearest_indices(source_length: int, length: int) -> np.ndarray:
 class DiffusionTts(nn.Module):
     """The diffusion decoder; see the module docstring. Submodules are named after the torch keys.
 
-    Attributes: config, dtype (compute dtype; norms and softmax stay float32, the output is float32).
+    Inside, activations are channels-last [B, T, W] (each conv a matmul over B T rows); the public methods take
+    and return the original's channels-first [B, W, T] and transpose once at their ends.
+
+    Attributes: config; dtype (compute dtype of the matmuls; the norms' statistics, SiLU, scale-shift and
+    softmax stay float32, the output is float32); tuning (`Tuning.for_backend()` by default: the conv form).
     """
 
     config: DiffusionConfig
     dtype: Dtype = jnp.float32
+    tuning: Tuning = dataclasses.field(default_factory=Tuning.for_backend)
 
     def setup(self) -> None:
         cfg = self.config
-        c, heads, dt = cfg.model_channels, cfg.num_heads, self.dtype
-        self.inp_block = Conv1d(c, 3, padding=1)
-        self.time_embed_0 = Linear(c, dtype=dt)
-        self.time_embed_2 = Linear(c, dtype=dt)
+        c, heads, dt, tn = cfg.model_channels, cfg.num_heads, self.dtype, self.tuning
+
+        def attention() -> AttentionBlockNWC:
+            return AttentionBlockNWC(heads, relative_position=True, dtype=dt, tuning=tn)
+
+        def conv(features: int, kernel: int, **kwargs) -> ConvNWC:
+            return ConvNWC(features, kernel, padding=kernel // 2, tuning=tn, **kwargs)
+
+        self.inp_block = conv(c, 3)
+        self.time_embed_0 = Linear(c, dtype=dt, tuning=tn)
+        self.time_embed_2 = Linear(c, dtype=dt, tuning=tn)
         self.code_embedding = nn.Embed(cfg.in_tokens, c, embedding_init=nn.initializers.normal(1.0))
-        self.code_converter = [
-            AttentionBlock(heads, relative_position=True, dtype=dt) for _ in range(CODE_CONVERTER_BLOCKS)
-        ]
-        self.code_norm = GroupNorm(norm_groups(c))
-        self.latent_conditioner = [Conv1d(c, 3, padding=1)] + [
-            AttentionBlock(heads, relative_position=True, dtype=dt) for _ in range(LATENT_CONDITIONER_BLOCKS)
-        ]
-        self.contextual_embedder = [Conv1d(c, 3, stride=2, padding=1), Conv1d(2 * c, 3, stride=2, padding=1)] + [
-            AttentionBlock(heads, relative_position=True, dtype=dt) for _ in range(CONTEXTUAL_EMBEDDER_BLOCKS)
+        self.code_converter = [attention() for _ in range(CODE_CONVERTER_BLOCKS)]
+        self.code_norm = GroupNormNWC(norm_groups(c))
+        self.latent_conditioner = [conv(c, 3)] + [attention() for _ in range(LATENT_CONDITIONER_BLOCKS)]
+        self.contextual_embedder = [conv(c, 3, stride=2), conv(2 * c, 3, stride=2)] + [
+            attention() for _ in range(CONTEXTUAL_EMBEDDER_BLOCKS)
         ]
         self.unconditioned_embedding = self.param("unconditioned_embedding", nn.initializers.normal(1.0), (1, c, 1))
-        self.conditioning_timestep_integrator = [DiffusionLayer(heads, dtype=dt) for _ in range(INTEGRATOR_LAYERS)]
-        self.integrating_conv = PointwiseConv1d(c)
-        self.mel_head = Conv1d(cfg.in_channels, 3, padding=1)
-        self.layers = [DiffusionLayer(heads, dtype=dt) for _ in range(cfg.num_layers)] + [
-            ResBlock(dtype=dt) for _ in range(TRAILING_RESBLOCKS)
+        self.conditioning_timestep_integrator = [
+            DiffusionLayer(heads, dtype=dt, tuning=tn) for _ in range(INTEGRATOR_LAYERS)
         ]
-        self.out_0 = GroupNorm(norm_groups(c))
-        self.out_2 = Conv1d(cfg.out_channels, 3, padding=1)
+        self.integrating_conv = conv(c, 1)
+        self.mel_head = conv(cfg.in_channels, 3)
+        self.layers = [DiffusionLayer(heads, dtype=dt, tuning=tn) for _ in range(cfg.num_layers)] + [
+            ResBlock(dtype=dt, tuning=tn) for _ in range(TRAILING_RESBLOCKS)
+        ]
+        self.out_0 = GroupNormNWC(norm_groups(c))
+        self.out_2 = conv(cfg.out_channels, 3)
 
     # ---- once per voice ------------------------------------------------------------------------------------
 
     def contextual_embedding(self, mel: jax.Array) -> jax.Array:
         """The contextual embedder on raw log-mels [B, F, N'] -> [B, 2W, ceil(ceil(N' / 2) / 2)]."""
-        h = mel.astype(self.dtype)
+        h = mel.astype(self.dtype).transpose(0, 2, 1)  # [B, N', F]
         for block in self.contextual_embedder:
             h = block(h)
-        return h
+        return h.transpose(0, 2, 1)
 
     def get_conditioning(self, mels: jax.Array) -> jax.Array:
         """The diffusion conditioning latent [B, 2W] (W scales, then W shifts), float32.
@@ -121,7 +138,10 @@ class DiffusionTts(nn.Module):
 
     def latent_conditioning(self, latents: jax.Array) -> jax.Array:
         """The latent conditioner on AR latents [B, M, D] -> [B, W, M] (before code_norm)."""
-        h = latents.astype(self.dtype).transpose(0, 2, 1)
+        return self._latent_conditioning(latents).transpose(0, 2, 1)
+
+    def _latent_conditioning(self, latents: jax.Array) -> jax.Array:  # [B, M, D] -> [B, M, W]
+        h = latents.astype(self.dtype)
         for block in self.latent_conditioner:
             h = block(h)
         return h
@@ -149,11 +169,11 @@ class DiffusionTts(nn.Module):
                     f"AR latents must be [B, m, {self.config.in_latent_channels}], "
                     f"got {tuple(aligned_conditioning.shape)}"
                 )
-            h = self.latent_conditioning(aligned_conditioning)
+            h = self._latent_conditioning(aligned_conditioning)  # [B, M, W]
         elif jnp.issubdtype(aligned_conditioning.dtype, jnp.integer):
             if aligned_conditioning.ndim != 2:
                 raise ValueError(f"speech codes must be [B, m], got {tuple(aligned_conditioning.shape)}")
-            h = self.code_embedding(aligned_conditioning).astype(self.dtype).transpose(0, 2, 1)
+            h = self.code_embedding(aligned_conditioning).astype(self.dtype)  # [B, M, W]
             for block in self.code_converter:
                 h = block(h)
         else:
@@ -162,13 +182,12 @@ class DiffusionTts(nn.Module):
             )
         if conditioning_latent.ndim != 2 or conditioning_latent.shape[1] != 2 * c:
             raise ValueError(f"conditioning_latent must be [B, {2 * c}], got {tuple(conditioning_latent.shape)}")
-        latent = conditioning_latent.astype(h.dtype)
-        scale, shift = latent[:, :c, None], latent[:, c:, None]
-        h = self.code_norm(h) * (1 + scale) + shift  # [B, W, M]
-        expanded = jnp.take(h, nearest_indices(h.shape[2], output_length), axis=2)  # [B, W, N]
+        latent = conditioning_latent.astype(jnp.float32)[:, None]  # [B, 1, 2W]
+        h = (self.code_norm(h) * (1 + latent[..., :c]) + latent[..., c:]).astype(self.dtype)  # [B, M, W]
+        expanded = jnp.take(h, nearest_indices(h.shape[1], output_length), axis=1)  # [B, N, W]
         if not return_code_pred:
-            return expanded
-        return expanded, self.mel_head(expanded).astype(jnp.float32)
+            return expanded.transpose(0, 2, 1)
+        return expanded.transpose(0, 2, 1), self.mel_head(expanded).astype(jnp.float32).transpose(0, 2, 1)
 
     # ---- every sampler step --------------------------------------------------------------------------------
 
@@ -182,6 +201,9 @@ class DiffusionTts(nn.Module):
 
     def integrate(self, code_emb: jax.Array, time_emb: jax.Array) -> jax.Array:
         """conditioning_timestep_integrator: 3 DiffusionLayers over the aligned embedding [B, W, N]."""
+        return self._integrate(code_emb.transpose(0, 2, 1), time_emb).transpose(0, 2, 1)
+
+    def _integrate(self, code_emb: jax.Array, time_emb: jax.Array) -> jax.Array:  # [B, N, W] -> [B, N, W]
         for layer in self.conditioning_timestep_integrator:
             code_emb = layer(code_emb, time_emb)
         return code_emb
@@ -209,8 +231,8 @@ class DiffusionTts(nn.Module):
         batch, _, length = x.shape
         if timesteps.shape != (batch,):
             raise ValueError(f"timesteps must be [B] = [{batch}], got {tuple(timesteps.shape)}")
-        unconditioned = jnp.broadcast_to(
-            self.unconditioned_embedding.astype(self.dtype), (batch, cfg.model_channels, length)
+        unconditioned = jnp.broadcast_to(  # [B, N, W]
+            self.unconditioned_embedding.astype(self.dtype).transpose(0, 2, 1), (batch, length, cfg.model_channels)
         )
         if conditioning_free is True:
             code_emb = unconditioned
@@ -225,7 +247,7 @@ class DiffusionTts(nn.Module):
                 raise ValueError(
                     f"aligned must be [{batch} or 1, {cfg.model_channels}, {length}], got {tuple(aligned.shape)}"
                 )
-            code_emb = jnp.broadcast_to(aligned.astype(self.dtype), unconditioned.shape)
+            code_emb = jnp.broadcast_to(aligned.astype(self.dtype).transpose(0, 2, 1), unconditioned.shape)
             if conditioning_free is not False:
                 mask = jnp.asarray(conditioning_free)
                 if mask.shape == () and mask.dtype == jnp.bool_:  # one flag for the batch, e.g. a traced one
@@ -236,30 +258,13 @@ class DiffusionTts(nn.Module):
                     )
                 code_emb = jnp.where(mask[:, None, None], unconditioned, code_emb)
         time_emb = self.time_embedding(timesteps)  # [B, W]
-        code_emb = self.integrate(code_emb, time_emb)
-        h = jnp.concatenate([self.inp_block(x.astype(self.dtype)), code_emb], axis=1)  # [B, 2W, N]
-        h = self.integrating_conv(h)
+        code_emb = self._integrate(code_emb, time_emb)
+        h = self.inp_block(x.astype(self.dtype).transpose(0, 2, 1))  # [B, N, W]
+        h = self.integrating_conv(jnp.concatenate([h, code_emb], axis=-1))  # [B, N, 2W] -> [B, N, W]
         for layer in self.layers:
             h = layer(h, time_emb)
-        h = nn.silu(self.out_0(h.astype(jnp.float32)))
-        return self.out_2(h)
-
-    def guided(self, x: jax.Array, timesteps: jax.Array, aligned: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Both passes of conditioning-free guidance as ONE batched call of 2B rows.
-
-        Args: as `__call__` (aligned [B or 1, W, N]).
-        Returns:
-            (the conditional output [B, 2F, N] (epsilon | variance values), the unconditional epsilon [B, F, N]);
-            the unconditional variance half is not used by the sampler, as in the original.
-        """
-        batch = x.shape[0]
-        if aligned.ndim == 3 and aligned.shape[0] == 1:
-            aligned = jnp.broadcast_to(aligned, (batch, *aligned.shape[1:]))
-        mask = jnp.arange(2 * batch) >= batch  # rows B..2B-1 are conditioning-free
-        out = self(
-            jnp.concatenate([x, x]), jnp.concatenate([timesteps, timesteps]), jnp.concatenate([aligned, aligned]), mask
-        )
-        return out[:batch], out[batch:, : self.config.in_channels]
+        h = nn.silu(self.out_0(h))  # float32, and so is the output conv
+        return self.out_2(h).transpose(0, 2, 1)
 
     def touch_all(self, x: jax.Array, latents: jax.Array, codes: jax.Array, mels: jax.Array) -> Any:
         """Runs every submodule once (for `init` and `jax.eval_shape`): conditioning, both token paths, the
@@ -283,6 +288,17 @@ def _init_inputs(config: DiffusionConfig) -> tuple[jax.Array, ...]:
 def init_params(config: DiffusionConfig, rng: jax.Array) -> dict:
     """Random parameters {'params': ...} of `DiffusionTts(config)` (float32)."""
     return DiffusionTts(config).init(rng, *_init_inputs(config), method=DiffusionTts.touch_all)
+
+
+def cast_weights(variables: dict, dtype: Dtype) -> dict:
+    """The parameters with every matmul weight (the leaves named "weight": conv kernels and linear layers) cast
+    to `dtype` once, for `DiffusionTts(config, dtype=dtype)`; norms, the relative-bias tables and the embeddings
+    stay as they are (float32), so the per-call casts inside the model are no-ops."""
+
+    def cast(path, leaf):
+        return leaf.astype(dtype) if getattr(path[-1], "key", None) == "weight" else leaf
+
+    return jax.tree_util.tree_map_with_path(cast, variables)
 
 
 def param_shapes(config: DiffusionConfig) -> dict:

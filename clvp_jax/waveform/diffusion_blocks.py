@@ -3,7 +3,7 @@
 Axis letters: see the package legend in `clvp_jax/__init__.py` (here T positions: mel frames or AR latent frames; T
 query and S key positions in attention).
 
-Tensors are channels-first [B, W, T] as in the original, and every submodule is named after the torch state-dict
+Tensors are channels-last [B, T, W] (the original's are [B, W, T]; the parameters are the same), and every submodule is named after the torch state-dict
 key (`in_layers_0` for `in_layers.0`, ...), so the converter is a name rule. Where this differs from the original
 on purpose: the relative-position bucket table is computed on the host with numpy (the length is static), and
 the qkv split is one reshape of the head-interleaved channels instead of a split of a reshaped tensor.
@@ -11,6 +11,7 @@ the qkv split is one reshape of the head-interleaved channels instead of a split
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import flax.linen as nn
@@ -19,9 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from clvp_jax.layers import Dtype, Linear
-from clvp_jax.waveform.attention_block import AttentionBlock
-from clvp_jax.waveform.conv import Conv1d, GroupNorm, norm_groups
-from clvp_jax.waveform.pointwise import PointwiseConv1d
+from clvp_jax.tuning import Tuning
+from clvp_jax.waveform.attention_block import AttentionBlockNWC
+from clvp_jax.waveform.conv import norm_groups
+from clvp_jax.waveform.nwc import ConvNWC, GroupNormNWC
 
 HIGHEST = jax.lax.Precision.HIGHEST
 MAX_PERIOD = 10000.0  # lowest frequency of the sinusoidal timestep embedding: 1 / 10000 radians per step
@@ -52,33 +54,43 @@ def timestep_embedding(timesteps: jax.Array, dim: int) -> jax.Array:
 
 
 class ResBlock(nn.Module):
-    """The diffusion decoder's ResBlock with scale-shift norm (`use_scale_shift_norm=True`, efficient config).
+    """The diffusion decoder's ResBlock with scale-shift norm (`use_scale_shift_norm=True`, efficient config), on
+    channels-last [B, T, W].
 
     h = Conv1x1(SiLU(GroupNorm(x))); (scale, shift) = halves of Linear(SiLU(t_emb));
-    h = GroupNorm(h) * (1 + scale) + shift; return x + Conv_k3(SiLU(h)) (dropout is off in eval).
+    h = GroupNorm(h) * (1 + scale) + shift; return x + Conv_k3(SiLU(h)) (dropout is off in eval). The norms'
+    statistics, SiLU and the scale-shift are float32 (XLA fuses them into one pass each); the convs run in `dtype`.
+
+    Attributes: dtype (compute dtype of the matmuls; None: the input's), tuning.
     """
 
     dtype: Dtype | None = None
+    tuning: Tuning = dataclasses.field(default_factory=Tuning.for_backend)
 
     @nn.compact
     def __call__(self, x: jax.Array, time_emb: jax.Array) -> jax.Array:
-        channels = x.shape[1]
+        channels = x.shape[-1]
         groups = norm_groups(channels)
-        h = nn.silu(GroupNorm(groups, name="in_layers_0")(x))
-        h = PointwiseConv1d(channels, name="in_layers_2")(h)
-        emb = Linear(2 * channels, dtype=self.dtype, name="emb_layers_1")(nn.silu(time_emb)).astype(h.dtype)
-        scale, shift = emb[:, :channels, None], emb[:, channels:, None]  # [B, W, 1] each
-        h = GroupNorm(groups, name="out_layers_0")(h) * (1 + scale) + shift
-        return x + Conv1d(channels, 3, padding=1, name="out_layers_3")(nn.silu(h))
+        dt = x.dtype if self.dtype is None else self.dtype
+        h = nn.silu(GroupNormNWC(groups, name="in_layers_0")(x)).astype(dt)
+        h = ConvNWC(channels, 1, tuning=self.tuning, name="in_layers_2")(h)
+        emb = Linear(2 * channels, dtype=self.dtype, tuning=self.tuning, name="emb_layers_1")(nn.silu(time_emb))
+        emb = emb.astype(jnp.float32)[:, None]  # [B, 1, 2W]
+        scale, shift = emb[..., :channels], emb[..., channels:]
+        h = nn.silu(GroupNormNWC(groups, name="out_layers_0")(h) * (1 + scale) + shift).astype(dt)
+        return x + ConvNWC(channels, 3, padding=1, tuning=self.tuning, name="out_layers_3")(h).astype(x.dtype)
 
 
 class DiffusionLayer(nn.Module):
-    """ResBlock (timestep-conditioned) followed by a relative-bias AttentionBlock."""
+    """ResBlock (timestep-conditioned) followed by a relative-bias AttentionBlock, channels-last [B, T, W]."""
 
     num_heads: int
     dtype: Dtype | None = None
+    tuning: Tuning = dataclasses.field(default_factory=Tuning.for_backend)
 
     @nn.compact
     def __call__(self, x: jax.Array, time_emb: jax.Array) -> jax.Array:
-        x = ResBlock(dtype=self.dtype, name="resblk")(x, time_emb)
-        return AttentionBlock(self.num_heads, relative_position=True, dtype=self.dtype, name="attn")(x)
+        x = ResBlock(dtype=self.dtype, tuning=self.tuning, name="resblk")(x, time_emb)
+        return AttentionBlockNWC(
+            self.num_heads, relative_position=True, dtype=self.dtype, tuning=self.tuning, name="attn"
+        )(x)

@@ -236,8 +236,14 @@ def _draw(row_keys: jax.Array, index: jax.Array | int, shape: tuple[int, int]) -
     return jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, index), shape, jnp.float32))(row_keys)
 
 
-def _guided_eps(model_fn: ModelFn, x: jax.Array, tabs: dict, config: SamplerConfig) -> tuple[jax.Array, jax.Array]:
-    """One (batched) model evaluation -> (guided eps [B, F, N], variance values of the conditional pass)."""
+def guided_eps(model_fn: ModelFn, x: jax.Array, tabs: dict, config: SamplerConfig) -> tuple[jax.Array, jax.Array]:
+    """One (batched) model evaluation of a sampler step -> (guided eps [B, F, N], the conditional pass's variance
+    values [B, F, N]). With `config.cond_free` the conditional and unconditional passes run as ONE call of 2B rows
+    ([cond; uncond]), and eps = (1 + k) eps_cond - k eps_uncond.
+
+    Args: model_fn (see `ModelFn`); x [B, F, N]; tabs: this step's tables, of which it reads "t_model" (int32
+    original-scale timestep), "cfk" and "one_plus_cfk" (k and 1 + k, float32; only with guidance); config.
+    """
     B, C, L = x.shape
     if config.cond_free:  # both passes as one call: rows [cond; uncond]
         rows_x = jnp.concatenate([x, x], axis=0)
@@ -299,7 +305,7 @@ def _sample_impl(
 
     def step(carry, tabs):
         x, x0_prev = carry
-        eps, var = _guided_eps(model_fn, x, tabs, config)
+        eps, var = guided_eps(model_fn, x, tabs, config)
         x0 = jnp.clip(tabs["sqrt_recip"] * x - tabs["sqrt_recipm1"] * eps, -1, 1)  # [B, F, N]
         if config.draws_step_noise:
             z = tabs["noise"] if step_noise is not None else _draw(row_keys, 1 + tabs["index"], (C, L))
