@@ -46,6 +46,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.join(os.path.dirname(HERE), "tests")]
 
 
+def log(message: str) -> None:
+    """Progress on stderr (a real-size run takes a long time; the tables go to stdout)."""
+    print(f"  [{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
 # ---- the model pairs ---------------------------------------------------------------------------------------------
 
 
@@ -123,10 +128,13 @@ def leading_equal(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def ar_figures(pair, ids, feats, steps: int) -> dict:
     (m32, p32), (m16, p16) = pair
     g32 = greedy(m32, p32, ids, feats, steps, "float32")
+    log("greedy fp32 done")
     g16 = greedy(m16, p16, ids, feats, steps, "bfloat16")
+    log("greedy bf16 done")
     same = leading_equal(g32, g16)
     l32 = teacher_forced(m32, p32, ids, feats, g32)
     l16 = teacher_forced(m16, p16, ids, feats, g32)
+    log("teacher-forced logits done")
     per_step = np.abs(l16 - l32).max(axis=-1)  # [B, S]
     return dict(
         greedy=(int(same.min()), float(np.median(same)), int(same.max())),
@@ -300,6 +308,7 @@ def main() -> None:
         ids, feats = prompts(cfg, a.seeds, text_len, frames)
         ar = ar_figures(pair, ids, feats, a.steps)
         clvp = clvp_figures(pair, a.clvp_seeds, a.candidates, a.clvp_codes, text_len)
+        log(f"{name}: AR {ar}; CLVP {clvp}")
         anchor = None
         if not a.no_anchor:
             codes = np.random.default_rng(7).integers(0, cfg.decoder_config.eos_token_id - 1, (2, a.steps))
@@ -333,6 +342,7 @@ def main() -> None:
             )
             print(f"| {name} | {cells} | {an['fp32_vs_torch']:.2g} |")
     if not a.no_waveform:
+        log("waveform stage")
         w = waveform_figures(a.size, a.wave_codes, a.wave_seeds, a.sampler)
         print(
             f"\nWaveform ({a.sampler}, {a.wave_codes} codes -> {w['frames']} frames, worst of {a.wave_seeds} seeds), "
