@@ -302,6 +302,8 @@ def main() -> None:
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="bf16_quality_") as folder:
             hf.save_pretrained(folder)
+            if a.no_anchor:
+                hf = None  # real size: 2.8 GB of torch weights not held while both JAX copies are live
             pair = load_pair(folder)
         cfg = pair[0][0].config
         text_len = min(text_len, cfg.decoder_config.max_text_tokens - 3)
