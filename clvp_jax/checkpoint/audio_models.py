@@ -31,6 +31,7 @@ from flax.traverse_util import flatten_dict
 
 from clvp_jax.checkpoint.errors import CheckpointError, WeightsMismatchError
 from clvp_jax.checkpoint.hashing import NO_VERIFY_ENV, find_altered, verify_requested
+from clvp_jax.checkpoint.progress import report
 
 Kwargs = dict[str, Any]
 Reader = Callable[[Path, "Kwargs | None"], tuple[Kwargs, dict]]
@@ -306,6 +307,7 @@ def read_checkpoint_model(folder: str | os.PathLike, name: str, *, verify: bool 
     if not isinstance(entry, dict) or not isinstance(entry.get("config"), dict):
         raise CheckpointError(f"{folder} holds no {AUDIO_MODELS[name].what} ({name}); see available()")
     recorded = manifest.get("files")
+    report(f"reading {name}")
     if verify_requested(verify) and isinstance(recorded, dict):
         altered = find_altered(folder, group_files(recorded, [name]))
         if altered:

@@ -21,6 +21,7 @@ from clvp_jax.checkpoint.format import Format, detect_format, hf_stored_dtype, r
 from clvp_jax.checkpoint.hashing import NO_VERIFY_ENV, find_altered, verify_requested
 from clvp_jax.checkpoint.hub import resolve_checkpoint
 from clvp_jax.checkpoint.orbax_io import restore_groups
+from clvp_jax.checkpoint.progress import report, size_of
 from clvp_jax.checkpoint.readers import open_hf_state_dict
 from clvp_jax.checkpoint.rules import ALL_PARTS, check_params, state_dict_to_params
 from clvp_jax.checkpoint.tortoise import load_original
@@ -78,6 +79,7 @@ def load_params(
     if fmt == "hf":
         config = ClvpConfig.from_pretrained(path)
         reader = open_hf_state_dict(path)
+        report(f"reading {', '.join(p.name for p in reader.paths)} ({size_of(list(reader.paths))})")
         params = state_dict_to_params(reader, config, dtype=dt, stored_dtype=hf_stored_dtype(path))
         sources = (path / "config.json", *reader.paths)
         return LoadedCheckpoint(config, params, "hf", sources, ALL_PARTS)
@@ -97,7 +99,9 @@ def load_checkpoint(folder: str | os.PathLike, *, dtype: Any = None, verify: boo
     if verify_requested(verify) and isinstance(recorded, dict):  # manifests before checksums have no "files"
         # The audio models' groups are verified when they are read (`audio_models.read_checkpoint_model`).
         audio = list(manifest.get("audio_models") or {})
-        altered = find_altered(folder, {k: v for k, v in recorded.items() if k not in group_files(recorded, audio)})
+        checked = {k: v for k, v in recorded.items() if k not in group_files(recorded, audio)}
+        report(f"verifying {len(checked)} parameter files ({size_of([folder / k for k in checked])})")
+        altered = find_altered(folder, checked)
         if altered:
             raise CheckpointError(
                 f"{folder} was altered after it was written: {', '.join(altered[:5])}"
@@ -108,6 +112,7 @@ def load_checkpoint(folder: str | os.PathLike, *, dtype: Any = None, verify: boo
     # plus one float32 leaf, never both trees (1.5x the float32 size).
     target, params = as_dtype(dtype), {}
     for group in parts or (None,):
+        report(f"reading {group or 'parameters'}")
         restored = restore_groups(folder / "params", parts if group is None else (group,))
         restored = jax.tree_util.tree_map(np.asarray, dict(restored))
         stored = float_dtype(restored)
@@ -161,6 +166,7 @@ def from_pretrained(
     """
     hub = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
     loaded = load_params(path, dtype=dtype, verify=verify, **hub, **original_options)
+    report("moving the parameters to the device")
     params = _to_device(loaded.params)
     if "logit_scale" not in params:
         # The composite module creates `logit_scale` eagerly in setup, so even its conditioning encoder and decoder

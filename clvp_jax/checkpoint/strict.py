@@ -30,6 +30,7 @@ import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from clvp_jax.checkpoint.errors import WeightsMismatchError
+from clvp_jax.checkpoint.progress import report, size_of
 from clvp_jax.checkpoint.readers import TensorSpec, tensor_to_numpy, torch_load_weights, torch_spec
 
 Path = tuple[str, ...]
@@ -264,4 +265,5 @@ def load_pth(path: str | os.PathLike) -> dict[str, np.ndarray]:
     Read by `readers.torch_load_weights` (`torch.load(weights_only=True)`): raises ImportError naming the
     `[torch]` extra without torch, `CheckpointError` for a missing, corrupt or non-state-dict file.
     """
+    report(f"reading {os.path.basename(path)} ({size_of(path)})")
     return {key: tensor_to_numpy(value) for key, value in torch_load_weights(path).items()}

@@ -45,6 +45,7 @@ import numpy as np
 from clvp_jax.checkpoint.errors import CheckpointError, WeightsMismatchError
 from clvp_jax.checkpoint.infer import CONFIG_FILE, infer_config
 from clvp_jax.checkpoint.layouts import TRAILING_UNIT, TRANSPOSED, Split
+from clvp_jax.checkpoint.progress import report, size_of
 from clvp_jax.checkpoint.readers import TensorSpec, TorchReader, tensor_specs, torch_load_weights
 from clvp_jax.checkpoint.rules import AUTOREGRESSIVE_PARTS, CLVP_PARTS, is_ignored_buffer
 from clvp_jax.config import ClvpConfig, ConfigError
@@ -286,6 +287,7 @@ def load_original(
     if clvp is not None:
         candidates.append(Path(clvp))
     for path in candidates:
+        report(f"reading {path.name} ({size_of(path)})")
         reader = TorchReader.from_tensors(torch_load_weights(path), [path])
         kind = _kind(list(reader), path)
         if kind in files:

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from clvp_jax.checkpoint.errors import CheckpointError
+from clvp_jax.checkpoint.progress import report, size_of
 from clvp_jax.checkpoint.readers import torch_load
 from clvp_jax.checkpoint.strict import abstract_params
 from clvp_jax.checkpoint.weight_norm_convert import (
@@ -174,6 +175,7 @@ def load_vocoder(path: str | os.PathLike, config: UnivNetConfig | None = None) -
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"missing vocoder file {path} (Tortoise's vocoder.pth)")
+    report(f"reading {path.name} ({size_of(path)})")
     checkpoint = torch_load(path)  # not torch_load_weights: the state dict sits under "model_g"
     if not isinstance(checkpoint, Mapping):
         raise CheckpointError(f"{path} does not hold a mapping ({{'model_g': state_dict}} expected)")
