@@ -29,6 +29,8 @@ import sys
 import tempfile
 import time
 
+from machine import describe_machine  # benchmarks/machine.py (this script's folder is on sys.path)
+
 SIZES = {
     "medium": dict(
         decoder_config=dict(num_hidden_layers=8, hidden_size=512, num_attention_heads=8, num_mel_attn_blocks=2),
@@ -275,6 +277,7 @@ def main() -> None:
         f"{roof['gflops']:.1f} GFLOP/s, read {roof['read_gbps']:.1f} GB/s (copy {roof['copy_gbps']:.1f})  "
         f"({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores)"
     )
+    print(describe_machine())  # the CPU model and its matrix features: ratios differ between CPU kinds
     print("| case | reference tok/s | clvp-jax tok/s | ratio | ref % compute / % bw | jax % compute / % bw |")
     print("|---|---|---|---|---|---|")
     for name in ("sample16", "greedy1"):
