@@ -33,6 +33,8 @@ import sys
 import tempfile
 import time
 
+from machine import describe_machine  # benchmarks/machine.py (this script's folder is on sys.path)
+
 SIZES = {
     "medium": dict(
         decoder_config=dict(num_hidden_layers=8, hidden_size=512, num_attention_heads=8, num_mel_attn_blocks=2),
@@ -229,23 +231,6 @@ def machine_roofline() -> dict:
     )
 
 
-def cpu_description() -> str:
-    """The CPU model and its matrix features (lscpu's amx_* / avx512_bf16 / avx512f flags), for every table."""
-    model, flags = "unknown CPU", []
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    except OSError:
-        text = ""
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "Model name":
-            model = value.strip()
-        elif key.strip() == "Flags":
-            wanted = ("amx_", "avx512_bf16", "avx512_fp16", "avx512f", "avx2")
-            flags = sorted(f for f in value.split() if f.startswith(wanted))
-    return f"{model} [{' '.join(flags) or 'no matrix/vector flags listed'}]"
-
-
 def prepare(size: str, folder: str) -> dict:  # always float32: clvp-jax casts while loading
     """Write the reference model (the same seeded weights `run_reference` builds) as an HF folder for clvp-jax."""
     _hf_model(size).save_pretrained(folder)
@@ -291,7 +276,7 @@ def report(a, roof: dict, dtype: str, ref: dict, ours: dict) -> None:
     width, peak = (2, roof["bf16_gflops"]) if dtype == "bfloat16" else (4, roof["gflops"])
     print(
         f"\n{dtype}: size={a.size} tokens={a.tokens} (greedy {a.tokens * GREEDY_FACTOR}) decoder params={P / 1e6:.1f}M"
-        f"  machine: {cpu_description()}, {os.cpu_count()} cores; matmul peak numpy fp32 {roof['gflops']:.0f} / "
+        f"  {describe_machine()}; matmul peak numpy fp32 {roof['gflops']:.0f} / "
         f"JAX bf16 {roof['bf16_gflops']:.0f} GFLOP/s, read {roof['read_gbps']:.1f} GB/s (copy {roof['copy_gbps']:.1f})"
         f"  ({time.strftime('%Y-%m-%d %H:%M')})"
     )

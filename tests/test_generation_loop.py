@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from clvp_jax.generation.loop import decode
+from clvp_jax.generation.loop import decode, first_argmax, sample_categorical
 from clvp_jax.generation.processors import MinNewTokens, RepetitionPenalty
 
 V, EOS, PAD = 11, 10, 9
@@ -114,3 +114,24 @@ def test_sampling_depends_only_on_each_rows_key():
     part = np.asarray(f(jnp.zeros((2, V)), keys[2:]))
     np.testing.assert_array_equal(full[2:], part)
     assert len({tuple(r) for r in full.tolist()}) > 1  # different keys, different draws
+
+
+def test_first_argmax_and_sampling_give_jax_s_indices():
+    """`first_argmax` and `sample_categorical` are exact replacements (the same integers, not close ones) for
+    `jnp.argmax` and `jax.random.categorical`: ties (the first index wins), -inf, a row with a NaN, top-p-like
+    rows with most logits at -inf, and 200 keys over real-size rows."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 8194)).astype(np.float32)
+    x[1, [5, 70, 4000]] = 9.0  # a three-way tie for the maximum
+    x[2, :] = -np.inf
+    x[2, 17] = 0.0  # a single survivor
+    x[3, [8, 9000 % 8194]] = np.nan  # NaN rows: jnp.argmax gives the first NaN
+    x[4, :] = 1.0  # every entry tied
+    x[5, rng.random(8194) < 0.99] = -np.inf  # top-p: ~1% survive
+    np.testing.assert_array_equal(np.asarray(jax.jit(first_argmax)(x)), np.asarray(jnp.argmax(x, axis=-1)))
+    keys = jax.random.split(jax.random.key(3), 200)
+    logits = jnp.asarray(np.where(np.isnan(x), 0.0, x))[jnp.arange(200) % 6]
+    ours = jax.jit(jax.vmap(sample_categorical))(keys, logits)
+    theirs = jax.jit(jax.vmap(jax.random.categorical))(keys, logits)
+    np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
+    assert len(set(np.asarray(ours)[0::6].tolist())) > 20  # a real draw: row 0's samples vary with the key

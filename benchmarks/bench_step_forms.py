@@ -1,0 +1,120 @@
+"""A/B of the decode step's forms: several variants of the generation program in one process, their calls
+alternated, wall and CPU time per step.
+
+Usage: .venv/bin/python benchmarks/bench_step_forms.py [--case sample16|greedy1] [--tokens 8] [--layers 8]
+         [--rounds 5] [--variants JSON]
+
+`--variants` maps a name to {"tuning": {Tuning field: value}, "xla": {XLA compiler option: value}}, e.g.
+'{"default": {}, "ynn_off": {"xla": {"xla_cpu_experimental_ynn_fusion_type": ""}},
+  "plain": {"tuning": {"weight_first_max_rows": 0}}}' (the default set). The model is the real one
+(`ClvpConfig.tortoise()`) with its decoder cut to `--layers` layers (30: the real size), random weights; each
+variant is compiled from shapes, then the variants' calls of 1 and N tokens alternate for `--rounds` rounds and
+the step is (best N-token call - best 1-token call) / (N - 1), as in bench_generate.py.
+
+Why alternate and why CPU time: on a shared machine the wall time of separate runs moves by 2x between minutes;
+alternating puts every variant in the same phase. The CPU time (this process's user + system time, both threads)
+is the work a variant does, which other processes' load barely changes; the wall time adds how well the work is
+spread over the two cores, which only a quiet machine shows. Read both: a form that saves CPU time saves it on
+any machine; one that only changes the wall time needs the quiet figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+
+DEFAULT_VARIANTS = {
+    "default": {},
+    "ynn_off": {"xla": {"xla_cpu_experimental_ynn_fusion_type": ""}},
+    "plain": {"tuning": {"weight_first_max_rows": 0}},
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--case", choices=("sample16", "greedy1"), default="sample16")
+    ap.add_argument("--tokens", type=int, default=8)
+    ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--tiny", action="store_true", help="ClvpConfig.tiny() instead of the real size (smoke test)")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--variants", type=json.loads, default=DEFAULT_VARIANTS)
+    a = ap.parse_args()
+    if a.tokens < 2:
+        sys.exit("--tokens must be >= 2 (the step is the difference between N tokens and 1)")
+
+    import jax
+    import numpy as np
+    from bench_generate import N_CAND, _inputs
+    from machine import describe_machine
+
+    from clvp_jax.config import ClvpConfig
+    from clvp_jax.generation import GenerationOptions
+    from clvp_jax.generation.compiling import MEMORY_SCHEDULER_OPTIONS, abstract
+    from clvp_jax.generation.generate import _prepare_text
+    from clvp_jax.generation.program import generation_program
+    from clvp_jax.generation.sharding import rows_mesh
+    from clvp_jax.model import ClvpModelForConditionalGeneration, param_shapes
+    from clvp_jax.tuning import Tuning
+
+    cfg = ClvpConfig.tiny() if a.tiny else ClvpConfig.tortoise()
+    cfg = dataclasses.replace(cfg, decoder_config=dataclasses.replace(cfg.decoder_config, num_hidden_layers=a.layers))
+    n = a.tokens
+    if a.case == "sample16":
+        opts, rows = (
+            GenerationOptions.tortoise(
+                num_candidates=N_CAND, max_new_tokens=n, min_new_tokens=n, pad_to_max_mel_tokens=None
+            ),
+            N_CAND,
+        )
+    else:
+        opts, rows = GenerationOptions(max_new_tokens=n, min_new_tokens=n), 1
+    shapes = param_shapes(cfg)
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda s: jax.numpy.asarray(rng.standard_normal(s.shape, np.float32) * 0.02), shapes)
+    ids, feats = _inputs(np)
+    ids = ids % cfg.text_config.vocab_size
+    feats = jax.numpy.asarray(feats)
+    mesh = rows_mesh(1)
+    programs = {}
+    for name, variant in a.variants.items():
+        tuning = dataclasses.replace(Tuning.cpu(), **variant.get("tuning", {}))
+        model = ClvpModelForConditionalGeneration(cfg, masked_pooling=False, tuning=tuning)
+        compute = model.clone(scan_layers=True)
+        i, m = _prepare_text(model, opts, ids, None)
+
+        def program(p, i, m, f, lat, key, limit, offset, compute=compute):
+            return compute.apply(
+                {"params": p}, i, m, f, lat, key, limit, offset, opts=opts, mesh=mesh, method=generation_program
+            )
+
+        xla = dict(MEMORY_SCHEDULER_OPTIONS) if tuning.use_memory_scheduler(rows) else {}
+        xla.update(variant.get("xla", {}))
+        args = lambda k, i=i, m=m: (params, i, m, feats, None, jax.random.key(0), np.int32(k), np.int32(0))  # noqa: E731
+        t = time.perf_counter()
+        programs[name] = (jax.jit(program, compiler_options=xla or None).lower(*abstract(args(1))).compile(), args)
+        print(f"{name}: compiled in {time.perf_counter() - t:.1f} s", flush=True)
+    best = {name: [float("inf")] * 4 for name in programs}  # wall 1, wall N, cpu 1, cpu N
+    for _ in range(a.rounds):
+        for name, (exe, args) in programs.items():
+            for j, k in enumerate((1, n)):
+                t, c = time.perf_counter(), time.process_time()
+                jax.block_until_ready(exe(*args(k)))
+                best[name][j] = min(best[name][j], time.perf_counter() - t)
+                best[name][2 + j] = min(best[name][2 + j], time.process_time() - c)
+    print(describe_machine())
+    print(
+        f"{a.case}, decoder {a.layers} layers, {n} tokens, best of {a.rounds} alternated rounds "
+        f"({time.strftime('%Y-%m-%d %H:%M')}, load {os.getloadavg()[0]:.1f})"
+    )
+    print("| variant | step wall ms | step CPU ms (both threads) | tok/s |\n|---|---|---|---|")
+    for name, (w1, wn, c1, cn) in best.items():
+        step = (wn - w1) / (n - 1)
+        print(f"| {name} | {1e3 * step:.1f} | {1e3 * (cn - c1) / (n - 1):.1f} | {rows / step:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
