@@ -60,13 +60,55 @@ def checkpoint_fingerprint(path: str | os.PathLike) -> str:
 
     A clvp-jax checkpoint: the sha256 of its `manifest.json` (which records every parameter file's sha256, verified on
     load). A file: its sha256. Another folder (original Tortoise `.pth` files, an HF folder): the sha256 of the
-    sorted `name sha256` lines of its top-level weight and config files (reads them once: seconds at real size).
+    sorted `name sha256` lines of its top-level weight and config files. Files read for this are remembered by
+    path, size, inode and modification time (`remembered_sha256`), so a multi-GB Tortoise folder is hashed once,
+    not on every run.
     """
     path = Path(path)
     if path.is_file():
-        return sha256_file(path)
+        return remembered_sha256(path)
     if (path / "manifest.json").is_file():
         return sha256_file(path / "manifest.json")
     files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in WEIGHT_SUFFIXES)
-    lines = "".join(f"{p.name} {sha256_file(p)}\n" for p in files)
+    lines = "".join(f"{p.name} {remembered_sha256(p)}\n" for p in files)
     return hashlib.sha256(lines.encode()).hexdigest()
+
+
+MEMO_FILE = "sha256-memo.json"  # in `memo_folder()`: {"path|size|inode|mtime_ns": sha256}
+
+
+def memo_folder() -> Path:
+    """Where remembered checksums live: `$CLVP_JAX_CACHE`, else `$XDG_CACHE_HOME/clvp-jax`, else ~/.cache/clvp-jax."""
+    if os.environ.get("CLVP_JAX_CACHE"):
+        return Path(os.environ["CLVP_JAX_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "clvp-jax"
+
+
+def remembered_sha256(path: str | os.PathLike) -> str:
+    """`sha256_file(path)`, remembered on disk under the file's absolute path, size, inode and modification time
+    (any change to the file changes the key). Best effort: an unreadable or unwritable memo only costs the hash."""
+    import json
+
+    path = Path(path).absolute()
+    st = path.stat()
+    key = f"{path}|{st.st_size}|{st.st_ino}|{st.st_mtime_ns}"
+    memo_path = memo_folder() / MEMO_FILE
+    try:
+        memo = json.loads(memo_path.read_text())
+        memo = memo if isinstance(memo, dict) else {}
+    except (OSError, ValueError):
+        memo = {}
+    digest = memo.get(key)
+    if isinstance(digest, str) and len(digest) == 64:
+        return digest
+    digest = sha256_file(path)
+    memo = {k: v for k, v in memo.items() if not k.startswith(f"{path}|")}  # the file's stale entries go
+    memo[key] = digest
+    try:
+        from clvp_jax.fs import write_text
+
+        memo_path.parent.mkdir(parents=True, exist_ok=True)
+        write_text(memo_path, json.dumps(memo, indent=0))
+    except OSError:
+        pass
+    return digest
