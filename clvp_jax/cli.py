@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from clvp_jax import fs
+from clvp_jax.cli_long_text import add_arguments as add_long_text_arguments
 
 PROG = "clvp-jax"
 
@@ -375,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="what a checkpoint holds")
     i.add_argument("checkpoint", type=Path)
     i.set_defaults(func=cmd_info, compiles=True)
+    add_long_text_arguments(sub)  # generate and speak run chunk by chunk, resumable (clvp_jax/cli_long_text.py)
     return parser
 
 

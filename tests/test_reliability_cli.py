@@ -62,10 +62,11 @@ def _run(capsys, *argv: str, stdin: bytes | None = None, monkeypatch=None) -> tu
 def no_work(monkeypatch):
     """Generation that must not start: a refusal has to come before it."""
 
-    def refuse(**kwargs):
+    def refuse(*args, **kwargs):
         raise AssertionError("the work started before the input was refused")
 
     monkeypatch.setattr(pipeline, "rank_speech", refuse)
+    monkeypatch.setattr(pipeline, "rank_group", refuse)  # what `generate` runs, a group of chunks at a time
 
 
 # (arguments after `generate`, the message's key words): refused before loading or generating.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -328,7 +329,12 @@ def test_cli_speak_writes_the_wav_with_the_packaged_default(tmp_path):
     assert wav.shape == (256 * output_frames(frames),) and frames <= 12 + 8
     assert np.isfinite(wav).all() and np.abs(wav).max() <= 1.0
     assert info["settings"]["sampler"] == "ddim" and info["settings"]["diffusion_steps"] == 3
-    # An existing output is not replaced without --force.
+    # A rerun into the same output keeps the finished chunk (its key is unchanged) and rebuilds the joined WAV;
+    # a WAV that is not one of ours (no chunk folder beside it) is not replaced without --force.
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0 and "1 kept" in proc.stdout, proc.stderr
+    np.testing.assert_array_equal(sf.read(out, dtype="float32")[0], wav)
+    shutil.rmtree(out.with_suffix(".chunks"))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 2 and "--force" in proc.stderr
 
