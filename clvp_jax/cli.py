@@ -376,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="what a checkpoint holds")
     i.add_argument("checkpoint", type=Path)
     i.set_defaults(func=cmd_info, compiles=True)
-    add_long_text_arguments(sub)  # generate and speak run chunk by chunk, resumable (clvp_jax/cli_long_text.py)
+    add_long_text_arguments(sub, sys.modules[__name__])  # generate/speak: chunk by chunk, resumable (cli_long_text)
     return parser
 
 

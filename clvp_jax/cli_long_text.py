@@ -7,18 +7,22 @@
 Rerunning into the same output keeps every finished chunk whose key (text, voice, settings, weights, version) is
 unchanged, makes the others, and rebuilds the joined outputs (`clvp_jax.long_text`). `|` in the text marks manual
 split points. Progress: one line per chunk on standard error (none with --quiet).
-`add_arguments(subparsers)` adds the flags to both commands and makes them run here.
+`add_arguments(subparsers, cli)` adds the flags to both commands and makes them run here; `cli` is the
+`clvp_jax.cli` module, passed in rather than imported (it imports this module), whose text reading, argument
+checks, output checks and model loading the commands share.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 
 
-def add_arguments(sub) -> None:
+def add_arguments(sub, cli: ModuleType) -> None:
     """Add --regenerate and --chunk-group to the `generate` and `speak` subparsers and run them from here."""
     from clvp_jax.pipeline import CHUNKS_PER_CALL
 
@@ -37,7 +41,7 @@ def add_arguments(sub) -> None:
             metavar="N",
             help=f"chunks generated together (default {CHUNKS_PER_CALL}): memory grows with N, not with the text",
         )
-        p.set_defaults(func=run)
+        p.set_defaults(func=functools.partial(run, cli=cli))
 
 
 class _Reporter:
@@ -73,9 +77,9 @@ def _regenerate(args: argparse.Namespace, chunks: int, usage_error) -> set[int]:
         raise usage_error(str(err)) from None
 
 
-def run_generate(args: argparse.Namespace) -> int:
+def run_generate(args: argparse.Namespace, *, cli: ModuleType) -> int:
     """`generate`: every chunk's ranked candidates into --out DIR, each chunk's folder as it finishes."""
-    from clvp_jax import cli, fs, pipeline
+    from clvp_jax import fs, pipeline
     from clvp_jax.generation.presets import PRESETS
     from clvp_jax.long_text import digest, write_codes
 
@@ -152,9 +156,9 @@ def _print_codes(out: Path, chunks: int, show: int) -> None:
         print(f"    best codes: [{', '.join(map(str, codes[:12]))}{', ...' if len(codes) > 12 else ''}]")
 
 
-def run_speak(args: argparse.Namespace) -> int:
+def run_speak(args: argparse.Namespace, *, cli: ModuleType) -> int:
     """`speak`: every chunk's waveforms into OUT.chunks/, each as it finishes, then the joined OUT.wav and OUT.json."""
-    from clvp_jax import cli, cli_speak
+    from clvp_jax import cli_speak
     from clvp_jax.long_text import digest, speech_paths, write_speech
     from clvp_jax.speech import plan_speech
     from clvp_jax.tts import PACKAGED_MAX_CODES, TextToSpeech
