@@ -128,10 +128,11 @@ def check_output(out: Path, keep: int, force: bool) -> None:
     """Before any work: `out`'s files (`long_text.speech_paths`) are free, an earlier output of ours (resumed), or
     replaced with --force; a chunk folder that is not ours is never touched."""
     from clvp_jax.cli_common import UsageError
+    from clvp_jax.fs import OUTPUT_MARKER
     from clvp_jax.long_text import speech_paths
 
     paths = speech_paths(out, keep)
-    resuming = (paths["chunks"] / ".clvp-jax-output").is_file()
+    resuming = (paths["chunks"] / OUTPUT_MARKER).is_file()
     taken = [str(p) for name, p in paths.items() if name != "chunks" and p.exists()]
     if paths["chunks"].exists() and not resuming:
         raise UsageError(f"{paths['chunks']} exists and is not an output of clvp-jax; choose another -o")

@@ -190,6 +190,37 @@ def test_cli_generate_progress_per_chunk_and_regenerate_range(tmp_path, capsys):
     assert _temporaries(tmp_path) == []
 
 
+def test_cli_generate_keys_record_the_sampling_flags_and_each_voice_resumes_apart(tmp_path, capsys):
+    from clvp_jax.cli import main
+
+    out = tmp_path / "o"
+    argv = [
+        "generate",
+        "One here.",
+        "-o",
+        str(out),
+        "--num-samples",
+        "2",
+        "--max-new-tokens",
+        "4",
+        "--voice",
+        "lj,random",
+    ]
+    assert main([*argv, "-q", "--top-k", "50"]) == 0
+    assert "1 chunk(s), 0 kept" in capsys.readouterr().out
+    for name in ("lj", "random"):  # one resumable folder per voice, its chunk JSON with its own provenance
+        chunk = json.loads((out / name / "chunks" / "0000" / "candidates.json").read_text())
+        assert chunk["key"]["settings"]["top_k"] == 50 and chunk["provenance"]["voice"]["spec"] == name
+        assert chunk["provenance"]["chunks"] == [{"text": "One here.", "normalized": "one here."}]
+    assert main([*argv, "-q", "--top-k", "50"]) == 0  # the same flags: both voices' chunk kept
+    assert capsys.readouterr().out.count("1 chunk(s), 1 kept") == 2
+    assert main([*argv, "-q", "--top-k", "40"]) == 0  # a changed sampling flag changes the key: made again
+    assert capsys.readouterr().out.count("1 chunk(s), 0 kept") == 2
+    joined = json.loads((out / "random" / "candidates.json").read_text())
+    assert joined["settings"]["top_k"] == 40 and joined["provenance"]["options"]["top_k"] == 40
+    assert _temporaries(tmp_path) == []
+
+
 # ---- audio --------------------------------------------------------------------------------------------------
 
 
