@@ -13,6 +13,7 @@ split points. Progress: one line per chunk on standard error (none with --quiet)
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from clvp_jax import cli_common
@@ -50,8 +51,12 @@ class Reporter:
             self.kept += 1
         if self.quiet or status == "kept":
             return
+        from tqdm import tqdm
+
         now = time.perf_counter()
-        cli_common.say(f"{self.prefix}chunk {index + 1}/{chunks} (#{index}) {status} in {now - self.start:.1f} s")
+        line = f"{cli_common.PROG}: {self.prefix}chunk {index + 1}/{chunks} (#{index}) {status} in {now - self.start:.1f} s"
+        tqdm.write(line, file=sys.stderr)  # above speak's progress bars, not inside them
+        sys.stderr.flush()
         self.start = now
 
     def summary(self, chunks: int) -> str:
