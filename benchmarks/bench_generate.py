@@ -181,7 +181,20 @@ def run_jax(size: str, tokens: int, runs: int, folder: str, case: str, dtype: st
     ids, feats = _inputs(np)
     fn = program_for(model, opts, 1, 1)
     i, m = _prepare_text(model, opts, ids, None)
-    args = lambda n: (params, i, m, jax.numpy.asarray(feats), None, jax.random.key(0), np.int32(n), np.int32(0))  # noqa: E731
+
+    def args(n):
+        return (
+            params,
+            i,
+            m,
+            jax.numpy.asarray(feats),
+            None,
+            jax.random.key(0),
+            np.int32(n),
+            np.int32(0),
+            np.zeros(1, np.int32),
+        )
+
     run = ahead_or_jit(fn, args(1))
     assert run is not fn, "the warmed-up program was not found; it would be compiled again"
     call = lambda n: jax.block_until_ready(run(*args(n)))  # noqa: E731

@@ -1,9 +1,10 @@
 """`clvp-jax`: the command line, thin over `clvp_jax.pipeline` (and `clvp_jax.checkpoint.convert_cli` for
 `convert`). `generate` lives in `cli_generate`, `speak` in `cli_speak`; the flags they share in `cli_voice` (voices)
-and `cli_options` (Tortoise's sampling knobs, -v/-q); what they write besides the data in `cli_output`.
+and `cli_options` (Tortoise's sampling knobs, -v/-q); what they write besides the data in `cli_output`. Both run
+long text chunk by chunk, resumably (`cli_long_text`: --regenerate, --chunk-group; `clvp_jax.long_text`).
 
   clvp-jax generate "Some text." [--voice V | --latents F.npy] [--voices-dir DIR] [--checkpoint DIR] [--preset P]
-                    [--num-samples N] [--candidates K] [--temperature T] ... [-o OUT_DIR]
+                    [--num-samples N] [--candidates K] [--temperature T] ... [--regenerate I,J] [-o OUT_DIR]
   clvp-jax speak "Some text." [--voice V] [--voices-dir DIR] [--checkpoint DIR] [--preset P] ... -o out.wav
   clvp-jax generate|speak --list-voices [--voices-dir DIR]
   clvp-jax latents --voice CLIPS... --out voice.npy
@@ -74,7 +75,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_speak(args: argparse.Namespace) -> int:
     from clvp_jax.cli_speak import cmd_speak as run
 
-    return run(args, usage_error=UsageError, say=_say)
+    return run(args)
 
 
 def cmd_latents(args: argparse.Namespace) -> int:
@@ -191,7 +192,7 @@ def _common(p: argparse.ArgumentParser, voice: bool = True) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from clvp_jax import cli_voice
+    from clvp_jax import cli_long_text, cli_voice
     from clvp_jax.checkpoint.convert_cli import add_arguments as add_convert_arguments
     from clvp_jax.version import __version__
 
@@ -218,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
         keep_help="listed in candidates.json (default: every candidate drawn)",
         max_new_tokens_help="speech codes per candidate (default 500)",
     )
+    cli_long_text.add_arguments(g)
     g.add_argument("--seed", type=int, default=0, help="seed of every random draw, in [0, 2^32) (default 0)")
     g.add_argument(
         "-o", "--output", "--out", dest="out", type=Path, default=Path("clvp-jax-out"), help="results folder"

@@ -1,23 +1,27 @@
-"""`clvp-jax generate`: text + voice(s) -> CLVP-ranked speech-code candidates (thin over `pipeline.rank_speech`).
+"""`clvp-jax generate`: text + voice(s) -> CLVP-ranked speech-code candidates, chunk by chunk (`clvp_jax.long_text`).
 
-Files written to `-o/--output` (default `clvp-jax-out/`), as one folder that appears whole:
-  candidates.json   settings, per chunk its text and the kept candidates (best first: index, score, codes, stopped),
-                    and the provenance record (`clvp_jax.cli_output`)
+Files written to `-o/--output` (default `clvp-jax-out/`):
+  chunks/0003/      one folder per chunk, written whole as soon as the chunk is ranked: candidates.json (its key,
+                    text, every candidate drawn, best first, and the provenance record) and candidates.npz
+  candidates.json   the whole text, rebuilt from the chunk folders: settings, per chunk its text and the KEPT
+                    candidates (best first: index, score, codes, stopped), and the provenance record
+                    (`clvp_jax.cli_output`)
   candidates.npz    sequences [chunks, drawn, 1 + max_new_tokens] (start token, codes, stop token, padding),
                     candidate_scores [chunks, drawn], num_generated [chunks, drawn] (codes including the stop
                     token), best_index [chunks], kept_index [chunks, kept] (best first), text_ids and text_mask
                     [chunks, T] (the tokenised chunks, padded)
-With `--voice a,b` the folder holds one sub-folder of both files per voice (`OUT/a/`, `OUT/b/`).
+With `--voice a,b` the folder holds one such folder per voice (`OUT/a/`, `OUT/b/`), each resumed on its own. A
+rerun into the same folder keeps every finished chunk whose key is unchanged (`cli_long_text`; --regenerate,
+--force); a changed setting (--temperature, the seed, the voice, the weights) makes the chunks again.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-from clvp_jax import cli_common, cli_options, cli_output, fs
+from clvp_jax import cli_common, cli_long_text, cli_options, cli_output, fs
 
 
 def is_results_folder(folder: Path) -> bool:
@@ -26,39 +30,11 @@ def is_results_folder(folder: Path) -> bool:
     return bool(names) and names <= {"candidates.json", "candidates.npz", fs.OUTPUT_MARKER}
 
 
-def kept_json(result, keep: int, record: dict) -> dict:
-    """`result.to_json()` with each chunk's candidates cut to the `keep` best, and the provenance record."""
-    info = result.to_json()
-    info["settings"]["kept"] = keep
-    for chunk in info["chunks"]:
-        chunk["candidates"] = chunk["candidates"][:keep]
-    return info | {"provenance": record}
-
-
-def write_outputs(out_dir: Path, results: list[tuple[str, dict, dict]], force: bool, protect: list[Path]):
-    """Write candidates.json and candidates.npz (one voice) or a sub-folder of both per voice (`a,b`), as one
-    folder that appears whole (`fs.output_folder`): a failure, an interrupt or a concurrent run never leaves a pair
-    from two runs or half a pair. `results` holds (voice name, JSON, arrays)."""
-    import numpy as np
-
-    written = []
-    with fs.output_folder(out_dir, force=force, protect=protect, is_ours=is_results_folder) as tmp:
-        for name, info, arrays in results:
-            sub = tmp if len(results) == 1 else tmp / name
-            sub.mkdir(exist_ok=True)
-            fs.write_text(sub / "candidates.json", cli_output.dumps(info))
-            with fs.atomic_file(sub / "candidates.npz", "wb") as f:
-                np.savez(f, **arrays)
-            written.append(out_dir if len(results) == 1 else out_dir / name)
-    return written
-
-
 def cmd_generate(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from clvp_jax import cli_voice, pipeline
     from clvp_jax.generation.options import OptionError
     from clvp_jax.generation.presets import PRESETS
+    from clvp_jax.long_text import digest, write_codes
 
     if args.list_voices:
         print(cli_voice.list_text(args, cli_common.UsageError))
@@ -68,6 +44,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     specs = None if args.latents is not None else cli_voice.resolve(args, cli_common.UsageError)
     text = cli_common.read_text(args)
     cli_common.check_seed_arg(args)
+    cli_long_text.check(args)
     sampling = cli_options.sampling_from(args, cli_common.UsageError)
     if args.preset not in PRESETS:
         raise cli_common.UsageError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
@@ -77,8 +54,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     except OptionError as err:
         raise cli_common.UsageError(cli_options.flag_message(err)) from None
     keep = sampling.keep or drawn
+    names = ["voice"] if specs is None else cli_voice.output_names(specs)
+    folders = [args.out] if len(names) == 1 else [args.out / name for name in names]
     # Every refusal the output can meet comes before the work: a file, a read-only folder, an input, not ours.
-    fs.check_target(args.out, force=args.force, protect=cli_common.protected(args), is_ours=is_results_folder)
+    # An output of ours is resumed (its finished chunks kept), so "exists" is no refusal here.
+    for folder in dict.fromkeys([args.out, *folders]):
+        fs.check_target(folder, force=True, protect=cli_common.protected(args), is_ours=is_results_folder)
     if args.latents is not None and not args.latents.is_file():
         raise cli_common.UsageError(f"no latents file at {args.latents}")
     if specs is not None:
@@ -115,7 +96,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 random_weights=args.checkpoint is None,
             )
 
-        for spec, name in zip(specs, cli_voice.output_names(specs), strict=True):
+        for spec, name in zip(specs, names, strict=True):
             got = cli_voice.latents_of(
                 spec,
                 checkpoint_hash=ckpt_hash,
@@ -130,70 +111,72 @@ def cmd_generate(args: argparse.Namespace) -> int:
                     "recompute the latents with this checkpoint (clvp-jax latents)"
                 )
             voices_latents.append((name, cli_voice.describe(spec, name), got.auto))
-    results = []
+    weights = digest(params)
+    quiet = cli_options.verbosity(args) < 0
+    if len(folders) > 1:  # the parent of the voices' folders is ours too (check_target then accepts it)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / fs.OUTPUT_MARKER).touch()
     start = time.perf_counter()
-    for name, voice_record, latents in voices_latents:
-        label = "candidates (first call compiles)" + (f" [{name}]" if len(voices_latents) > 1 else "")
-        with tqdm(desc=label, unit="cand", file=sys.stderr, disable=cli_options.verbosity(args) < 0) as bar:
-
-            def progress(done: int, total: int) -> None:
-                bar.total = total
-                bar.update(done - bar.n)
-
-            result = pipeline.rank_speech(
-                text=text,
-                model=model,
-                params=params,
-                latents=latents,
-                preset=args.preset,
-                candidates=sampling.num_samples,
-                max_new_tokens=sampling.max_new_tokens,
-                seed=args.seed,
-                dtype=args.dtype,
-                progress=progress,
-                sampling=sampling,
-            )
+    for (name, voice_record, latents), folder in zip(voices_latents, folders, strict=True):
+        plan = pipeline.plan_ranking(
+            text=text,
+            model=model,
+            params=params,
+            latents=latents,
+            preset=args.preset,
+            candidates=sampling.num_samples,
+            max_new_tokens=sampling.max_new_tokens,
+            seed=args.seed,
+            dtype=args.dtype,
+            sampling=sampling,
+        )
+        again = cli_long_text.regenerate(args, len(plan.chunks))
         record = cli_output.provenance(
             checkpoint=args.checkpoint,
             checkpoint_sha256=ckpt_hash,
             random_weights=args.checkpoint is None,
             voice=voice_record,
             seed=args.seed,
-            options=result.settings | {"kept": keep, "sampling_flags": sampling.to_json()},
-            chunks=[c.text for c in result.chunks],
+            options=plan.settings | {"kept": keep, "sampling_flags": sampling.to_json()},
+            chunks=plan.chunks,
             argv=args.argv,
         )
-        results.append((name, result, record))
-    elapsed = time.perf_counter() - start
-    written = write_outputs(
-        args.out,
-        [(name, kept_json(r, keep, rec), kept_arrays(r, keep)) for name, r, rec in results],
-        args.force,
-        cli_common.protected(args),
-    )
-    for (name, result, _), folder in zip(results, written, strict=True):
-        if len(results) > 1:
+        report = cli_long_text.Reporter(quiet, prefix=f"[{name}] " if len(folders) > 1 else "")
+        write_codes(
+            plan,
+            model=model,
+            params=params,
+            out=folder,
+            weights=weights,
+            regenerate=again,
+            force=args.force,
+            group_size=args.chunk_group,
+            report=report,
+            keep=keep,
+            record=record,
+        )
+        if len(folders) > 1:
             print(f"voice {name}:")
-        for i, chunk in enumerate(result.chunks):
-            best = chunk.best
-            head = ", ".join(map(str, best.codes[:12])) + (", ..." if len(best.codes) > 12 else "")
-            print(f"chunk {i}: {chunk.text!r}")
-            for rank, cand in enumerate(chunk.candidates[: min(args.show, keep)]):
-                mark = "*" if rank == 0 else " "
-                print(
-                    f"  {mark} #{rank + 1} candidate {cand.index:3d}  score {cand.score:8.4f}  {len(cand.codes)} codes"
-                    + ("" if cand.stopped else " (no stop token)")
-                )
-            print(f"    best codes: [{head}]")
-        print(f"wrote {folder / 'candidates.json'} and {folder / 'candidates.npz'}")
+        print_codes(folder, len(plan.chunks), min(args.show, keep))
+        print(f"wrote {folder / 'candidates.json'} and {folder / 'candidates.npz'}: {report.summary(len(plan.chunks))}")
     label = " (RANDOM weights: meaningless codes)" if args.checkpoint is None else ""
-    print(f"{len(results)} voice(s){label}, {elapsed:.1f} s generating and ranking")
+    print(f"{len(folders)} voice(s){label}, {time.perf_counter() - start:.1f} s generating and ranking")
     return 0
 
 
-def kept_arrays(result, keep: int) -> dict:
-    """The .npz arrays, with `kept_index` [chunks, keep]: the kept candidates' indices, best first."""
-    import numpy as np
+def print_codes(folder: Path, chunks: int, show: int) -> None:
+    """Print each chunk's best `show` candidates, reading one chunk folder at a time (memory does not grow with
+    the text)."""
+    from clvp_jax.long_text import ChunkStore
 
-    kept = np.asarray([[c.index for c in chunk.candidates[:keep]] for chunk in result.chunks], np.int64)
-    return result.arrays | {"kept_index": kept}
+    store = ChunkStore(folder / "chunks", "candidates.json")
+    for i in range(chunks):
+        entry = store.recorded(i) or {}
+        codes = entry.get("best", {}).get("codes", [])
+        print(f"chunk {i}: {entry.get('text', '')!r}")
+        for rank, cand in enumerate(entry.get("candidates", [])[:show]):
+            print(
+                f"  {'*' if rank == 0 else ' '} #{rank + 1} candidate {cand['index']:3d}  score {cand['score']:8.4f}  "
+                f"{len(cand['codes'])} codes" + ("" if cand["stopped"] else " (no stop token)")
+            )
+        print(f"    best codes: [{', '.join(map(str, codes[:12]))}{', ...' if len(codes) > 12 else ''}]")

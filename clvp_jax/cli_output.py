@@ -8,27 +8,13 @@ and per chunk its text and its normalised form (what the tokenizer saw).
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+from clvp_jax.json_text import dumps as dumps  # re-exported: the readable JSON of every file written
+
 PACKAGED_CHECKPOINT = "packaged default (random weights)"
-
-
-def dumps(value: Any) -> str:
-    """JSON for people: indented objects, but a list of plain values (the codes of a candidate) on one line."""
-
-    def dump(x: Any, level: int) -> str:
-        pad, inner = " " * level, " " * (level + 1)
-        if isinstance(x, dict) and x:
-            items = [f"{inner}{json.dumps(str(k))}: {dump(v, level + 1)}" for k, v in x.items()]
-            return "{\n" + ",\n".join(items) + f"\n{pad}}}"
-        if isinstance(x, (list, tuple)) and any(isinstance(v, (dict, list, tuple)) for v in x):
-            return "[\n" + ",\n".join(f"{inner}{dump(v, level + 1)}" for v in x) + f"\n{pad}]"
-        return json.dumps(x, allow_nan=False)  # NaN is not JSON: refused upstream, and here as a last resort
-
-    return dump(value, 0) + "\n"
 
 
 def checkpoint_hash(checkpoint) -> str:

@@ -1,19 +1,24 @@
-"""`clvp-jax speak`: text + voice -> 24 kHz WAV files (thin over `clvp_jax.speech.synthesize`).
+"""`clvp-jax speak`: text + voice -> 24 kHz WAV files, chunk by chunk (`speech.plan_speech`, `clvp_jax.long_text`).
 
   clvp-jax speak "Some text." [--voice NAME|CLIPS..|latents|random|a&b|a,b] [--voices-dir DIR] [--checkpoint DIR]
                  [--preset P] [-o out.wav] [--text-file F] [--num-samples N] [--candidates K]
                  [--temperature T] [--top-p P] [--top-k K] [--repetition-penalty R] [--length-penalty L]
-                 [--sampler ddpm|ddim|dpm++2m] [--diffusion-steps K] [--cvvp-amount A] [--seed S] [--force] [-v|-q]
+                 [--sampler ddpm|ddim|dpm++2m] [--diffusion-steps K] [--vocoder univnet|hifigan]
+                 [--cvvp-amount A] [--seed S] [--regenerate I,J] [--chunk-group N] [--force] [-v|-q]
 
-Files written (each atomically, 32-bit float WAV, mono, 24 kHz), for `-o out.wav`:
-  out.wav                   the best candidate of every chunk, joined
+Files written (32-bit float WAV, mono, 24 kHz), for `-o out.wav`; --candidates K (default 1) are rendered per chunk:
+  out.chunks/0003/          one folder per chunk, written whole as soon as it is rendered: rank0.wav[, rank1.wav ...]
+                            and chunk.json (its key, the rendered candidates, every candidate ranked, provenance)
+  out.wav                   the best candidate of every chunk, joined (rebuilt from the chunk folders)
   out.rank{r}.wav           with --candidates K > 1: the rank-r candidates joined (r = 1 .. K-1)
-  out.chunk{i}.wav          with more than one chunk: chunk i's best (and out.chunk{i}.rank{r}.wav with K > 1)
-  out.json                  settings, per chunk the rendered candidates and every candidate ranked, provenance
-With `--voice a,b` each voice gets its own set, named `out.a.wav`, `out.a.json`, `out.b.wav`, ...
-Every WAV's comment holds a one-line provenance digest (clvp-jax version, checkpoint and its sha256, voice, seed,
-preset, the normalised text). With the packaged default (no --checkpoint) the weights are random: the audio is
-meaningless noise, and says so in its WAV comment and in the JSON.
+  out.json                  settings, per chunk the rendered candidates and every candidate ranked, the files,
+                            and the provenance record
+With `--voice a,b` each voice gets its own set, named `out.a.wav`, `out.a.chunks/`, `out.a.json`, `out.b.wav`, ...
+A rerun into the same output keeps every finished chunk whose key is unchanged (text, voice, settings including the
+sampling flags and --vocoder, weights, version) and rebuilds the joined files (`cli_long_text`: --regenerate,
+--force). Every WAV's comment holds a one-line provenance digest (clvp-jax version, checkpoint and its sha256, voice,
+seed, preset, the normalised text). With the packaged default (no --checkpoint) the weights are random: the audio
+is meaningless noise, and says so in its WAV comment and in the JSON.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ SPEAK_NOTICE = (
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The `speak` options."""
-    from clvp_jax import cli_options, cli_voice
+    from clvp_jax import cli_long_text, cli_options, cli_voice
     from clvp_jax.waveform.presets import PRESET_NAMES
     from clvp_jax.waveform.sampler import SAMPLER_KINDS
 
@@ -66,30 +71,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cvvp-amount", type=float, default=0.0, help="mix CVVP into the ranking, 0..1 (needs cvvp.pth)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw, in [0, 2^32) (default 0)")
     p.add_argument("--force", action="store_true", help="replace existing output files")
+    cli_long_text.add_arguments(p)
     cli_options.add_verbosity(p)
-
-
-def output_paths(out: Path, chunks: int, keep: int) -> dict[tuple[int | None, int], Path]:
-    """(chunk or None for the joined text, rank) -> file, as the module docstring lists them."""
-    stem, suffix = out.with_suffix(""), out.suffix or ".wav"
-    rank = lambda r: "" if r == 0 else f".rank{r}"  # noqa: E731
-    paths = {(None, r): Path(f"{stem}{rank(r)}{suffix}") for r in range(keep)}
-    if chunks > 1:
-        paths |= {(i, r): Path(f"{stem}.chunk{i}{rank(r)}{suffix}") for i in range(chunks) for r in range(keep)}
-    return paths
-
-
-def write_wav(path: Path, waveform, sampling_rate: int, comment: str | None) -> None:
-    """A mono 32-bit float WAV, atomically (`fs.atomic_file`), with `comment` in its INFO chunk."""
-    import soundfile as sf
-
-    from clvp_jax.fs import atomic_file
-
-    with atomic_file(path, "wb") as f:
-        with sf.SoundFile(f, "w", samplerate=sampling_rate, channels=1, format="WAV", subtype="FLOAT") as wav:
-            if comment:
-                wav.comment = comment
-            wav.write(waveform)
 
 
 def voice_diffusion_latent(checkpoint: Path | None, voice, model):
@@ -141,62 +124,80 @@ def voice_output(out: Path, name: str, several: bool) -> Path:
     return Path(f"{out.with_suffix('')}.{name}{out.suffix or '.wav'}") if several else out
 
 
-def _taken(paths, json_path: Path) -> list[str]:
-    return [str(p) for p in [*paths, json_path] if p.exists()]
+def check_output(out: Path, keep: int, force: bool) -> None:
+    """Before any work: `out`'s files (`long_text.speech_paths`) are free, an earlier output of ours (resumed), or
+    replaced with --force; a chunk folder that is not ours is never touched."""
+    from clvp_jax.cli_common import UsageError
+    from clvp_jax.fs import OUTPUT_MARKER
+    from clvp_jax.long_text import speech_paths
+
+    paths = speech_paths(out, keep)
+    resuming = (paths["chunks"] / OUTPUT_MARKER).is_file()
+    taken = [str(p) for name, p in paths.items() if name != "chunks" and p.exists()]
+    if paths["chunks"].exists() and not resuming:
+        raise UsageError(f"{paths['chunks']} exists and is not an output of clvp-jax; choose another -o")
+    if taken and not (resuming or force):
+        raise UsageError(f"{', '.join(taken)} exist(s); pass --force to replace or choose another -o")
 
 
-def cmd_speak(args: argparse.Namespace, *, usage_error, say) -> int:
-    """Run `speak`; `usage_error` is the CLI's one-line error class, `say(message)` its stderr notice."""
-    from clvp_jax import cli_common, cli_options, cli_output, cli_voice
-    from clvp_jax.fs import write_text
+def cmd_speak(args: argparse.Namespace) -> int:
+    """Run `speak`: each voice's chunks into OUT.chunks/ (resumable), then the joined OUT.wav and OUT.json."""
+    from clvp_jax import cli_common, cli_long_text, cli_options, cli_output, cli_voice
+    from clvp_jax.cli_common import UsageError
     from clvp_jax.generation.options import OptionError
     from clvp_jax.waveform.presets import speech_preset
 
     if args.list_voices:
-        print(cli_voice.list_text(args, usage_error))
+        print(cli_voice.list_text(args, UsageError))
         return 0
     # Everything the user gave is checked before the model load: text, numbers, voices, the output.
-    specs = cli_voice.resolve(args, usage_error)  # first: `--voice lj "Text."` takes the text as a voice
+    specs = cli_voice.resolve(args, UsageError)  # first: `--voice lj "Text."` takes the text as a voice
     text = cli_common.read_text(args)
     cli_common.check_seed_arg(args)
-    sampling = cli_options.sampling_from(args, usage_error)
+    cli_long_text.check(args)
+    sampling = cli_options.sampling_from(args, UsageError)
     try:
         preset = speech_preset(
             args.preset, sampler=args.sampler, diffusion_steps=args.diffusion_steps, candidates=sampling.num_samples
         )
         sampling.check_keep(preset.candidates)
     except OptionError as err:
-        raise usage_error(cli_options.flag_message(err)) from None
+        raise UsageError(cli_options.flag_message(err)) from None
     except (ValueError, TypeError) as err:
-        raise usage_error(str(err)) from None
+        raise UsageError(str(err)) from None
     keep = sampling.keep or 1
     if not 0 <= args.cvvp_amount <= 1:
-        raise usage_error(f"--cvvp-amount must be in [0, 1], got {args.cvvp_amount}")
+        raise UsageError(f"--cvvp-amount must be in [0, 1], got {args.cvvp_amount}")
     if args.checkpoint is not None and not args.checkpoint.exists():
-        raise usage_error(f"no checkpoint at {args.checkpoint}")
-    cli_voice.check_random_generators(specs, args.checkpoint, usage_error)
+        raise UsageError(f"no checkpoint at {args.checkpoint}")
+    cli_voice.check_random_generators(specs, args.checkpoint, UsageError)
     names = cli_voice.output_names(specs)
     several = len(specs) > 1
     if not args.out.parent.is_dir():
-        raise usage_error(f"cannot write {args.out}: the folder {args.out.parent} does not exist")
-    if not args.force:
-        for name in names:
-            out = voice_output(args.out, name, several)
-            if out.exists():
-                raise usage_error(f"{out} exists; pass --force to replace it or choose another -o")
+        raise UsageError(f"cannot write {args.out}: the folder {args.out.parent} does not exist")
+    outs = [voice_output(args.out, name, several) for name in names]
+    for out in outs:
+        check_output(out, keep, args.force)
 
-    from clvp_jax.tts import TextToSpeech
+    from clvp_jax.long_text import digest, speech_paths, write_speech
+    from clvp_jax.speech import plan_speech
+    from clvp_jax.tts import PACKAGED_MAX_CODES, TextToSpeech
     from clvp_jax.voices import VoiceLatents
 
     start = time.perf_counter()
     if args.checkpoint is None:
-        say(SPEAK_NOTICE)
-    if cli_options.verbosity(args) >= 0:
-        say("loading models and voice")
+        cli_common.say(SPEAK_NOTICE)
+    cli_common.say_if(args, 0, "loading models and voice")
     tts = TextToSpeech(args.checkpoint, dtype=args.dtype)
     # A codes-only checkpoint (or one without hifidecoder.pth for --vocoder hifigan) fails here, before any work.
     wm = tts.waveform_models(with_cvvp=args.cvvp_amount > 0, with_hifigan=args.vocoder == "hifigan")
     ckpt_hash = cli_output.checkpoint_hash(args.checkpoint)
+    weights = digest(tts.params, wm.diffusion_variables, wm.vocoder_params, wm.cvvp_params or {})
+    if args.vocoder == "hifigan":
+        weights = digest(weights, wm.hifigan_params)
+    max_new_tokens = sampling.max_new_tokens
+    if max_new_tokens is None and tts.random_weights:
+        max_new_tokens = PACKAGED_MAX_CODES
 
     def compute(clips):
         v = tts.get_conditioning_latents([str(c) for c in clips])
@@ -211,7 +212,8 @@ def cmd_speak(args: argparse.Namespace, *, usage_error, say) -> int:
             random_weights=tts.random_weights,
         )
 
-    for spec, name in zip(specs, names, strict=True):
+    quiet = cli_options.verbosity(args) < 0
+    for spec, name, out in zip(specs, names, outs, strict=True):
         if args.cvvp_amount > 0 and spec.clips:
             voice = [str(c) for c in spec.clips]  # CVVP reads the clips' mels: no cache
         else:
@@ -221,66 +223,65 @@ def cmd_speak(args: argparse.Namespace, *, usage_error, say) -> int:
                 compute=compute,
                 need_diffusion=True,
                 random=random,
-                say=lambda line: cli_options.verbosity(args) >= 1 and say(line),
+                say=lambda line: cli_common.say_if(args, 1, line),
             )
-        quiet = cli_options.verbosity(args) < 0
-        bars = _Bars(quiet)
-        try:
-            result = tts.tts_with_preset(
-                text,
-                voice=voice,
-                preset=args.preset,
-                k=keep,
-                sampler=args.sampler,
-                diffusion_steps=args.diffusion_steps,
-                candidates=sampling.num_samples,
-                cvvp_amount=args.cvvp_amount,
-                seed=args.seed,
-                max_new_tokens=sampling.max_new_tokens,
-                progress=None if quiet else bars,  # quiet: no per-step reports compiled into the sampler
-                temperature=sampling.temperature,
-                top_p=sampling.top_p,
-                top_k=sampling.top_k,
-                repetition_penalty=sampling.repetition_penalty,
-                length_penalty=sampling.length_penalty,
-                vocoder=args.vocoder,
-            )
-        finally:
-            bars.close()
-        out = voice_output(args.out, name, several)
-        paths = output_paths(out, len(result.chunks), keep)
-        json_path = out.with_suffix(".json")
-        if not args.force and (taken := _taken(paths.values(), json_path)):
-            raise usage_error(f"{', '.join(taken)} exist(s); pass --force to replace or choose another -o")
+        plan = plan_speech(
+            text=text,
+            model=tts.model,
+            params=tts.params,
+            waveform_models=wm,
+            voice=voice,
+            preset=preset,
+            k=keep,
+            cvvp_amount=args.cvvp_amount,
+            seed=args.seed,
+            max_new_tokens=max_new_tokens,
+            dtype=args.dtype,
+            sampling=sampling,
+            vocoder=args.vocoder,
+        )
+        again = cli_long_text.regenerate(args, len(plan.chunks))
         record = cli_output.provenance(
             checkpoint=args.checkpoint,
             checkpoint_sha256=ckpt_hash,
-            random_weights=result.random_weights,
+            random_weights=wm.random_weights,
             voice=cli_voice.describe(spec, name),
             seed=args.seed,
-            options=result.settings | {"sampling_flags": sampling.to_json()},
-            chunks=[c.text for c in result.chunks],
+            options=plan.settings | {"sampling_flags": sampling.to_json()},
+            chunks=plan.chunks,
             argv=args.argv,
         )
-        comment = cli_output.wav_comment(record, RANDOM_LABEL if result.random_weights else None)
-        joined = result.waveforms
-        for (chunk, rank), path in paths.items():
-            wav = joined[rank] if chunk is None else result.chunks[chunk].outputs[rank].waveform
-            write_wav(path, wav, result.sampling_rate, comment)
-        files = {f"{c if c is not None else 'all'}/{r}": str(p) for (c, r), p in paths.items()}
-        info = result.to_json() | {"files": files, "provenance": record}
-        if result.random_weights:
-            info["label"] = RANDOM_LABEL
-        write_text(json_path, cli_output.dumps(info))
-        seconds = result.waveform.size / result.sampling_rate
-        for i, chunk in enumerate(result.chunks):
-            best = chunk.outputs[0]
-            print(
-                f"chunk {i}: {chunk.text!r}: candidate {best.candidate.index} (score {best.score:.4f}), "
-                f"{len(best.candidate.codes)} codes, {best.frames} latent frames, "
-                f"{best.waveform.size / result.sampling_rate:.2f} s"
+        label = RANDOM_LABEL if wm.random_weights else None
+        report = cli_long_text.Reporter(quiet, prefix=f"[{name}] " if several else "")
+        bars = _Bars(quiet)
+        try:
+            write_speech(
+                plan,
+                model=tts.model,
+                params=tts.params,
+                waveform_models=wm,
+                out=out,
+                weights=weights,
+                regenerate=again,
+                force=args.force,
+                group_size=args.chunk_group,
+                comment=cli_output.wav_comment(record, label),
+                label=label,
+                record=record,
+                report=report,
+                progress=None if quiet else bars,  # quiet: no per-step reports compiled into the sampler
             )
-        label = " (RANDOM weights: meaningless audio)" if result.random_weights else ""
-        print(f"wrote {out}: {seconds:.2f} s of 24 kHz audio{label}, voice {name}")
+        finally:
+            bars.close()
+        import soundfile as sf
+
+        paths = speech_paths(out, keep)
+        seconds = sf.info(str(paths["0"])).duration
+        random_note = " (RANDOM weights: meaningless audio)" if wm.random_weights else ""
+        print(
+            f"wrote {out}: {seconds:.2f} s of 24 kHz audio{random_note}, voice {name}; "
+            f"{report.summary(len(plan.chunks))}"
+        )
+        print(f"chunks in {paths['chunks']}, settings and scores in {paths['json']}")
     print(f"done in {time.perf_counter() - start:.1f} s")
     return 0

@@ -30,6 +30,7 @@ from clvp_jax.model import ClvpModelForConditionalGeneration, init_params
 
 __all__ = ["TEXT_NORMALIZER", "DEFAULT_NOTICE", "default_config", "load_model", "compute_latents"]
 __all__ += ["Candidate", "ChunkResult", "RankResult", "rank_speech", "score", "describe_checkpoint"]
+__all__ += ["RankPlan", "plan_ranking", "chunk_groups", "rank_group", "stack_arrays"]
 
 TEXT_NORMALIZER = "tortoise"
 """Text normaliser of every tokenizer built here: Tortoise's own (`english_cleaners`, what the real weights were
@@ -142,6 +143,176 @@ class RankResult:
 
 
 CANDIDATES_PER_CALL = 16
+CHUNKS_PER_CALL = 8
+"""Chunks of a text generated together: at most this many texts x `CANDIDATES_PER_CALL` rows per call, so a long
+text runs in bounded memory (all chunks of a 50,000-character text in one call took 7.6 GB at the small default)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RankPlan:
+    """A text prepared for generation (`plan_ranking`): its chunks and what every group of them is generated with.
+
+    Attributes:
+      chunks: the text's chunks in reading order (`split_at_marks`: `|` marks manual split points).
+      options: the generation options of every call (`candidates` per call, at most `CANDIDATES_PER_CALL`).
+      candidates: C, candidates kept per chunk.
+      text_length: the padded token length of every call (the longest chunk's), so every group runs one program.
+      latents: float32 [D], the voice's conditioning latent; seed: the seed of every draw.
+      settings: what the results record (preset, candidates, max_new_tokens, seed, dtype, sampling settings).
+    """
+
+    chunks: list[str]
+    options: Any
+    candidates: int
+    text_length: int
+    latents: np.ndarray
+    seed: int
+    settings: dict[str, Any]
+
+
+def plan_ranking(
+    *,
+    text: str,
+    model,
+    params,
+    latents: np.ndarray,
+    preset: str = "ultra_fast",
+    candidates: int | None = None,
+    max_new_tokens: int | None = None,
+    seed: int = 0,
+    dtype: str = "float32",
+    sampling: SamplingOverrides | None = None,
+) -> RankPlan:
+    """Check the inputs and split `text` into chunks (nothing is generated yet). Raises `ValueError` on bad input."""
+    from clvp_jax.generation.latents import check_latent_values
+    from clvp_jax.text import ClvpTokenizer
+    from clvp_jax.text.speakable import require_speakable
+    from clvp_jax.text.splitter import split_at_marks
+
+    config: ClvpConfig = model.config
+    check_seed(seed)
+    options = preset_options(
+        preset, config=config, candidates=candidates, max_new_tokens=max_new_tokens, dtype=dtype, sampling=sampling
+    )
+    require_scoring(params)
+    latents = np.asarray(check_latent_values(latents, "latents"), np.float32).reshape(-1)
+    tokenizer = ClvpTokenizer.from_pretrained(normalizer=TEXT_NORMALIZER)
+    require_speakable(text, tokenizer.normalize)
+    chunks = split_at_marks(text, tokenizer, max_tokens=config.decoder_config.max_text_tokens - 3)
+    if not chunks:
+        raise ValueError("the text has nothing to say (no letters or digits)")
+    lengths = [len(ids) for ids in tokenizer(chunks, return_attention_mask=False)["input_ids"]]
+    C = options.num_return_sequences
+    settings = {
+        "preset": preset,
+        "candidates": C,
+        "max_new_tokens": options.max_new_tokens,
+        "seed": seed,
+        "dtype": dtype,
+        "temperature": options.temperature,
+        "top_p": options.top_p,
+        "top_k": options.top_k,
+        "repetition_penalty": options.repetition_penalty,
+        "length_penalty": 1.0 if sampling is None or sampling.length_penalty is None else sampling.length_penalty,
+        "pad_to_max_mel_tokens": options.pad_to_max_mel_tokens,
+    }
+    call_options = options.replace(num_return_sequences=min(C, CANDIDATES_PER_CALL))
+    return RankPlan(chunks, call_options, C, max(lengths), latents, seed, settings)
+
+
+def chunk_groups(indices: Sequence[int], size: int = 0) -> list[list[int]]:
+    """`indices` in groups of at most `size` (default `CHUNKS_PER_CALL`), all of one size but the last's rows,
+    which `rank_group` pads to it: ceil(n / ceil(n / size)) each, so padding never costs a whole group."""
+    size = size or CHUNKS_PER_CALL
+    indices = list(indices)
+    if not indices:
+        return []
+    per = -(-len(indices) // -(-len(indices) // size))
+    return [indices[i : i + per] for i in range(0, len(indices), per)]
+
+
+def rank_group(
+    plan: RankPlan,
+    indices: Sequence[int],
+    *,
+    model,
+    params,
+    rows: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[tuple[ChunkResult, dict[str, np.ndarray]]]:
+    """Generate and rank the chunks `indices` of `plan` together: per chunk its `ChunkResult` and its arrays
+    (sequences [C, 1 + M], candidate_scores [C], num_generated [C], text_ids [T], text_mask [T]).
+
+    Chunk i, candidate c draws from fold_in(fold_in(key(seed), i), c) whatever group it is in: the result of a
+    chunk does not depend on which chunks are generated with it, nor on `rows`. `rows` pads the group (repeating
+    its last chunk, whose extra results are dropped) so that groups of one size share one compiled program.
+    `progress(done, total)` counts this group's candidates.
+    """
+    from clvp_jax.generation import generate
+    from clvp_jax.text import ClvpTokenizer
+
+    config: ClvpConfig = model.config
+    indices = list(indices)
+    n = len(indices)
+    B = max(rows or n, n)
+    texts = [plan.chunks[i] for i in indices] + [plan.chunks[indices[-1]]] * (B - n)
+    tokenizer = ClvpTokenizer.from_pretrained(normalizer=TEXT_NORMALIZER)
+    enc = tokenizer(texts, padding="max_length", max_length=plan.text_length, return_tensors="np")
+    text_indices = np.asarray(indices + [indices[-1]] * (B - n), np.int32)
+    C, per_call = plan.candidates, plan.options.num_return_sequences
+    sequences, scores, generated = [], [], []  # per call: [B, per_call, ...]
+    for k in range(-(-C // per_call)):
+        out = generate(
+            model,
+            params,
+            enc["input_ids"],
+            attention_mask=enc["attention_mask"],
+            conditioning_latents=plan.latents.reshape(1, -1),
+            rng=jax.random.key(plan.seed),
+            options=plan.options,
+            candidate_offset=k * per_call,
+            text_indices=text_indices,
+        )
+        out = jax.device_get(out)
+        sequences.append(np.asarray(out.sequences).reshape(B, per_call, -1))
+        scores.append(np.asarray(out.candidate_scores))
+        generated.append(np.asarray(out.num_generated).reshape(B, per_call))
+        if progress is not None:
+            progress(min((k + 1) * per_call, C) * n, C * n)
+    # The last call may run past C candidates (same shapes, no recompilation); the extras are dropped.
+    sequences = np.concatenate(sequences, axis=1)[:n, :C]
+    scores = np.concatenate(scores, axis=1)[:n, :C]
+    if not np.isfinite(scores).all():  # a NaN score makes the "best" candidate arbitrary: never write it as a result
+        bad = sorted({indices[int(i)] for i in np.argwhere(~np.isfinite(scores))[:, 0]})
+        raise FloatingPointError(
+            f"CLVP scores of chunk(s) {bad[:10]} are not finite (NaN or inf): the weights or the voice latents are "
+            "damaged; check the checkpoint (clvp-jax convert --dry-run) and recompute the latents"
+        )
+    generated = np.concatenate(generated, axis=1)[:n, :C]
+    stop = plan.options.stop_token(config)
+    results = []
+    for row, i in enumerate(indices):
+        cands = []
+        for c in range(C):
+            codes = [int(x) for x in sequences[row, c, 1 : 1 + int(generated[row, c])]]
+            stopped = bool(codes) and codes[-1] == stop
+            cands.append(Candidate(c, float(scores[row, c]), codes[:-1] if stopped else codes, stopped))
+        arrays = {
+            "sequences": sequences[row],
+            "candidate_scores": scores[row],
+            "num_generated": generated[row],
+            "text_ids": np.asarray(enc["input_ids"][row]),
+            "text_mask": np.asarray(enc["attention_mask"][row]),
+        }
+        results.append((ChunkResult(plan.chunks[i], sorted(cands, key=lambda x: -x.score)), arrays))
+    return results
+
+
+def stack_arrays(per_chunk: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The .npz arrays of a whole text from its chunks' (`rank_group`): each stacked over chunks, plus
+    best_index [chunks]."""
+    arrays = {key: np.stack([a[key] for a in per_chunk]) for key in per_chunk[0]}
+    return arrays | {"best_index": arrays["candidate_scores"].argmax(axis=1)}
 
 
 def rank_speech(
@@ -160,94 +331,37 @@ def rank_speech(
 ) -> RankResult:
     """Generate candidates for every chunk of `text` and rank them with CLVP.
 
-    Long text is split with `split_text` so that every chunk fits the model. All chunks are generated together,
-    in calls of up to 16 candidates per chunk (one compiled program, reused; `progress(done, total)` is called
-    after each). Chunk i, candidate c draws its randomness from fold_in(fold_in(key(seed), i), c), so results do
-    not depend on how candidates are grouped into calls. `sampling` overrides the preset's temperature, top-p,
-    top-k and repetition penalty (`GenerationOptions.tortoise` has Tortoise's); its counts are the caller's.
+    Long text is split with `split_at_marks` (`|` marks manual split points) so that every chunk fits the model.
+    Chunks are generated in groups of up to `CHUNKS_PER_CALL`, in calls of up to 16 candidates per chunk (one
+    compiled program, reused; `progress(done, total)` counts candidates over all chunks). Chunk i, candidate c
+    draws its randomness from fold_in(fold_in(key(seed), i), c), so results do not depend on how chunks and
+    candidates are grouped into calls. `sampling` overrides the preset's temperature, top-p, top-k and
+    repetition penalty (`GenerationOptions.tortoise` has Tortoise's); its counts are the caller's. (To write
+    each chunk as it finishes, see `clvp_jax.long_text`.)
     """
-    from clvp_jax.generation import generate
-    from clvp_jax.generation.latents import check_latent_values
-    from clvp_jax.text import ClvpTokenizer, split_text
-    from clvp_jax.text.speakable import require_speakable
-
-    config: ClvpConfig = model.config
-    check_seed(seed)
-    options = preset_options(
-        preset, config=config, candidates=candidates, max_new_tokens=max_new_tokens, dtype=dtype, sampling=sampling
+    plan = plan_ranking(
+        text=text,
+        model=model,
+        params=params,
+        latents=latents,
+        preset=preset,
+        candidates=candidates,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        dtype=dtype,
+        sampling=sampling,
     )
-    require_scoring(params)
-    latents = check_latent_values(latents, "latents")
-    tokenizer = ClvpTokenizer.from_pretrained(normalizer=TEXT_NORMALIZER)
-    require_speakable(text, tokenizer.normalize)
-    chunks = split_text(text, tokenizer, max_tokens=config.decoder_config.max_text_tokens - 3)
-    if not chunks:
-        raise ValueError("the text has nothing to say (no letters or digits)")
-    enc = tokenizer(chunks, padding=True, return_tensors="np")
-    C = options.num_return_sequences
-    per_call = min(C, CANDIDATES_PER_CALL)
-    calls = -(-C // per_call)
-    call_options = options.replace(num_return_sequences=per_call)
-    sequences, scores, generated = [], [], []  # per call: [B, per_call, ...]
-    for k in range(calls):
-        out = generate(
-            model,
-            params,
-            enc["input_ids"],
-            attention_mask=enc["attention_mask"],
-            conditioning_latents=np.asarray(latents, np.float32).reshape(1, -1),
-            rng=jax.random.key(seed),
-            options=call_options,
-            candidate_offset=k * per_call,
-        )
-        out = jax.device_get(out)
-        B = len(chunks)
-        sequences.append(np.asarray(out.sequences).reshape(B, per_call, -1))
-        scores.append(np.asarray(out.candidate_scores))
-        generated.append(np.asarray(out.num_generated).reshape(B, per_call))
-        if progress is not None:
-            progress(min((k + 1) * per_call, C), C)
-    # The last call may run past C candidates (same shapes, no recompilation); the extras are dropped.
-    sequences = np.concatenate(sequences, axis=1)[:, :C]
-    scores = np.concatenate(scores, axis=1)[:, :C]
-    if not np.isfinite(scores).all():  # a NaN score makes the "best" candidate arbitrary: never write it as a result
-        bad = sorted({int(i) for i in np.argwhere(~np.isfinite(scores))[:, 0]})
-        raise FloatingPointError(
-            f"CLVP scores of chunk(s) {bad[:10]} are not finite (NaN or inf): the weights or the voice latents are "
-            "damaged; check the checkpoint (clvp-jax convert --dry-run) and recompute the latents"
-        )
-    generated = np.concatenate(generated, axis=1)[:, :C]
-    stop = options.stop_token(config)
-    results = []
-    for i, chunk in enumerate(chunks):
-        cands = []
-        for c in range(C):
-            codes = [int(x) for x in sequences[i, c, 1 : 1 + int(generated[i, c])]]
-            stopped = bool(codes) and codes[-1] == stop
-            cands.append(Candidate(c, float(scores[i, c]), codes[:-1] if stopped else codes, stopped))
-        results.append(ChunkResult(chunk, sorted(cands, key=lambda x: -x.score)))
-    settings = {
-        "preset": preset,
-        "candidates": C,
-        "max_new_tokens": options.max_new_tokens,
-        "seed": seed,
-        "dtype": dtype,
-        "temperature": options.temperature,
-        "top_p": options.top_p,
-        "top_k": options.top_k,
-        "repetition_penalty": options.repetition_penalty,
-        "length_penalty": 1.0 if sampling is None or sampling.length_penalty is None else sampling.length_penalty,
-        "pad_to_max_mel_tokens": options.pad_to_max_mel_tokens,
-    }
-    arrays = {
-        "sequences": sequences,
-        "candidate_scores": scores,
-        "best_index": scores.argmax(axis=1),
-        "num_generated": generated,
-        "text_ids": np.asarray(enc["input_ids"]),
-        "text_mask": np.asarray(enc["attention_mask"]),
-    }
-    return RankResult(results, settings, arrays)
+    groups = chunk_groups(range(len(plan.chunks)))
+    results, total, done = [], len(plan.chunks) * plan.candidates, 0
+    for group in groups:
+
+        def group_progress(d: int, t: int, before=done) -> None:
+            if progress is not None:
+                progress(before + d, total)
+
+        results += rank_group(plan, group, model=model, params=params, rows=len(groups[0]), progress=group_progress)
+        done += len(group) * plan.candidates
+    return RankResult([r for r, _ in results], plan.settings, stack_arrays([a for _, a in results]))
 
 
 # Seeds are the 32-bit keys of `jax.random.key`: larger values alias a smaller seed (2^32 gave seed 0's output).
@@ -313,7 +427,8 @@ def score(*, text: str | Sequence[str], speech_ids: Sequence[Sequence[int]], mod
             raise ValueError("an empty speech-code sequence cannot be scored")
         if seq.size > speech_limit:
             raise ValueError(
-                f"a speech sequence of {seq.size} codes is longer than the {speech_limit} the CLVP speech tower takes"
+                f"a speech sequence of {seq.size} codes is longer than the {speech_limit} the CLVP speech tower takes; "
+                "score its first codes, or the candidates of each text chunk (`clvp-jax generate`), instead"
             )
         if seq.min() < 0 or seq.max() >= dec.vocab_size:
             raise ValueError(f"speech codes must be in [0, {dec.vocab_size}), got {seq.min()}..{seq.max()}")

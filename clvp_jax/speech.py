@@ -2,9 +2,12 @@
 
   synthesize(text=..., model=..., waveform_models=..., voice=...)   the pipeline below, every chunk of the text
   voice_conditioning(model=..., voice=...)                           clips / latents file -> both voice latents
+                                                                     (`clvp_jax.speech_voice`, re-exported here)
   render_waveform(waveform_models, latents, diffusion_latent, ...)   AR latents -> diffusion -> vocoder (one sample)
+  plan_speech(...), speak_chunks(plan, ...)                           the same, one chunk at a time (long text)
+The results (`SpeechResult`, `SpeechChunk`, `SpeechCandidate`) live in `clvp_jax.speech_results`.
 
-Per text chunk (`rank_speech` splits long text):
+Per text chunk (`pipeline.plan_ranking` splits long text; `speak_chunks` renders a group of chunks at a time):
   1. candidates: sampled by the AR decoder and ranked by CLVP (`pipeline.rank_speech`); with a CVVP model and
      `cvvp_amount` > 0 the score becomes cvvp_amount * CVVP + (1 - cvvp_amount) * CLVP (CVVP alone at 1), where
      CVVP is the mean over the voice's clips, as `api.tts` mixes them;
@@ -27,9 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -38,7 +39,10 @@ import numpy as np
 
 from clvp_jax.audio.univnet_mel import SAMPLING_RATE, denormalize_tacotron_mel
 from clvp_jax.generation.options import SamplingOverrides
-from clvp_jax.pipeline import Candidate, ChunkResult, RankResult, rank_speech
+from clvp_jax.pipeline import ChunkResult
+from clvp_jax.speech_results import SpeechCandidate, SpeechChunk, SpeechResult
+from clvp_jax.speech_voice import AR_SAMPLING_RATE, Voice, voice_conditioning
+from clvp_jax.speech_voice import diffusion_latent as diffusion_latent  # re-exported (the voice half moved)
 from clvp_jax.waveform.ar_latents import MAX_MEL_TOKENS, ar_latents, fixed_codes, trim_length
 from clvp_jax.waveform.bundle import WaveformModels
 from clvp_jax.waveform.diffusion import DiffusionTts
@@ -48,7 +52,6 @@ from clvp_jax.waveform.sampler import SamplerConfig, SamplerNoise, sample
 from clvp_jax.waveform.univnet import vocode
 
 WAVEFORM_STREAM = 2**30 + 1  # keeps the waveform draws apart from the AR draws of the same (seed, chunk, candidate)
-AR_SAMPLING_RATE = 22050  # Hz of the AR codes' mel frames (1024 samples per code)
 TEXT_BUCKET = 16  # text lengths of the latents pass are padded (masked) to a multiple of this: fewer compilations
 
 # progress(stage, done, total); stage is "candidates", "diffusion" (steps) or "vocoder" (samples).
@@ -58,175 +61,6 @@ Progress = Callable[[str, int, int], None]
 def output_frames(codes: int) -> int:
     """Mel frames L the diffusion decoder makes for `codes` AR latent frames: codes * 4 * 24000 // 22050."""
     return codes * 4 * SAMPLING_RATE // AR_SAMPLING_RATE
-
-
-@dataclasses.dataclass(frozen=True)
-class Voice:
-    """One voice's conditioning for both stages.
-
-    Attributes:
-      autoregressive: float32 [D], the AR conditioning latent.
-      diffusion: float32 [W], the diffusion conditioning latent.
-      cvvp_mels: float32 [n, 80, F], the clips' AR-front-end mels (for CVVP), or None (voice from a latents file).
-    """
-
-    autoregressive: np.ndarray
-    diffusion: np.ndarray
-    cvvp_mels: np.ndarray | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class SpeechCandidate:
-    """One rendered candidate.
-
-    Attributes:
-      candidate: the AR candidate (index, CLVP score, codes up to its stop token, stopped).
-      score: the ranking score (CLVP, or the CVVP mix); cvvp_score: its CVVP score (None when not mixed).
-      frames: AR latent frames kept after the calm-code trim; waveform: float32 [samples] in [-1, 1] at 24 kHz.
-    """
-
-    candidate: Candidate
-    score: float
-    cvvp_score: float | None
-    frames: int
-    waveform: np.ndarray
-
-
-@dataclasses.dataclass(frozen=True)
-class SpeechChunk:
-    """One chunk of the text: every candidate ranked (best first, by `scores`) and the k rendered ones."""
-
-    text: str
-    ranked: list[Candidate]
-    scores: list[float]
-    outputs: list[SpeechCandidate]
-
-    @property
-    def waveform(self) -> np.ndarray:
-        """The best candidate's waveform."""
-        return self.outputs[0].waveform
-
-
-@dataclasses.dataclass(frozen=True)
-class SpeechResult:
-    """What `synthesize` made. `waveform` is the joined best; `waveforms[r]` the joined rank-r candidates."""
-
-    chunks: list[SpeechChunk]
-    settings: dict[str, Any]
-    random_weights: bool
-    sampling_rate: int = SAMPLING_RATE
-
-    @property
-    def waveforms(self) -> list[np.ndarray]:
-        k = len(self.chunks[0].outputs)
-        return [np.concatenate([c.outputs[r].waveform for c in self.chunks]) for r in range(k)]
-
-    @property
-    def waveform(self) -> np.ndarray:
-        return self.waveforms[0]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "settings": self.settings,
-            "random_weights": self.random_weights,
-            "sampling_rate": self.sampling_rate,
-            "chunks": [
-                {
-                    "text": c.text,
-                    "outputs": [
-                        {
-                            "candidate": o.candidate.index,
-                            "score": o.score,
-                            "clvp_score": o.candidate.score,
-                            "cvvp_score": o.cvvp_score,
-                            "codes": len(o.candidate.codes),
-                            "latent_frames": o.frames,
-                            "samples": int(o.waveform.size),
-                        }
-                        for o in c.outputs
-                    ],
-                    "ranked": [
-                        dataclasses.asdict(x) | {"score_used": s} for x, s in zip(c.ranked, c.scores, strict=True)
-                    ],
-                }
-                for c in self.chunks
-            ],
-        }
-
-
-# ---- voice --------------------------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=4)
-def _conditioning_fn(model: DiffusionTts):
-    return jax.jit(lambda v, mels: model.apply(v, mels, method=DiffusionTts.get_conditioning))
-
-
-def diffusion_latent(waveform_models: WaveformModels, clips: Sequence[np.ndarray]) -> np.ndarray:
-    """The diffusion conditioning latent [W] of a voice's clips (22.05 kHz float samples), as Tortoise's
-    `get_conditioning_latents`: 24 kHz log-mels of each clip, contextual embeddings averaged over all of them."""
-    from clvp_jax.audio.diffusion_conditioning import diffusion_conditioning_mels
-
-    mels = diffusion_conditioning_mels(list(clips))  # [n, 100, 401]
-    fn = _conditioning_fn(waveform_models.diffusion)
-    return np.asarray(fn(waveform_models.diffusion_variables, jnp.asarray(mels)[None]))[0]
-
-
-def voice_conditioning(*, model, params, waveform_models: WaveformModels, voice: Any = None) -> Voice:
-    """Both voice latents (and CVVP's mels) from a voice.
-
-    Args:
-      voice: a `Voice` (returned as is); None (the bundled LJ clip); a clip file, a folder of clips or a list of
-        files; a list of 1-D numpy clips at 22.05 kHz (Tortoise's `voice_samples`); a latents file (version 2,
-        `.npz`, with both latents); or a `generation.latents.VoiceLatents` / `voices.VoiceLatents`.
-    Raises:
-      MissingDiffusionLatentError: latents without the diffusion latent (a version-1 `.npy`).
-      LatentsFileError: latents of the wrong width for these models.
-    """
-    from clvp_jax.audio import load_voice
-    from clvp_jax.generation.latents import LatentsFileError, VoiceLatents, get_conditioning_latents, load_voice_latents
-    from clvp_jax.pipeline import TEXT_NORMALIZER
-    from clvp_jax.processor import ClvpProcessor
-
-    if isinstance(voice, Voice):
-        return voice
-    from clvp_jax import voices
-
-    if isinstance(voice, voices.VoiceLatents):  # what `voice_latents.voice_latents` / `load_latents_file` return
-        voice = VoiceLatents(voice.auto, voice.diffusion, source="the voice's latents")
-    width = waveform_models.diffusion_width
-    if isinstance(voice, (str, os.PathLike)) and Path(voice).is_file() and Path(voice).suffix in (".npz", ".npy"):
-        voice = load_voice_latents(voice, model, width)
-    if isinstance(voice, VoiceLatents):
-        where = voice.source or "the given latents"
-        diffusion = np.asarray(voice.require_diffusion(), np.float32).reshape(-1)
-        ar = np.asarray(voice.autoregressive, np.float32)
-        ar = ar.reshape(-1, ar.shape[-1]).mean(axis=0)  # [n, D] latents of several clips: their mean, as Tortoise
-        for name, value, want in (
-            ("autoregressive", ar, model.config.decoder_config.hidden_size),
-            ("diffusion", diffusion, width),
-        ):
-            if value.shape != (want,):
-                raise LatentsFileError(
-                    f"{where}: the {name} latent has width {value.shape[-1]} but the model expects {want}; recompute "
-                    "the latents with this checkpoint"
-                )
-        return Voice(ar, diffusion)
-    if voice is None:
-        from clvp_jax.assets import default_voice_path
-
-        voice = default_voice_path()
-    if isinstance(voice, (str, os.PathLike)) or (
-        isinstance(voice, (list, tuple)) and voice and not isinstance(voice[0], np.ndarray)
-    ):
-        clips = load_voice(voice, AR_SAMPLING_RATE)
-    else:
-        clips = [np.asarray(c, np.float32).reshape(-1) for c in voice]
-    features = ClvpProcessor.default(normalizer=TEXT_NORMALIZER).voice_features(
-        clips
-    )  # [n, 80, F] normalised AR mels (format_conditioning's)
-    ar = get_conditioning_latents(model, params, list(features))
-    return Voice(ar, diffusion_latent(waveform_models, clips), np.asarray(features, np.float32))
 
 
 # ---- one sample: AR latents -> diffusion -> vocoder ---------------------------------------------------------
@@ -252,7 +86,7 @@ def _model_call(model: DiffusionTts):
 def render_waveform(
     waveform_models: WaveformModels,
     latents: np.ndarray,
-    diffusion_latent: np.ndarray,
+    diffusion_latent: np.ndarray,  # noqa: F811 - the argument shadows the re-exported function
     *,
     sampler: SamplerConfig,
     key: jax.Array | None = None,
@@ -408,7 +242,32 @@ def render_chunk(
     return SpeechChunk(chunk.text, [by_index[j] for j in order], [float(scores[j]) for j in order], outputs)
 
 
-def synthesize(
+@dataclasses.dataclass(frozen=True)
+class SpeechPlan:
+    """A text prepared for speech (`plan_speech`): the AR plan, the voice, and the waveform stage's settings.
+
+    Attributes:
+      ranking: the AR stage's `pipeline.RankPlan` (its `chunks` are the text's chunks).
+      voice: both voice latents; preset: the preset with the overrides applied.
+      k: candidates rendered per chunk; cvvp_amount: the CVVP mix; length: codes m before fixing.
+      settings: what the results record; vocoder: "univnet" or "hifigan" (see `render_chunk`).
+    """
+
+    ranking: Any
+    voice: Voice
+    preset: SpeechPreset
+    k: int
+    cvvp_amount: float
+    length: int
+    settings: dict[str, Any]
+    vocoder: str = "univnet"
+
+    @property
+    def chunks(self) -> list[str]:
+        return self.ranking.chunks
+
+
+def plan_speech(
     *,
     text: str,
     model,
@@ -424,30 +283,13 @@ def synthesize(
     seed: int = 0,
     max_new_tokens: int | None = None,
     dtype: str = "float32",
-    progress: Progress | None = None,
     sampling: SamplingOverrides | None = None,
     vocoder: str = "univnet",
-) -> SpeechResult:
-    """Speak `text` in `voice`: every chunk's candidates, the k best rendered to 24 kHz audio.
+) -> SpeechPlan:
+    """Check everything `synthesize` takes (same arguments, less `progress`), compute the voice latents and split
+    the text; nothing is generated yet. Raises `ValueError` naming a bad setting."""
+    from clvp_jax.pipeline import plan_ranking
 
-    Args:
-      text: the text (long text is split into chunks that fit the model).
-      model, params: the AR + CLVP model (`pipeline.load_model`); waveform_models: diffusion + vocoder (+ CVVP).
-      voice: see `voice_conditioning` (None: the bundled LJ clip).
-      preset: a preset name (`waveform.presets.PRESET_NAMES`) or a ready `SpeechPreset`.
-      k: candidates rendered per chunk (the best k by score).
-      sampler, diffusion_steps, candidates: override the preset's sampler kind, steps and AR candidate count.
-      cvvp_amount: in [0, 1]; > 0 mixes CVVP into the ranking (needs a CVVP model and voice clips).
-      seed: every random draw derives from it (see the module docstring).
-      max_new_tokens: AR codes per candidate (default: Tortoise's 500, capped by the position table).
-      dtype: the AR stage's compute dtype ("float32" or "bfloat16"); the waveform stage runs in float32.
-      progress: progress(stage, done, total) after each unit of work.
-      sampling: the AR sampling knobs over the preset's (temperature, top-p, top-k, repetition penalty).
-      vocoder: "univnet" (Tortoise's diffusion + UnivNet) or "hifigan" (the fast preview, no diffusion: needs
-        `waveform_models.hifigan_config`, i.e. `hifidecoder.pth` in the checkpoint; the packaged default has one).
-    Raises:
-      ValueError: bad settings (the message names them), or CVVP asked for without a CVVP model or clips.
-    """
     settings = preset if isinstance(preset, SpeechPreset) else None
     if settings is None:
         settings = speech_preset(preset, sampler=sampler, diffusion_steps=diffusion_steps, candidates=candidates)
@@ -470,8 +312,7 @@ def synthesize(
     voice = voice_conditioning(model=model, params=params, waveform_models=waveform_models, voice=voice)
     if cvvp_amount > 0 and voice.cvvp_mels is None:
         raise ValueError("cvvp_amount > 0 needs the voice clips (CVVP reads their mels), not a latents file")
-    say = progress or (lambda stage, done, total: None)
-    ranked: RankResult = rank_speech(
+    ranking = plan_ranking(
         text=text,
         model=model,
         params=params,
@@ -481,35 +322,10 @@ def synthesize(
         max_new_tokens=max_new_tokens,
         seed=seed,
         dtype=dtype,
-        progress=lambda done, total: say("candidates", done, total),
         sampling=sampling,
     )
-    length = latent_length(model, ranked.settings["max_new_tokens"])
-    n_chunks = len(ranked.chunks)
-    chunks = []
-    for i, chunk in enumerate(ranked.chunks):
-
-        def chunk_progress(stage: str, done: int, total: int, i=i) -> None:
-            say(stage, i * total + done, n_chunks * total)  # every chunk has the same amount of work
-
-        chunks.append(
-            render_chunk(
-                chunk,
-                index=i,
-                model=model,
-                params=params,
-                waveform_models=waveform_models,
-                voice=voice,
-                sampler=settings.sampler,
-                k=k,
-                cvvp_amount=cvvp_amount,
-                seed=seed,
-                length=length,
-                progress=None if progress is None else chunk_progress,
-                vocoder=vocoder,
-            )
-        )
-    info = dict(ranked.settings)
+    length = latent_length(model, ranking.settings["max_new_tokens"])
+    info = dict(ranking.settings)
     info |= {
         "k": k,
         "sampler": settings.sampler.kind,
@@ -521,7 +337,130 @@ def synthesize(
         "latent_length": length,
         "vocoder": vocoder,
     }
-    return SpeechResult(chunks, info, waveform_models.random_weights)
+    return SpeechPlan(ranking, voice, settings, k, cvvp_amount, length, info, vocoder)
+
+
+def speak_chunks(
+    plan: SpeechPlan,
+    indices: Sequence[int] | None = None,
+    *,
+    model,
+    params,
+    waveform_models: WaveformModels,
+    group_size: int = 0,
+    progress: Progress | None = None,
+) -> Iterator[tuple[int, SpeechChunk]]:
+    """Yield (index, chunk) for the chunks `indices` of `plan` (None: all), in order, each as soon as it is rendered.
+
+    The AR stage runs a group of chunks at a time (`pipeline.chunk_groups`, `group_size` or `CHUNKS_PER_CALL`),
+    so at most one group's candidates and one chunk's waveforms are held: memory does not grow with the text.
+    A chunk's result depends only on its index, its text, the voice and the settings (see the module docstring).
+    `progress(stage, done, total)` counts over the chunks of `indices`.
+    """
+    from clvp_jax.pipeline import chunk_groups, rank_group
+
+    say = progress or (lambda stage, done, total: None)
+    indices = list(range(len(plan.chunks)) if indices is None else indices)
+    groups = chunk_groups(indices, group_size)
+    n, done = len(indices), 0
+    C = plan.ranking.candidates
+    for group in groups:
+        ranked = rank_group(
+            plan.ranking,
+            group,
+            model=model,
+            params=params,
+            rows=len(groups[0]),
+            progress=lambda d, t, before=done: say("candidates", before * C + d, n * C),
+        )
+        for i, (chunk, _) in zip(group, ranked, strict=True):
+
+            def chunk_progress(stage: str, d: int, total: int, at=done) -> None:
+                say(stage, at * total + d, n * total)  # every chunk has the same amount of work
+
+            yield (
+                i,
+                render_chunk(
+                    chunk,
+                    index=i,
+                    model=model,
+                    params=params,
+                    waveform_models=waveform_models,
+                    voice=plan.voice,
+                    sampler=plan.preset.sampler,
+                    k=plan.k,
+                    cvvp_amount=plan.cvvp_amount,
+                    seed=plan.ranking.seed,
+                    length=plan.length,
+                    progress=None if progress is None else chunk_progress,
+                    vocoder=plan.vocoder,
+                ),
+            )
+            done += 1
+
+
+def synthesize(
+    *,
+    text: str,
+    model,
+    params,
+    waveform_models: WaveformModels,
+    voice: Any = None,
+    preset: str | SpeechPreset = "fast",
+    k: int = 1,
+    sampler: str | None = None,
+    diffusion_steps: int | None = None,
+    candidates: int | None = None,
+    cvvp_amount: float = 0.0,
+    seed: int = 0,
+    max_new_tokens: int | None = None,
+    dtype: str = "float32",
+    progress: Progress | None = None,
+    sampling: SamplingOverrides | None = None,
+    vocoder: str = "univnet",
+) -> SpeechResult:
+    """Speak `text` in `voice`: every chunk's candidates, the k best rendered to 24 kHz audio.
+
+    Holds every chunk's waveforms; for a long text, `clvp_jax.long_text` writes each chunk as it finishes instead.
+
+    Args:
+      text: the text (long text is split into chunks that fit the model; `|` marks manual split points).
+      model, params: the AR + CLVP model (`pipeline.load_model`); waveform_models: diffusion + vocoder (+ CVVP).
+      voice: see `voice_conditioning` (None: the bundled LJ clip).
+      preset: a preset name (`waveform.presets.PRESET_NAMES`) or a ready `SpeechPreset`.
+      k: candidates rendered per chunk (the best k by score).
+      sampler, diffusion_steps, candidates: override the preset's sampler kind, steps and AR candidate count.
+      cvvp_amount: in [0, 1]; > 0 mixes CVVP into the ranking (needs a CVVP model and voice clips).
+      seed: every random draw derives from it (see the module docstring).
+      max_new_tokens: AR codes per candidate (default: Tortoise's 500, capped by the position table).
+      dtype: the AR stage's compute dtype ("float32" or "bfloat16"); the waveform stage runs in float32.
+      progress: progress(stage, done, total) after each unit of work.
+      sampling: the AR sampling knobs over the preset's (temperature, top-p, top-k, repetition penalty).
+      vocoder: "univnet" (Tortoise's diffusion + UnivNet) or "hifigan" (the fast preview, no diffusion: needs
+        `waveform_models.hifigan_config`, i.e. `hifidecoder.pth` in the checkpoint; the packaged default has one).
+    Raises:
+      ValueError: bad settings (the message names them), or CVVP asked for without a CVVP model or clips.
+    """
+    plan = plan_speech(
+        text=text,
+        model=model,
+        params=params,
+        waveform_models=waveform_models,
+        voice=voice,
+        preset=preset,
+        k=k,
+        sampler=sampler,
+        diffusion_steps=diffusion_steps,
+        candidates=candidates,
+        cvvp_amount=cvvp_amount,
+        seed=seed,
+        max_new_tokens=max_new_tokens,
+        dtype=dtype,
+        sampling=sampling,
+        vocoder=vocoder,
+    )
+    chunks = speak_chunks(plan, model=model, params=params, waveform_models=waveform_models, progress=progress)
+    return SpeechResult([chunk for _, chunk in chunks], plan.settings, waveform_models.random_weights)
 
 
 def _step_report(say: Progress, before: int, total: int, done: int) -> None:

@@ -78,9 +78,12 @@ def test_generate_latents_score_info(tiny_checkpoint, tmp_path):
     assert record["voice"]["spec"] == "lj" and record["options"]["candidates"] == 3
     assert " ".join(c["normalized"] for c in record["chunks"]) == "hello world. this is the second sentence."
 
-    # The same seed gives the same candidates; an existing result is never overwritten without --force.
-    again = run_cli("generate", "--checkpoint", ckpt, "--out", str(out), "--quiet", stdin="Hello world.")
-    assert again.returncode == 2 and "--force" in again.stderr
+    # A rerun into the same output keeps the finished chunk (same text, voice, settings and weights: nothing is
+    # generated) and rebuilds the same pair (long text resumes like Tortoise's read.py; tests/test_long_text.py).
+    same = ["--num-samples", "3", "--max-new-tokens", "12", "--seed", "7", "--out", str(out), "--quiet"]
+    again = run_cli("generate", "--checkpoint", ckpt, *same, stdin="Hello world. This is the second sentence.")
+    assert again.returncode == 0 and "1 chunk(s), 1 kept" in again.stdout, again.stderr
+    assert json.loads((out / "candidates.json").read_text())["chunks"] == result["chunks"]
 
     lat = tmp_path / "voice.npy"
     made = run_cli("latents", "--checkpoint", ckpt, "--out", str(lat))

@@ -155,14 +155,23 @@ def test_speak_writes_one_set_of_files_per_voice(tmp_path, capsys):
     argv = ["speak", TEXT, "--voice", "lj,random", "-o", str(out), "--diffusion-steps", "2", *TINY_RUN]
     code, stdout, err = _run(capsys, *argv, "--top-k", "50")
     assert code == 0, err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.lj.json", "x.lj.wav", "x.random.json", "x.random.wav"]
+    names = ["x.lj.chunks", "x.lj.json", "x.lj.wav", "x.random.chunks", "x.random.json", "x.random.wav"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == names
     for name in ("lj", "random"):
         info = json.loads((tmp_path / f"x.{name}.json").read_text())
         assert info["provenance"]["voice"]["spec"] == name and info["settings"]["top_k"] == 50
-        with sf.SoundFile(tmp_path / f"x.{name}.wav") as f:
-            assert f"voice {name}; seed 0" in f.comment and "RANDOM weights" in f.comment
-    code, _, err = _run(capsys, *argv)  # the outputs exist: refused before the model load, nothing replaced
-    assert code == 2 and f"{tmp_path / 'x.lj.wav'} exists; pass --force" in err
+        chunk = json.loads((tmp_path / f"x.{name}.chunks" / "0000" / "chunk.json").read_text())
+        assert chunk["provenance"]["voice"]["spec"] == name and chunk["key"]["settings"]["top_k"] == 50
+        for wav in (tmp_path / f"x.{name}.wav", tmp_path / f"x.{name}.chunks" / "0000" / "rank0.wav"):
+            with sf.SoundFile(wav) as f:
+                assert f"voice {name}; seed 0" in f.comment and "RANDOM weights" in f.comment
+    # A rerun resumes each voice's output on its own: its finished chunk is kept, nothing is rendered again.
+    code, stdout, err = _run(capsys, *argv, "--top-k", "50")
+    assert code == 0 and stdout.count("1 chunk(s), 1 kept") == 2, err
+    # A folder in the way that is not ours: refused before the model load, nothing replaced.
+    (tmp_path / "x.lj.chunks" / ".clvp-jax-output").unlink()
+    code, _, err = _run(capsys, *argv)
+    assert code == 2 and f"{tmp_path / 'x.lj.chunks'} exists and is not an output of clvp-jax" in err
 
 
 def test_the_packaged_random_voice_is_drawn_from_the_seed():

@@ -231,7 +231,7 @@ def test_speak_on_a_clvp_jax_checkpoint_gives_the_audio_of_the_models_it_holds(t
     }
     save_checkpoint(tmp_path / "ckpt", loaded.config, loaded.params, audio=audio)
     out = tmp_path / "hi.wav"
-    settings = ["--candidates", "2", "--max-new-tokens", "10", "--diffusion-steps", "3", "--seed", "4"]
+    settings = ["--num-samples", "2", "--max-new-tokens", "10", "--diffusion-steps", "3", "--seed", "4"]
     assert (
         main(["speak", "Hello there.", "--checkpoint", str(tmp_path / "ckpt"), "-o", str(out), "--quiet", *settings])
         == 0

@@ -12,14 +12,13 @@ import errno
 import io
 import json
 import os
-import stat
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
-from clvp_jax import cli, cli_generate, fs, pipeline
+from clvp_jax import cli, fs, pipeline
 from clvp_jax.checkpoint.convert_cli import main as convert
 
 TEXT = "Hello there."
@@ -62,10 +61,11 @@ def _run(capsys, *argv: str, stdin: bytes | None = None, monkeypatch=None) -> tu
 def no_work(monkeypatch):
     """Generation that must not start: a refusal has to come before it."""
 
-    def refuse(**kwargs):
+    def refuse(*args, **kwargs):
         raise AssertionError("the work started before the input was refused")
 
     monkeypatch.setattr(pipeline, "rank_speech", refuse)
+    monkeypatch.setattr(pipeline, "rank_group", refuse)  # what `generate` runs, a group of chunks at a time
 
 
 # (arguments after `generate`, the message's key words): refused before loading or generating.
@@ -196,67 +196,6 @@ def test_non_finite_scores_are_an_error_never_json(checkpoints):
         pipeline.score(text=TEXT, speech_ids=[[1, 2, 3]], model=model, params=damaged)
     with pytest.raises(ValueError, match="Out of range float values are not JSON compliant"):
         json.dumps({"score": float("nan")}, allow_nan=False)  # what the writer uses: a NaN never reaches the file
-
-
-class _Result:
-    """What `write_outputs` writes: a JSON document and arrays, tagged so a mixed pair is visible."""
-
-    def __init__(self, tag: int) -> None:
-        self.tag = tag
-        self.arrays = {"tag": np.array(tag)}
-        self.entries = [("voice", self.to_json(), self.arrays)]  # one voice: the files at the folder's top
-
-    def to_json(self) -> dict:
-        return {"tag": self.tag}
-
-
-def _pair_tag(out: Path) -> int:
-    tag = json.loads((out / "candidates.json").read_text())["tag"]
-    with np.load(out / "candidates.npz") as npz:
-        assert int(npz["tag"]) == tag  # the pair comes from one run
-    return tag
-
-
-def test_the_result_pair_appears_whole(tmp_path, monkeypatch):
-    out = tmp_path / "out"
-    old = os.umask(0o027)
-    try:
-        cli_generate.write_outputs(out, _Result(1).entries, False, [])
-    finally:
-        os.umask(old)
-    assert _pair_tag(out) == 1
-    assert {stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == {0o640} and stat.S_IMODE(
-        out.stat().st_mode
-    ) == 0o750
-    # A full disk while writing the second file: the previous pair stands whole, no temporary is left.
-    real = np.savez
-
-    def full_disk(f, **arrays):
-        real(f, **arrays)
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(np, "savez", full_disk)
-    with pytest.raises(OSError, match="No space left"):
-        cli_generate.write_outputs(out, _Result(2).entries, True, [])
-    monkeypatch.setattr(np, "savez", real)
-    assert _pair_tag(out) == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
-    # Two runs at once: B finishes while A is still writing; A then finds the target taken (no --force) and
-    # leaves B's pair whole; with --force A's whole pair replaces B's. Never a mix.
-    both = tmp_path / "both"
-    with pytest.raises(fs.OutputError, match="already exists"):
-        with fs.output_folder(both, is_ours=cli_generate.is_results_folder) as tmp_a:
-            fs.write_text(tmp_a / "candidates.json", json.dumps({"tag": 3}))
-            cli_generate.write_outputs(both, _Result(4).entries, False, [])  # run B, complete while A writes
-            with fs.atomic_file(tmp_a / "candidates.npz") as f:
-                np.savez(f, tag=np.array(3))
-    assert _pair_tag(both) == 4
-    with fs.output_folder(both, force=True, is_ours=cli_generate.is_results_folder) as tmp_a:
-        fs.write_text(tmp_a / "candidates.json", json.dumps({"tag": 5}))
-        cli_generate.write_outputs(both, _Result(6).entries, True, [])
-        with fs.atomic_file(tmp_a / "candidates.npz") as f:
-            np.savez(f, tag=np.array(5))
-    assert _pair_tag(both) == 5
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["both", "out"]
 
 
 def test_latents_written_under_any_name_are_read_back(checkpoints, tmp_path, capsys):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -335,18 +336,26 @@ def test_cli_speak_writes_the_wav_with_the_packaged_default(tmp_path):
     record = info["provenance"]
     assert record["random_weights"] is True and record["voice"]["spec"] == "lj" and record["seed"] == 0
     assert record["chunks"] == [{"text": "Hello there.", "normalized": "hello there."}]
-    # An existing output is not replaced without --force.
+    # A rerun into the same output keeps the finished chunk (its key is unchanged) and rebuilds the joined WAV;
+    # a WAV that is not one of ours (no chunk folder beside it) is not replaced without --force.
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0 and "1 kept" in proc.stdout, proc.stderr
+    np.testing.assert_array_equal(sf.read(out, dtype="float32")[0], wav)
+    shutil.rmtree(out.with_suffix(".chunks"))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 2 and "--force" in proc.stderr
 
 
-def test_output_files_per_rank_and_chunk():
-    from clvp_jax.cli_speak import output_paths
+def test_output_files_per_rank_and_the_chunk_folder():
+    from clvp_jax.long_text import speech_paths
 
-    assert output_paths(Path("o/a.wav"), 1, 1) == {(None, 0): Path("o/a.wav")}
-    paths = output_paths(Path("o/a.wav"), 2, 2)
-    assert paths[(None, 1)] == Path("o/a.rank1.wav") and paths[(1, 0)] == Path("o/a.chunk1.wav")
-    assert paths[(0, 1)] == Path("o/a.chunk0.rank1.wav") and len(paths) == 6
+    assert speech_paths(Path("o/a.wav"), 1) == {
+        "0": Path("o/a.wav"),
+        "json": Path("o/a.json"),
+        "chunks": Path("o/a.chunks"),
+    }
+    paths = speech_paths(Path("o/a.wav"), 2)
+    assert paths["1"] == Path("o/a.rank1.wav") and len(paths) == 4
 
 
 def test_voice_samples_as_arrays_equal_the_files(tiny):

@@ -85,7 +85,9 @@ def _jitted(model: ClvpModelForConditionalGeneration, opts: GenerationOptions, n
     mesh = rows_mesh(n_devices)
     compute = model.clone(scan_layers=True, **({} if opts.dtype == "float32" else {"dtype": jnp.bfloat16}))
 
-    def clvp_generation(params, input_ids, attention_mask, features, latents, rng, limit, candidate_offset):
+    def clvp_generation(
+        params, input_ids, attention_mask, features, latents, rng, limit, candidate_offset, text_indices
+    ):
         if opts.dtype == "bfloat16":
             params = _cast_floats(params, jnp.bfloat16)
         return compute.apply(
@@ -97,6 +99,7 @@ def _jitted(model: ClvpModelForConditionalGeneration, opts: GenerationOptions, n
             rng,
             limit,
             candidate_offset,
+            text_indices,
             opts=opts,
             mesh=mesh,
             method=generation_program,

@@ -63,6 +63,7 @@ def decode_candidates(
     rng: jax.Array,
     limit: jax.Array,  # int32 <= M: tokens to generate this call
     candidate_offset: jax.Array,  # int32: index of this call's first candidate (for its random keys)
+    text_indices: jax.Array | None = None,  # int32 [B]: each text's index for its random keys (None: 0 .. B-1)
     *,
     opts: GenerationOptions,
     mesh: Mesh | None,
@@ -78,7 +79,10 @@ def decode_candidates(
     rows = jnp.arange(n_chunks * chunk)
     text_of_row = jnp.minimum(rows // C, B - 1)  # the padding rows of the last chunk repeat the last text
     cand_of_row = (rows % C if C else rows) + candidate_offset
-    keys = jax.vmap(lambda t, c: jax.random.fold_in(jax.random.fold_in(rng, t), c))(text_of_row, cand_of_row)
+    text_index = jnp.arange(B, dtype=jnp.int32) if text_indices is None else text_indices
+    keys = jax.vmap(lambda t, c: jax.random.fold_in(jax.random.fold_in(rng, t), c))(
+        text_index[text_of_row], cand_of_row
+    )
     processors = opts.processors(stop, dec.bos_token_id)
     step_fn = functools.partial(_decode_step, m)
     G = min(B, -(-chunk // max(C, 1)) + 1)  # prompts one chunk's rows can span

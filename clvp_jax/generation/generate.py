@@ -69,6 +69,7 @@ def generate(
     options: GenerationOptions | None = None,
     devices: Sequence[jax.Device] | int | None = None,
     candidate_offset: int = 0,
+    text_indices: ArrayLike | None = None,
     **overrides,
 ) -> GenerationOutput:
     """Generate `num_return_sequences` speech-token candidates per text and rank them with CLVP.
@@ -87,6 +88,8 @@ def generate(
       devices: shard candidate rows over these devices (or the first n); None: one device.
       candidate_offset: number the candidates from here (their keys are fold_in(fold_in(rng, text), index)), so
         that several calls of C candidates each equal one call of more candidates (e.g. to show progress).
+      text_indices: [B] each text's number in the keys above (None: 0 .. B-1), so that texts generated in groups
+        (the chunks of a long text, a group per call) draw what they would draw in one call of all of them.
     Returns:
       `GenerationOutput` (arrays on device; rows text-major).
     Raises:
@@ -130,7 +133,10 @@ def generate(
                 f"{chunk} rows per chunk cannot be split over {n_dev} devices; make chunk_size (or texts x "
                 "candidates) a multiple of the device count"
             )
-    args = (params, ids, mask, feats, lat, rng, jnp.int32(opts.max_new_tokens), jnp.int32(candidate_offset))
+    text_idx = jnp.arange(B, dtype=jnp.int32) if text_indices is None else jnp.asarray(text_indices, jnp.int32)
+    if text_idx.shape != (B,):
+        raise ValueError(f"text_indices must be [{B}] (one index per text), got shape {text_idx.shape}")
+    args = (params, ids, mask, feats, lat, rng, jnp.int32(opts.max_new_tokens), jnp.int32(candidate_offset), text_idx)
     return ahead_or_jit(program_for(model, opts, B, n_dev), args)(*args)
 
 
@@ -174,7 +180,17 @@ def warmup(
     fn = program_for(model, opts, batch_size, n_dev)
     shapes_only = params is None or any(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(params))
     params = param_shapes(cfg) if params is None else params
-    args = (params, ids, mask, feats, lat, jax.random.key(0), jnp.int32(1), jnp.int32(0))
+    args = (
+        params,
+        ids,
+        mask,
+        feats,
+        lat,
+        jax.random.key(0),
+        jnp.int32(1),
+        jnp.int32(0),
+        jnp.arange(batch_size, dtype=jnp.int32),
+    )
     if n_dev == 1:
         return compile_ahead(fn, args, model.tuning)
     if shapes_only:

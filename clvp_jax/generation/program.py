@@ -62,6 +62,7 @@ def generation_program(
     rng: jax.Array,
     limit: jax.Array,  # int32 <= M: tokens to generate this call
     candidate_offset: jax.Array,  # int32: index of this call's first candidate (for its random keys)
+    text_indices: jax.Array,  # int32 [B]: each text's index (for its random keys)
     *,
     opts: GenerationOptions,
     mesh: Mesh | None,
@@ -69,7 +70,7 @@ def generation_program(
     """The whole generation on prepared inputs (bound `m`, run through `m.apply(..., method=...)`)."""
     cache_dtype = jnp.bfloat16 if opts.dtype == "bfloat16" else jnp.float32
     prompts = prefill(m, input_ids, attention_mask, features, latents, cache_dtype)
-    decoded = decode_candidates(m, prompts, rng, limit, candidate_offset, opts=opts, mesh=mesh)
+    decoded = decode_candidates(m, prompts, rng, limit, candidate_offset, text_indices, opts=opts, mesh=mesh)
     ranked = rank_candidates(m, input_ids, attention_mask, decoded.sequences, opts=opts)
     return GenerationOutput(
         sequences=decoded.sequences,

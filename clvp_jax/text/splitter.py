@@ -158,3 +158,30 @@ def split_text(
     for chunk, count in zip(chunks, _token_counts(tokenizer, chunks), strict=True):
         out += [chunk] if count <= max_tokens else _by_tokens(chunk, tokenizer, max_tokens)
     return out
+
+
+SPLIT_MARK = "|"  # a manual split point, as in Tortoise's read.py
+
+
+def split_at_marks(text: str, tokenizer=None, max_tokens: int = 399, **limits) -> list[str]:
+    """`split_text`, but with `|` marking manual split points (as Tortoise's `read.py` reads them).
+
+    Without a `|` this is `split_text(text, ...)`. With one, the text is cut at every `|` and each piece is one
+    chunk as written (whitespace runs made one space), whatever its length in characters, as long as it fits
+    `max_tokens`; a piece that does not fit is split by `split_text`, and pieces with nothing to say are dropped.
+
+    Raises:
+        TextTooLongError, ValueError: as `split_text`.
+    """
+    if SPLIT_MARK not in text:
+        return split_text(text, tokenizer, max_tokens, **limits)
+    if tokenizer is None:
+        from clvp_jax.text.tokenizer import ClvpTokenizer
+
+        tokenizer = ClvpTokenizer.from_pretrained()
+    pieces = [re.sub(r"\s+", " ", piece).strip() for piece in text.split(SPLIT_MARK)]
+    pieces = [piece for piece in pieces if _SPEAKABLE.search(piece)]
+    out = []
+    for piece, count in zip(pieces, _token_counts(tokenizer, pieces), strict=True):
+        out += [piece] if count <= max_tokens else split_text(piece, tokenizer, max_tokens, **limits)
+    return out
