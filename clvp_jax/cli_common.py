@@ -4,7 +4,10 @@ text, the seed and the checkpoint argument. Below `cli`, `cli_generate` and `cli
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from clvp_jax import cli_options
@@ -79,6 +82,22 @@ def protected(args: argparse.Namespace) -> list[Path]:
     return [Path(p) for p in paths if p is not None and str(p) != "-"]
 
 
+@contextlib.contextmanager
+def loading(args: argparse.Namespace) -> Iterator[None]:
+    """Within the block, every checkpoint file or group read prints a line with the time since the block began
+    (`clvp_jax.checkpoint.progress`): a real-size load takes tens of seconds and should not look hung. Not with -q."""
+    from clvp_jax.checkpoint.progress import reporting
+
+    start = time.perf_counter()
+    quiet = int(getattr(args, "verbose", 0) or 0) - int(bool(getattr(args, "quiet", False))) < 0
+
+    def line(message: str) -> None:
+        say(f"[{time.perf_counter() - start:6.1f} s] {message}")
+
+    with reporting(None if quiet else line):
+        yield
+
+
 def load_model(args: argparse.Namespace):
     from clvp_jax import pipeline
     from clvp_jax.checkpoint.hub import is_repo_id
@@ -87,7 +106,19 @@ def load_model(args: argparse.Namespace):
         say(pipeline.DEFAULT_NOTICE)
     elif not Path(args.checkpoint).exists() and not is_repo_id(args.checkpoint):
         raise UsageError(f"no checkpoint at {args.checkpoint}")
-    return pipeline.load_model(args.checkpoint, dtype=args.dtype)
+    with loading(args):
+        return pipeline.load_model(args.checkpoint, dtype=args.dtype)
 
 
-__all__ = ["PROG", "UsageError", "check_seed_arg", "decode", "load_model", "protected", "read_text", "say", "say_if"]
+__all__ = [
+    "PROG",
+    "UsageError",
+    "check_seed_arg",
+    "decode",
+    "load_model",
+    "loading",
+    "protected",
+    "read_text",
+    "say",
+    "say_if",
+]

@@ -188,10 +188,11 @@ def cmd_speak(args: argparse.Namespace) -> int:
     if args.checkpoint is None:
         cli_common.say(SPEAK_NOTICE)
     cli_common.say_if(args, 0, "loading models and voice")
-    tts = TextToSpeech(args.checkpoint, dtype=args.dtype)
-    # A codes-only checkpoint (or one without hifidecoder.pth for --vocoder hifigan) fails here, before any work.
-    wm = tts.waveform_models(with_cvvp=args.cvvp_amount > 0, with_hifigan=args.vocoder == "hifigan")
-    ckpt_hash = cli_output.checkpoint_hash(args.checkpoint)
+    with cli_common.loading(args):
+        tts = TextToSpeech(args.checkpoint, dtype=args.dtype)
+        # A codes-only checkpoint (or one without hifidecoder.pth for --vocoder hifigan) fails here, before any work.
+        wm = tts.waveform_models(with_cvvp=args.cvvp_amount > 0, with_hifigan=args.vocoder == "hifigan")
+        ckpt_hash = cli_output.checkpoint_hash(args.checkpoint)
     weights = digest(tts.params, wm.diffusion_variables, wm.vocoder_params, wm.cvvp_params or {})
     if args.vocoder == "hifigan":
         weights = digest(weights, wm.hifigan_params)
