@@ -77,6 +77,11 @@ def parse_regenerate(spec: str | None, chunks: int) -> set[int]:
             raise ValueError(
                 f"--regenerate takes chunk numbers like 3,7 or 2-4, got {spec!r}; chunks are numbered 0 to {chunks - 1}"
             ) from None
+        if hi < lo:
+            raise ValueError(
+                f"--regenerate: the range {part} runs backwards; write it low to high ({hi}-{lo}); chunks are "
+                f"numbered 0 to {chunks - 1}"
+            )
         for i in (lo, hi):
             if not 0 <= i < chunks:
                 raise ValueError(

@@ -64,7 +64,10 @@ def test_regenerate_takes_indices_and_ranges(spec, want):
     assert long_text.parse_regenerate(spec, 10) == want
 
 
-@pytest.mark.parametrize(("spec", "message"), [("10", "chunk 10 is out of range"), ("-1", "numbered 0 to 9")])
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [("10", "chunk 10 is out of range"), ("-1", "numbered 0 to 9"), ("4-2", "runs backwards; write it low to high")],
+)
 def test_regenerate_out_of_range_names_the_range(spec, message):
     with pytest.raises(ValueError, match=message) as err:
         long_text.parse_regenerate(spec, 10)
