@@ -40,7 +40,7 @@ from clvp_jax.audio.univnet_mel import SAMPLING_RATE, denormalize_tacotron_mel
 from clvp_jax.generation.options import SamplingOverrides
 from clvp_jax.pipeline import Candidate, ChunkResult, RankResult, rank_speech
 from clvp_jax.waveform.ar_latents import MAX_MEL_TOKENS, ar_latents, fixed_codes, trim_length
-from clvp_jax.waveform.bundle import WaveformModels
+from clvp_jax.waveform.bundle import WaveformModels, with_diffusion_dtype
 from clvp_jax.waveform.diffusion import DiffusionTts
 from clvp_jax.waveform.hifigan import hifigan_inference
 from clvp_jax.waveform.presets import SpeechPreset, speech_preset
@@ -169,7 +169,7 @@ def diffusion_latent(waveform_models: WaveformModels, clips: Sequence[np.ndarray
 
     mels = diffusion_conditioning_mels(list(clips))  # [n, 100, 401]
     fn = _conditioning_fn(waveform_models.diffusion)
-    return np.asarray(fn(waveform_models.diffusion_variables, jnp.asarray(mels)[None]))[0]
+    return np.asarray(fn(waveform_models.diffusion_variables, jnp.asarray(mels)[None]), np.float32)[0]
 
 
 def voice_conditioning(*, model, params, waveform_models: WaveformModels, voice: Any = None) -> Voice:
@@ -424,6 +424,7 @@ def synthesize(
     seed: int = 0,
     max_new_tokens: int | None = None,
     dtype: str = "float32",
+    diffusion_dtype: str | None = None,
     progress: Progress | None = None,
     sampling: SamplingOverrides | None = None,
     vocoder: str = "univnet",
@@ -440,7 +441,11 @@ def synthesize(
       cvvp_amount: in [0, 1]; > 0 mixes CVVP into the ranking (needs a CVVP model and voice clips).
       seed: every random draw derives from it (see the module docstring).
       max_new_tokens: AR codes per candidate (default: Tortoise's 500, capped by the position table).
-      dtype: the AR stage's compute dtype ("float32" or "bfloat16"); the waveform stage runs in float32.
+      dtype: the AR stage's compute dtype ("float32" or "bfloat16").
+      diffusion_dtype: None (as `waveform_models` are: float32 unless converted) or "float32" / "bfloat16": the
+        diffusion decoder's compute dtype (`waveform.bundle.with_diffusion_dtype`; it casts the weights, so for
+        repeated calls convert the models once and pass those, as `TextToSpeech(diffusion_dtype=)` does). The
+        vocoder runs in float32 always.
       progress: progress(stage, done, total) after each unit of work.
       sampling: the AR sampling knobs over the preset's (temperature, top-p, top-k, repetition penalty).
       vocoder: "univnet" (Tortoise's diffusion + UnivNet) or "hifigan" (the fast preview, no diffusion: needs
@@ -462,6 +467,8 @@ def synthesize(
             f"checkpoint's files come from different models ({', '.join(waveform_models.sources) or 'built in'})"
         )
     _check_vocoder(vocoder, waveform_models, width)
+    if diffusion_dtype is not None:
+        waveform_models = with_diffusion_dtype(waveform_models, diffusion_dtype)
     if cvvp_amount > 0 and waveform_models.cvvp is None:
         raise ValueError(
             "cvvp_amount > 0 needs the CVVP model: put Tortoise's cvvp.pth in the checkpoint folder (the packaged "
@@ -520,6 +527,7 @@ def synthesize(
         "cvvp_amount": cvvp_amount,
         "latent_length": length,
         "vocoder": vocoder,
+        "diffusion_dtype": jnp.dtype(waveform_models.diffusion.dtype).name,
     }
     return SpeechResult(chunks, info, waveform_models.random_weights)
 
