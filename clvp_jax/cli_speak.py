@@ -50,6 +50,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="a clvp-jax checkpoint, a Tortoise models folder or a Hub repo id; default: the packaged random models",
     )
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="AR compute dtype")
+    p.add_argument(
+        "--diffusion-dtype",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="diffusion decoder compute dtype (bf16 matmuls, float32 norms; the vocoder stays float32)",
+    )
     cli_voice.add_arguments(p, latents_ok="a latents file with the diffusion latent (.npz version 2, Tortoise .pth)")
     p.add_argument("--preset", default="ultra_fast", choices=PRESET_NAMES, help="Tortoise preset (default ultra_fast)")
     p.add_argument(
@@ -189,7 +195,7 @@ def cmd_speak(args: argparse.Namespace) -> int:
         cli_common.say(SPEAK_NOTICE)
     cli_common.say_if(args, 0, "loading models and voice")
     with cli_common.loading(args):
-        tts = TextToSpeech(args.checkpoint, dtype=args.dtype)
+        tts = TextToSpeech(args.checkpoint, dtype=args.dtype, diffusion_dtype=args.diffusion_dtype)
         # A codes-only checkpoint (or one without hifidecoder.pth for --vocoder hifigan) fails here, before any work.
         wm = tts.waveform_models(with_cvvp=args.cvvp_amount > 0, with_hifigan=args.vocoder == "hifigan")
         ckpt_hash = cli_output.checkpoint_hash(args.checkpoint)

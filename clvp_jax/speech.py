@@ -44,7 +44,7 @@ from clvp_jax.speech_results import SpeechCandidate, SpeechChunk, SpeechResult
 from clvp_jax.speech_voice import AR_SAMPLING_RATE, Voice, voice_conditioning
 from clvp_jax.speech_voice import diffusion_latent as diffusion_latent  # re-exported (the voice half moved)
 from clvp_jax.waveform.ar_latents import MAX_MEL_TOKENS, ar_latents, fixed_codes, trim_length
-from clvp_jax.waveform.bundle import WaveformModels
+from clvp_jax.waveform.bundle import WaveformModels, with_diffusion_dtype
 from clvp_jax.waveform.diffusion import DiffusionTts
 from clvp_jax.waveform.hifigan import hifigan_inference
 from clvp_jax.waveform.presets import SpeechPreset, speech_preset
@@ -336,6 +336,7 @@ def plan_speech(
         "cvvp_amount": cvvp_amount,
         "latent_length": length,
         "vocoder": vocoder,
+        "diffusion_dtype": jnp.dtype(waveform_models.diffusion.dtype).name,
     }
     return SpeechPlan(ranking, voice, settings, k, cvvp_amount, length, info, vocoder)
 
@@ -415,6 +416,7 @@ def synthesize(
     seed: int = 0,
     max_new_tokens: int | None = None,
     dtype: str = "float32",
+    diffusion_dtype: str | None = None,
     progress: Progress | None = None,
     sampling: SamplingOverrides | None = None,
     vocoder: str = "univnet",
@@ -433,7 +435,11 @@ def synthesize(
       cvvp_amount: in [0, 1]; > 0 mixes CVVP into the ranking (needs a CVVP model and voice clips).
       seed: every random draw derives from it (see the module docstring).
       max_new_tokens: AR codes per candidate (default: Tortoise's 500, capped by the position table).
-      dtype: the AR stage's compute dtype ("float32" or "bfloat16"); the waveform stage runs in float32.
+      dtype: the AR stage's compute dtype ("float32" or "bfloat16").
+      diffusion_dtype: None (as `waveform_models` are: float32 unless converted) or "float32" / "bfloat16": the
+        diffusion decoder's compute dtype (`waveform.bundle.with_diffusion_dtype`; it casts the weights, so for
+        repeated calls convert the models once and pass those, as `TextToSpeech(diffusion_dtype=)` does). The
+        vocoder runs in float32 always.
       progress: progress(stage, done, total) after each unit of work.
       sampling: the AR sampling knobs over the preset's (temperature, top-p, top-k, repetition penalty).
       vocoder: "univnet" (Tortoise's diffusion + UnivNet) or "hifigan" (the fast preview, no diffusion: needs
@@ -441,6 +447,8 @@ def synthesize(
     Raises:
       ValueError: bad settings (the message names them), or CVVP asked for without a CVVP model or clips.
     """
+    if diffusion_dtype is not None:
+        waveform_models = with_diffusion_dtype(waveform_models, diffusion_dtype)
     plan = plan_speech(
         text=text,
         model=model,

@@ -53,7 +53,7 @@ def diffusion_latent(waveform_models: WaveformModels, clips: Sequence[np.ndarray
 
     mels = diffusion_conditioning_mels(list(clips))  # [n, 100, 401]
     fn = _conditioning_fn(waveform_models.diffusion)
-    return np.asarray(fn(waveform_models.diffusion_variables, jnp.asarray(mels)[None]))[0]
+    return np.asarray(fn(waveform_models.diffusion_variables, jnp.asarray(mels)[None]), np.float32)[0]
 
 
 def voice_conditioning(*, model, params, waveform_models: WaveformModels, voice: Any = None) -> Voice:

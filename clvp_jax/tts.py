@@ -25,7 +25,13 @@ import numpy as np
 
 from clvp_jax.generation.options import SamplingOverrides
 from clvp_jax.speech import Progress, SpeechResult, Voice, synthesize, voice_conditioning
-from clvp_jax.waveform.bundle import WaveformModels, default_waveform_models, load_waveform_models
+from clvp_jax.waveform.bundle import (
+    DIFFUSION_DTYPES,
+    WaveformModels,
+    default_waveform_models,
+    load_waveform_models,
+    with_diffusion_dtype,
+)
 
 PACKAGED_MAX_CODES = 100
 """Default codes per candidate with the packaged random model: it never emits the stop token, so every candidate
@@ -42,13 +48,20 @@ class TextToSpeech:
         checkpoint converted from a whole Tortoise folder, or the folder's `diffusion_decoder.pth` and
         `vocoder.pth`).
       dtype: compute dtype of the AR stage ("float32" or "bfloat16").
+      diffusion_dtype: compute dtype of the diffusion decoder ("float32" or "bfloat16": bf16 matmuls with float32
+        accumulation, norm statistics and softmax; weights cast once, at load). The vocoder runs in float32.
     """
 
-    def __init__(self, checkpoint: str | os.PathLike | None = None, *, dtype: str = "float32") -> None:
+    def __init__(
+        self, checkpoint: str | os.PathLike | None = None, *, dtype: str = "float32", diffusion_dtype: str = "float32"
+    ) -> None:
         from clvp_jax.pipeline import load_model
 
+        if diffusion_dtype not in DIFFUSION_DTYPES:
+            raise ValueError(f"diffusion_dtype must be one of {', '.join(DIFFUSION_DTYPES)}, got {diffusion_dtype!r}")
         self.checkpoint = checkpoint
         self.dtype = dtype
+        self.diffusion_dtype = diffusion_dtype
         self.model, self.params = load_model(checkpoint, dtype=dtype)
         self._waveform: WaveformModels | None = None
 
@@ -71,6 +84,7 @@ class TextToSpeech:
                 with_cvvp = with_cvvp or (wm is not None and wm.cvvp is not None)
                 with_hifigan = with_hifigan or (wm is not None and wm.hifigan_config is not None)
                 wm = load_waveform_models(self.checkpoint, with_cvvp=with_cvvp, with_hifigan=with_hifigan)
+            wm = with_diffusion_dtype(wm, self.diffusion_dtype)
             self._waveform = wm
         return wm
 
