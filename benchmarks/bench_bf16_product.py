@@ -1,5 +1,5 @@
-"""One decoder-sized product (4096 x 1024 weight) in the forms the decode step could use, fp32 and bf16, at 2 and
-16 rows, interleaved in one process; wall and CPU ms per call (best of 5 rounds of 20 calls).
+"""One decoder-sized product (4096 x 1024 weight) in the forms the decode step could use, fp32 and bf16, at 2, 16
+and 64 rows, interleaved in one process; wall and CPU ms per call (best of 5 rounds of 20 calls).
 
 Usage: .venv/bin/python benchmarks/bench_bf16_product.py
 
@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import time
+
+ROWS = (2, 16, 64)
 
 
 def main() -> None:
@@ -29,7 +31,7 @@ def main() -> None:
     x_w = jax.jit(lambda x, w: jax.lax.dot_general(x, w, (((1,), (0,)), ((), ())), preferred_element_type=f32))
     weight_first = jax.jit(lambda w, x: jax.lax.dot_general(w, x, (((1,), (1,)), ((), ()))))
     cases = {}
-    for rows in (2, 16):
+    for rows in ROWS:
         xb, x = jnp.ones((rows, 1024), jnp.bfloat16), jnp.ones((rows, 1024), jnp.float32)
         cases[f"bf16 x W^T, W [out, in], {rows} rows"] = (x_wt, xb, w_oi)
         cases[f"bf16 x W, W [in, out], {rows} rows"] = (x_w, xb, w_io)
