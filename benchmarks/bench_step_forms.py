@@ -4,7 +4,8 @@ alternated, wall and CPU time per step.
 Usage: .venv/bin/python benchmarks/bench_step_forms.py [--case sample16|greedy1] [--tokens 8] [--layers 8]
          [--rounds 5] [--variants JSON]
 
-`--variants` maps a name to {"tuning": {Tuning field: value}, "xla": {XLA compiler option: value}}, e.g.
+`--variants` maps a name to {"tuning": {Tuning field: value}, "xla": {XLA compiler option: value},
+"dtype": "float32" | "bfloat16" (the program's `GenerationOptions.dtype`, weights stored in it)}, e.g.
 '{"default": {}, "ynn_off": {"xla": {"xla_cpu_experimental_ynn_fusion_type": ""}},
   "plain": {"tuning": {"weight_first_max_rows": 0}}}' (the default set). The model is the real one
 (`ClvpConfig.tortoise()`) with its decoder cut to `--layers` layers (30: the real size), random weights; each
@@ -75,6 +76,8 @@ def main() -> None:
     shapes = param_shapes(cfg)
     rng = np.random.default_rng(0)
     params = jax.tree.map(lambda s: jax.numpy.asarray(rng.standard_normal(s.shape, np.float32) * 0.02), shapes)
+    if any(v.get("dtype", "float32") == "bfloat16" for v in a.variants.values()):  # stored once, as generate
+        weights = {"bfloat16": jax.tree.map(lambda x: x.astype(jax.numpy.bfloat16), params)}
     ids, feats = _inputs(np)
     ids = ids % cfg.text_config.vocab_size
     feats = jax.numpy.asarray(feats)
@@ -82,18 +85,25 @@ def main() -> None:
     programs = {}
     for name, variant in a.variants.items():
         tuning = dataclasses.replace(Tuning.cpu(), **variant.get("tuning", {}))
-        model = ClvpModelForConditionalGeneration(cfg, masked_pooling=False, tuning=tuning)
+        dtype = variant.get("dtype", "float32")
+        vopts = dataclasses.replace(opts, dtype=dtype)
+        compute_dtype = None if dtype == "float32" else jax.numpy.dtype(dtype)
+        model = ClvpModelForConditionalGeneration(cfg, masked_pooling=False, tuning=tuning, dtype=compute_dtype)
         compute = model.clone(scan_layers=True)
-        i, m = _prepare_text(model, opts, ids, None)
+        i, m = _prepare_text(model, vopts, ids, None)
+        vparams = params if dtype == "float32" else weights[dtype]
 
-        def program(p, i, m, f, lat, key, limit, offset, compute=compute):
+        def program(p, i, m, f, lat, key, limit, offset, compute=compute, vopts=vopts):
             return compute.apply(
-                {"params": p}, i, m, f, lat, key, limit, offset, opts=opts, mesh=mesh, method=generation_program
+                {"params": p}, i, m, f, lat, key, limit, offset, opts=vopts, mesh=mesh, method=generation_program
             )
 
         xla = dict(MEMORY_SCHEDULER_OPTIONS) if tuning.use_memory_scheduler(rows) else {}
         xla.update(variant.get("xla", {}))
-        args = lambda k, i=i, m=m: (params, i, m, feats, None, jax.random.key(0), np.int32(k), np.int32(0))  # noqa: E731
+
+        def args(k, i=i, m=m, vparams=vparams):
+            return (vparams, i, m, feats, None, jax.random.key(0), np.int32(k), np.int32(0))
+
         t = time.perf_counter()
         programs[name] = (jax.jit(program, compiler_options=xla or None).lower(*abstract(args(1))).compile(), args)
         print(f"{name}: compiled in {time.perf_counter() - t:.1f} s", flush=True)
