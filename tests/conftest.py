@@ -14,10 +14,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 # Tests are CPU-only and must not grab every core of a shared machine for XLA's thread pool twice over.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Remembered checksums (`checkpoint.hashing.remembered_sha256`) go to a folder of this run, not the user's ~/.cache.
-if "CLVP_JAX_CACHE" not in os.environ:
+if "CLVP_JAX_HASH_MEMO" not in os.environ:
     import tempfile
 
-    os.environ["CLVP_JAX_CACHE"] = tempfile.mkdtemp(prefix="clvp-jax-test-cache-")
+    os.environ["CLVP_JAX_HASH_MEMO"] = tempfile.mkdtemp(prefix="clvp-jax-test-cache-")
 
 import reference_models  # noqa: E402
 

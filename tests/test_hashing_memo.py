@@ -9,7 +9,7 @@ from clvp_jax.checkpoint import hashing
 
 
 def test_remembered_checksum_is_reused_and_follows_changes(tmp_path, monkeypatch):
-    monkeypatch.setenv("CLVP_JAX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CLVP_JAX_HASH_MEMO", str(tmp_path / "cache"))
     weights = tmp_path / "models" / "autoregressive.pth"
     weights.parent.mkdir()
     weights.write_bytes(b"a" * 1000)
@@ -34,7 +34,7 @@ def test_remembered_checksum_is_reused_and_follows_changes(tmp_path, monkeypatch
 def test_an_unwritable_memo_only_costs_the_hash(tmp_path, monkeypatch):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
-    monkeypatch.setenv("CLVP_JAX_CACHE", str(blocker / "cache"))  # under a file: mkdir fails
+    monkeypatch.setenv("CLVP_JAX_HASH_MEMO", str(blocker / "cache"))  # under a file: mkdir fails
     weights = tmp_path / "vocoder.pth"
     weights.write_bytes(b"x")
     assert hashing.checkpoint_fingerprint(weights) == hashlib.sha256(b"x").hexdigest()

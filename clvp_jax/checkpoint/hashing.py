@@ -77,11 +77,15 @@ def checkpoint_fingerprint(path: str | os.PathLike) -> str:
 MEMO_FILE = "sha256-memo.json"  # in `memo_folder()`: {"path|size|inode|mtime_ns": sha256}
 
 
+MEMO_ENV = "CLVP_JAX_HASH_MEMO"  # a folder for the memo (the compile cache's $CLVP_JAX_CACHE is XLA's own folder)
+
+
 def memo_folder() -> Path:
-    """Where remembered checksums live: `$CLVP_JAX_CACHE`, else `$XDG_CACHE_HOME/clvp-jax`, else ~/.cache/clvp-jax."""
-    if os.environ.get("CLVP_JAX_CACHE"):
-        return Path(os.environ["CLVP_JAX_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "clvp-jax"
+    """Where remembered checksums live: `$CLVP_JAX_HASH_MEMO`, else `$XDG_CACHE_HOME/clvp_jax`, else
+    `~/.cache/clvp_jax` (beside the compile cache's default `xla/` folder)."""
+    if os.environ.get(MEMO_ENV):
+        return Path(os.environ[MEMO_ENV])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "clvp_jax"
 
 
 def remembered_sha256(path: str | os.PathLike) -> str:
