@@ -366,7 +366,7 @@ def write_speech(
         def fill(tmp: Path, chunk=chunk, key=keys[i], i=i) -> None:
             for r, o in enumerate(chunk.outputs):
                 _write_wav(tmp / f"rank{r}.wav", o.waveform, SAMPLING_RATE, comment)
-            entry = {"key": key, "text": chunk.text, "outputs": [_output_entry(o) for o in chunk.outputs]}
+            entry = {"key": key, "text": chunk.text, "outputs": [o.to_json() for o in chunk.outputs]}
             entry["ranked"] = [_asdict(x) | {"score_used": s} for x, s in zip(chunk.ranked, chunk.scores, strict=True)]
             fs.write_text(tmp / "chunk.json", dumps(entry | chunk_record(record, i)))
 
@@ -386,15 +386,3 @@ def write_speech(
     tail = {"files": files} | ({"label": label} if label else {}) | ({"provenance": record} if record else {})
     _json_list_file(paths["json"], head, (_chunk_entry(store, i) for i in range(n)), tail)
     return todo
-
-
-def _output_entry(o) -> dict[str, Any]:
-    return {
-        "candidate": o.candidate.index,
-        "score": o.score,
-        "clvp_score": o.candidate.score,
-        "cvvp_score": o.cvvp_score,
-        "codes": len(o.candidate.codes),
-        "latent_frames": o.frames,
-        "samples": int(o.waveform.size),
-    }

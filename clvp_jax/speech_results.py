@@ -27,6 +27,18 @@ class SpeechCandidate:
     frames: int
     waveform: np.ndarray
 
+    def to_json(self) -> dict[str, Any]:
+        """What the JSON outputs say of it (everything but the samples themselves)."""
+        return {
+            "candidate": self.candidate.index,
+            "score": self.score,
+            "clvp_score": self.candidate.score,
+            "cvvp_score": self.cvvp_score,
+            "codes": len(self.candidate.codes),
+            "latent_frames": self.frames,
+            "samples": int(self.waveform.size),
+        }
+
 
 @dataclasses.dataclass(frozen=True)
 class SpeechChunk:
@@ -69,18 +81,7 @@ class SpeechResult:
             "chunks": [
                 {
                     "text": c.text,
-                    "outputs": [
-                        {
-                            "candidate": o.candidate.index,
-                            "score": o.score,
-                            "clvp_score": o.candidate.score,
-                            "cvvp_score": o.cvvp_score,
-                            "codes": len(o.candidate.codes),
-                            "latent_frames": o.frames,
-                            "samples": int(o.waveform.size),
-                        }
-                        for o in c.outputs
-                    ],
+                    "outputs": [o.to_json() for o in c.outputs],
                     "ranked": [
                         dataclasses.asdict(x) | {"score_used": s} for x, s in zip(c.ranked, c.scores, strict=True)
                     ],
