@@ -10,14 +10,15 @@ preset="ultra_fast")`, the same work: every candidate runs to `--codes` AR codes
 emit the stop token; the codes of the chosen candidate and its mel frames are printed for both sides).
 
 Models: the original classes built with api.py's constructor arguments (`--size real`; `--size tiny`: 2-layer,
-64-wide AR and CLVP, the tiny diffusion and vocoder widths of bench_waveform.py) under torch's seeded default
-init, with `waveform_reference.seeded_state` drawing the matrices the original zero-initialises, written as a
-Tortoise models folder (autoregressive.pth, clvp2.pth, diffusion_decoder.pth, vocoder.pth in its weight-norm
-`model_g` form, original_config.json). The reference process builds `TextToSpeech` without its `__init__` (which
-would download the real weights from the Hub and hard-codes the real sizes): the same attributes `__init__` sets,
-the models loaded from that folder as `__init__` loads them (`post_init_gpt2_config(kv_cache=True)`: the KV
-cache on, as Tortoise's do_tts.py / read.py default; redaction off: it needs a wav2vec2 download; batch 16).
-clvp-jax reads the same folder (`clvp_jax.TextToSpeech(folder)`, converted on the fly, load time printed).
+64-wide AR and CLVP, the tiny diffusion and vocoder widths of bench_waveform.py; every size is waveform_common.py's)
+under torch's seeded default init, with `waveform_reference.seeded_state` drawing the matrices the original
+zero-initialises, written as a Tortoise models folder (autoregressive.pth, clvp2.pth, diffusion_decoder.pth,
+vocoder.pth in its weight-norm `model_g` form, original_config.json). The reference process builds `TextToSpeech`
+without its `__init__` (which would download the real weights from the Hub and hard-codes the real sizes): the same
+attributes `__init__` sets, the models loaded from that folder as `__init__` loads them
+(`post_init_gpt2_config(kv_cache=True)`: the KV cache on, as Tortoise's do_tts.py / read.py default; redaction off:
+it needs a wav2vec2 download; batch 16). clvp-jax reads the same folder (`clvp_jax.TextToSpeech(folder)`, converted
+on the fly, load time printed).
 Voice latents: the same random AR latent [1, D] and diffusion latent [1, 2C] on both sides.
 
 Each side runs in its own process (torch and XLA threads would fight; each side gets its own peak memory,
@@ -42,49 +43,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import waveform_common as common  # noqa: E402
 from bench_waveform import machine  # noqa: E402  (this folder's shared helpers)
-from waveform_common import DIFFUSION_KWARGS, VOCODER_KWARGS, peak_gib  # noqa: E402
+from waveform_common import AR_KWARGS, CLVP_KWARGS, DIFFUSION_KWARGS, VOCODER_KWARGS, peak_gib  # noqa: E402
 from waveform_reference import seeded_state, shim  # noqa: E402
 
 TEXT = "The quick brown fox jumps over the lazy dog, and then it runs away."
 PRESET = "ultra_fast"
 SEED = 0
 CANDIDATES = 16  # ultra_fast's AR candidates: the original samples them as one batch of 16
-
-# UnifiedVoice / CLVP constructor arguments: api.py's, and a tiny pair of the same vocabulary and positions.
-AR_KWARGS = {
-    "real": dict(
-        max_mel_tokens=604,
-        max_text_tokens=402,
-        max_conditioning_inputs=2,
-        layers=30,
-        model_dim=1024,
-        heads=16,
-        number_text_tokens=255,
-        start_text_token=255,
-        checkpointing=False,
-        train_solo_embeddings=False,
-    ),
-}
-AR_KWARGS["tiny"] = AR_KWARGS["real"] | dict(layers=2, model_dim=64, heads=4)
-CLVP_KWARGS = {
-    "real": dict(
-        dim_text=768,
-        dim_speech=768,
-        dim_latent=768,
-        num_text_tokens=256,
-        text_enc_depth=20,
-        text_seq_len=350,
-        text_heads=12,
-        num_speech_tokens=8192,
-        speech_enc_depth=20,
-        speech_heads=12,
-        speech_seq_len=430,
-        use_xformers=True,
-    ),
-}
-CLVP_KWARGS["tiny"] = CLVP_KWARGS["real"] | dict(
-    dim_text=64, dim_speech=64, dim_latent=64, text_enc_depth=2, speech_enc_depth=2, text_heads=1, speech_heads=1
-)  # 1 head of 64: clvp-jax's (HF's) CLVP needs heads x 64 == width
 
 
 def _stand_in(name: str, why: str, names: tuple[str, ...] = ()) -> None:

@@ -1,5 +1,6 @@
-"""Shared by the waveform-stage benchmarks (bench_waveform.py and its reference process): the sizes, the inputs,
-timing and memory helpers. Both sides import it, so they compute on the same numbers."""
+"""Shared by the waveform-stage benchmarks (bench_waveform.py and its reference process) and bench_tts.py: the model
+sizes (real and tiny, one place), the inputs, timing and memory helpers. Both sides import it, so they compute on
+the same numbers."""
 
 from __future__ import annotations
 
@@ -42,6 +43,42 @@ DIFFUSION_KWARGS = {
 }
 # UnivNetGenerator constructor arguments: api.py uses the defaults; the tiny one is narrower.
 VOCODER_KWARGS = {"real": {}, "tiny": dict(channel_size=8, noise_dim=8)}
+# UnifiedVoice / CLVP constructor arguments (bench_tts.py): api.py's, and a tiny pair of the same vocabulary and
+# positions.
+AR_KWARGS = {
+    "real": dict(
+        max_mel_tokens=604,
+        max_text_tokens=402,
+        max_conditioning_inputs=2,
+        layers=30,
+        model_dim=1024,
+        heads=16,
+        number_text_tokens=255,
+        start_text_token=255,
+        checkpointing=False,
+        train_solo_embeddings=False,
+    ),
+}
+AR_KWARGS["tiny"] = AR_KWARGS["real"] | dict(layers=2, model_dim=64, heads=4)
+CLVP_KWARGS = {
+    "real": dict(
+        dim_text=768,
+        dim_speech=768,
+        dim_latent=768,
+        num_text_tokens=256,
+        text_enc_depth=20,
+        text_seq_len=350,
+        text_heads=12,
+        num_speech_tokens=8192,
+        speech_enc_depth=20,
+        speech_heads=12,
+        speech_seq_len=430,
+        use_xformers=True,
+    ),
+}
+CLVP_KWARGS["tiny"] = CLVP_KWARGS["real"] | dict(
+    dim_text=64, dim_speech=64, dim_latent=64, text_enc_depth=2, speech_enc_depth=2, text_heads=1, speech_heads=1
+)  # 1 head of 64: clvp-jax's (HF's) CLVP needs heads x 64 == width
 # The sampler runs: name -> (steps K, conditioning-free guidance), as the ultra_fast and fast presets.
 SAMPLER_RUNS = {"ultra_fast": (30, False), "fast": (80, True)}
 

@@ -33,8 +33,8 @@ def is_results_folder(folder: Path) -> bool:
 def cmd_generate(args: argparse.Namespace) -> int:
     from clvp_jax import cli_voice, pipeline
     from clvp_jax.generation.options import OptionError
-    from clvp_jax.generation.presets import PRESETS
     from clvp_jax.long_text import digest, write_codes
+    from clvp_jax.rank_settings import RankSettings
 
     if args.list_voices:
         print(cli_voice.list_text(args, cli_common.UsageError))
@@ -46,14 +46,21 @@ def cmd_generate(args: argparse.Namespace) -> int:
     cli_common.check_seed_arg(args)
     cli_long_text.check(args)
     sampling = cli_options.sampling_from(args, cli_common.UsageError)
-    if args.preset not in PRESETS:
-        raise cli_common.UsageError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
-    drawn = sampling.num_samples or PRESETS[args.preset]
     try:
-        sampling.check_keep(drawn)
+        settings = RankSettings(
+            preset=args.preset,
+            candidates=sampling.num_samples,
+            max_new_tokens=sampling.max_new_tokens,
+            seed=args.seed,
+            dtype=args.dtype,
+            sampling=sampling,
+        )
+        sampling.check_keep(settings.drawn)
     except OptionError as err:
         raise cli_common.UsageError(cli_options.flag_message(err)) from None
-    keep = sampling.keep or drawn
+    except ValueError as err:  # the preset (the numbers are the sampling flags', checked above)
+        raise cli_common.UsageError(str(err)) from None
+    keep = sampling.keep or settings.drawn
     names = ["voice"] if specs is None else cli_voice.output_names(specs)
     folders = [args.out] if len(names) == 1 else [args.out / name for name in names]
     # Every refusal the output can meet comes before the work: a file, a read-only folder, an input, not ours.
@@ -118,18 +125,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         (args.out / fs.OUTPUT_MARKER).touch()
     start = time.perf_counter()
     for (name, voice_record, latents), folder in zip(voices_latents, folders, strict=True):
-        plan = pipeline.plan_ranking(
-            text=text,
-            model=model,
-            params=params,
-            latents=latents,
-            preset=args.preset,
-            candidates=sampling.num_samples,
-            max_new_tokens=sampling.max_new_tokens,
-            seed=args.seed,
-            dtype=args.dtype,
-            sampling=sampling,
-        )
+        plan = pipeline.plan_ranking(text=text, model=model, params=params, latents=latents, settings=settings)
         again = cli_long_text.regenerate(args, len(plan.chunks))
         record = cli_output.provenance(
             checkpoint=args.checkpoint,

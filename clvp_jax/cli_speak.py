@@ -151,6 +151,8 @@ def cmd_speak(args: argparse.Namespace) -> int:
     from clvp_jax import cli_common, cli_long_text, cli_options, cli_output, cli_voice
     from clvp_jax.cli_common import UsageError
     from clvp_jax.generation.options import OptionError
+    from clvp_jax.speech_settings import speech_settings
+    from clvp_jax.tts import PACKAGED_MAX_CODES
     from clvp_jax.waveform.presets import speech_preset
 
     if args.list_voices:
@@ -162,18 +164,31 @@ def cmd_speak(args: argparse.Namespace) -> int:
     cli_common.check_seed_arg(args)
     cli_long_text.check(args)
     sampling = cli_options.sampling_from(args, UsageError)
+    max_new_tokens = sampling.max_new_tokens
+    if max_new_tokens is None and args.checkpoint is None:  # the packaged random model never stops by itself
+        max_new_tokens = PACKAGED_MAX_CODES
     try:
         preset = speech_preset(
             args.preset, sampler=args.sampler, diffusion_steps=args.diffusion_steps, candidates=sampling.num_samples
         )
         sampling.check_keep(preset.candidates)
+        if not 0 <= args.cvvp_amount <= 1:
+            raise UsageError(f"--cvvp-amount must be in [0, 1], got {args.cvvp_amount}")
+        settings = speech_settings(
+            preset=preset,
+            k=sampling.keep or 1,
+            cvvp_amount=args.cvvp_amount,
+            seed=args.seed,
+            max_new_tokens=max_new_tokens,
+            dtype=args.dtype,
+            sampling=sampling,
+            vocoder=args.vocoder,
+        )
     except OptionError as err:
         raise UsageError(cli_options.flag_message(err)) from None
     except (ValueError, TypeError) as err:
         raise UsageError(str(err)) from None
-    keep = sampling.keep or 1
-    if not 0 <= args.cvvp_amount <= 1:
-        raise UsageError(f"--cvvp-amount must be in [0, 1], got {args.cvvp_amount}")
+    keep = settings.k
     if args.checkpoint is not None and not args.checkpoint.exists():
         raise UsageError(f"no checkpoint at {args.checkpoint}")
     cli_voice.check_random_generators(specs, args.checkpoint, UsageError)
@@ -187,7 +202,7 @@ def cmd_speak(args: argparse.Namespace) -> int:
 
     from clvp_jax.long_text import digest, speech_paths, write_speech
     from clvp_jax.speech import plan_speech
-    from clvp_jax.tts import PACKAGED_MAX_CODES, TextToSpeech
+    from clvp_jax.tts import TextToSpeech
     from clvp_jax.voices import VoiceLatents
 
     start = time.perf_counter()
@@ -197,14 +212,11 @@ def cmd_speak(args: argparse.Namespace) -> int:
     with cli_common.loading(args):
         tts = TextToSpeech(args.checkpoint, dtype=args.dtype, diffusion_dtype=args.diffusion_dtype)
         # A codes-only checkpoint (or one without hifidecoder.pth for --vocoder hifigan) fails here, before any work.
-        wm = tts.waveform_models(with_cvvp=args.cvvp_amount > 0, with_hifigan=args.vocoder == "hifigan")
+        wm = tts.waveform_models(with_cvvp=settings.cvvp_amount > 0, with_hifigan=settings.vocoder == "hifigan")
         ckpt_hash = cli_output.checkpoint_hash(args.checkpoint)
     weights = digest(tts.params, wm.diffusion_variables, wm.vocoder_params, wm.cvvp_params or {})
-    if args.vocoder == "hifigan":
+    if settings.vocoder == "hifigan":
         weights = digest(weights, wm.hifigan_params)
-    max_new_tokens = sampling.max_new_tokens
-    if max_new_tokens is None and tts.random_weights:
-        max_new_tokens = PACKAGED_MAX_CODES
 
     def compute(clips):
         v = tts.get_conditioning_latents([str(c) for c in clips])
@@ -221,7 +233,7 @@ def cmd_speak(args: argparse.Namespace) -> int:
 
     quiet = cli_options.verbosity(args) < 0
     for spec, name, out in zip(specs, names, outs, strict=True):
-        if args.cvvp_amount > 0 and spec.clips:
+        if settings.cvvp_amount > 0 and spec.clips:
             voice = [str(c) for c in spec.clips]  # CVVP reads the clips' mels: no cache
         else:
             voice = cli_voice.latents_of(
@@ -233,19 +245,7 @@ def cmd_speak(args: argparse.Namespace) -> int:
                 say=lambda line: cli_common.say_if(args, 1, line),
             )
         plan = plan_speech(
-            text=text,
-            model=tts.model,
-            params=tts.params,
-            waveform_models=wm,
-            voice=voice,
-            preset=preset,
-            k=keep,
-            cvvp_amount=args.cvvp_amount,
-            seed=args.seed,
-            max_new_tokens=max_new_tokens,
-            dtype=args.dtype,
-            sampling=sampling,
-            vocoder=args.vocoder,
+            text=text, model=tts.model, params=tts.params, waveform_models=wm, voice=voice, settings=settings
         )
         again = cli_long_text.regenerate(args, len(plan.chunks))
         record = cli_output.provenance(

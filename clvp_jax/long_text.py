@@ -18,9 +18,9 @@ does not grow with the length of the text (only the list of chunk texts does). W
 the same with its own chunk only (`chunk_record`); it is not part of the key, so a kept chunk keeps the record of
 the run that made it. The JSON is readable (`json_text.dumps`: a candidate's codes on one line).
 
-Same key, same output: a chunk's randomness comes from its index (`pipeline.rank_group`, `speech.waveform_key`),
-so its results do not depend on which chunks were generated with it, nor on whether the run was resumed (up to
-float rounding in the scores: a group's shapes change the order of a few float sums).
+Same key, same output: a chunk's randomness comes from its index (`pipeline.rank_group`,
+`speech_sample.waveform_key`), so its results do not depend on which chunks were generated with it, nor on whether
+the run was resumed (up to float rounding in the scores: a group's shapes change the order of a few float sums).
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@
   score(text=..., speech_ids=...)    CLVP similarity of a text and speech-code sequences
   describe_checkpoint(path)          config, parameter count, dtype and provenance of a checkpoint
   load_model(checkpoint)             (model, params) of a folder or Hub repo id; None: the packaged default
+`score` lives in `clvp_jax.scoring`, `describe_checkpoint` in `clvp_jax.checkpoint_info` and the settings of
+`rank_speech` (`RankSettings`, what `plan_ranking` takes) in `clvp_jax.rank_settings`; all are part of this API.
 
 With no checkpoint, everything runs on the packaged default: the real Tortoise vocabulary and mel norms, the
 bundled LJ Speech clip, and a small deterministic random-weight model (`default_config()`, seed 0). Its outputs
@@ -23,18 +25,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from clvp_jax.checkpoint_info import describe_checkpoint
 from clvp_jax.config import ClvpConfig, ClvpDecoderConfig, ClvpEncoderConfig
-from clvp_jax.generation.options import SamplingOverrides
-from clvp_jax.generation.presets import preset_options
+from clvp_jax.generation.options import GenerationOptions, SamplingOverrides
 from clvp_jax.model import ClvpModelForConditionalGeneration, init_params
+from clvp_jax.pipeline_text import TEXT_NORMALIZER
+from clvp_jax.rank_settings import SEED_RANGE, RankSettings, check_seed
+from clvp_jax.scoring import MAX_SCORE_SPEECH_CODES, require_scoring, score, score_limits
 
 __all__ = ["TEXT_NORMALIZER", "DEFAULT_NOTICE", "default_config", "load_model", "compute_latents"]
 __all__ += ["Candidate", "ChunkResult", "RankResult", "rank_speech", "score", "describe_checkpoint"]
-__all__ += ["RankPlan", "plan_ranking", "chunk_groups", "rank_group", "stack_arrays"]
-
-TEXT_NORMALIZER = "tortoise"
-"""Text normaliser of every tokenizer built here: Tortoise's own (`english_cleaners`, what the real weights were
-trained on), not transformers' default; `ClvpTokenizer(normalizer="hf")` gives transformers' ids."""
+__all__ += ["RankPlan", "RankSettings", "plan_ranking", "chunk_groups", "rank_group", "stack_arrays"]
+# Defined in their own modules, and part of this one's API as before they moved:
+__all__ += ["MAX_SCORE_SPEECH_CODES", "SEED_RANGE", "check_seed", "require_scoring", "score_limits"]
 
 DEFAULT_NOTICE = (
     "using the packaged default model: RANDOM weights (real vocabulary and voice clip), so the codes and scores "
@@ -162,7 +165,7 @@ class RankPlan:
     """
 
     chunks: list[str]
-    options: Any
+    options: GenerationOptions
     candidates: int
     text_length: int
     latents: np.ndarray
@@ -170,30 +173,22 @@ class RankPlan:
     settings: dict[str, Any]
 
 
-def plan_ranking(
-    *,
-    text: str,
-    model,
-    params,
-    latents: np.ndarray,
-    preset: str = "ultra_fast",
-    candidates: int | None = None,
-    max_new_tokens: int | None = None,
-    seed: int = 0,
-    dtype: str = "float32",
-    sampling: SamplingOverrides | None = None,
-) -> RankPlan:
-    """Check the inputs and split `text` into chunks (nothing is generated yet). Raises `ValueError` on bad input."""
+def plan_ranking(*, text: str, model, params, latents: np.ndarray, settings: RankSettings) -> RankPlan:
+    """Check the inputs and split `text` into chunks (nothing is generated yet): the plan `rank_group` runs.
+
+    Args:
+      text: the text (`|` marks manual split points); latents: the voice's conditioning latent [D].
+      settings: preset, candidates, length, seed, dtype and sampling knobs (`RankSettings`, checked when built).
+    Raises:
+      ValueError: a checkpoint without the CLVP towers, bad latents, or a text with nothing to say.
+    """
     from clvp_jax.generation.latents import check_latent_values
     from clvp_jax.text import ClvpTokenizer
     from clvp_jax.text.speakable import require_speakable
     from clvp_jax.text.splitter import split_at_marks
 
     config: ClvpConfig = model.config
-    check_seed(seed)
-    options = preset_options(
-        preset, config=config, candidates=candidates, max_new_tokens=max_new_tokens, dtype=dtype, sampling=sampling
-    )
+    options = settings.options(config)
     require_scoring(params)
     latents = np.asarray(check_latent_values(latents, "latents"), np.float32).reshape(-1)
     tokenizer = ClvpTokenizer.from_pretrained(normalizer=TEXT_NORMALIZER)
@@ -203,21 +198,8 @@ def plan_ranking(
         raise ValueError("the text has nothing to say (no letters or digits)")
     lengths = [len(ids) for ids in tokenizer(chunks, return_attention_mask=False)["input_ids"]]
     C = options.num_return_sequences
-    settings = {
-        "preset": preset,
-        "candidates": C,
-        "max_new_tokens": options.max_new_tokens,
-        "seed": seed,
-        "dtype": dtype,
-        "temperature": options.temperature,
-        "top_p": options.top_p,
-        "top_k": options.top_k,
-        "repetition_penalty": options.repetition_penalty,
-        "length_penalty": 1.0 if sampling is None or sampling.length_penalty is None else sampling.length_penalty,
-        "pad_to_max_mel_tokens": options.pad_to_max_mel_tokens,
-    }
     call_options = options.replace(num_return_sequences=min(C, CANDIDATES_PER_CALL))
-    return RankPlan(chunks, call_options, C, max(lengths), latents, seed, settings)
+    return RankPlan(chunks, call_options, C, max(lengths), latents, settings.seed, settings.record(options))
 
 
 def chunk_groups(indices: Sequence[int], size: int = 0) -> list[list[int]]:
@@ -339,18 +321,10 @@ def rank_speech(
     repetition penalty (`GenerationOptions.tortoise` has Tortoise's); its counts are the caller's. (To write
     each chunk as it finishes, see `clvp_jax.long_text`.)
     """
-    plan = plan_ranking(
-        text=text,
-        model=model,
-        params=params,
-        latents=latents,
-        preset=preset,
-        candidates=candidates,
-        max_new_tokens=max_new_tokens,
-        seed=seed,
-        dtype=dtype,
-        sampling=sampling,
+    settings = RankSettings(
+        preset=preset, candidates=candidates, max_new_tokens=max_new_tokens, seed=seed, dtype=dtype, sampling=sampling
     )
+    plan = plan_ranking(text=text, model=model, params=params, latents=latents, settings=settings)
     groups = chunk_groups(range(len(plan.chunks)))
     results, total, done = [], len(plan.chunks) * plan.candidates, 0
     for group in groups:
@@ -362,114 +336,3 @@ def rank_speech(
         results += rank_group(plan, group, model=model, params=params, rows=len(groups[0]), progress=group_progress)
         done += len(group) * plan.candidates
     return RankResult([r for r, _ in results], plan.settings, stack_arrays([a for _, a in results]))
-
-
-# Seeds are the 32-bit keys of `jax.random.key`: larger values alias a smaller seed (2^32 gave seed 0's output).
-SEED_RANGE = (0, 2**32)
-
-
-def check_seed(seed: int) -> int:
-    """`seed`, or `ValueError` with the range when it is not an integer in [0, 2^32)."""
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not SEED_RANGE[0] <= seed < SEED_RANGE[1]:
-        raise ValueError(f"the seed must be an integer in [0, 2^32) = [0, {SEED_RANGE[1] - 1}], got {seed!r}")
-    return int(seed)
-
-
-def require_scoring(params) -> None:
-    """`ValueError` unless `params` hold the CLVP towers (an autoregressive-only checkpoint cannot score or rank)."""
-    missing = [p for p in ("text_encoder_model", "speech_encoder_model") if p not in params]
-    if missing:
-        raise ValueError(
-            f"this checkpoint has no CLVP towers ({', '.join(missing)} missing): it can generate conditioning "
-            "latents but not score or rank; convert it with its clvp2.pth (clvp-jax convert AR.pth --clvp clvp2.pth)"
-        )
-
-
-# The most speech codes `score` takes: Tortoise pads candidates to 500 codes before CLVP scores them, and the
-# decoder's position table (604 codes at real size) bounds what generation makes; 1024 leaves room for both.
-# The rotary CLVP towers have no position table, so only memory bounds them otherwise (unbounded input took 9.6 GB).
-MAX_SCORE_SPEECH_CODES = 1024
-
-
-def score_limits(model) -> tuple[int, int]:
-    """(most text tokens, most speech codes) `score` takes: one chunk of text as generation makes it (the
-    conditioning table less the start and stop tokens), and `MAX_SCORE_SPEECH_CODES` (or the decoder's table when
-    larger). Longer input is refused with the limit, not chunked (a score of pieces is not the score of the whole)."""
-    dec = model.config.decoder_config
-    return dec.max_text_tokens - 1, max(MAX_SCORE_SPEECH_CODES, dec.max_position_embeddings - 2)
-
-
-def score(*, text: str | Sequence[str], speech_ids: Sequence[Sequence[int]], model, params) -> np.ndarray:
-    """CLVP similarity logits [texts, sequences] of texts against speech-code sequences.
-
-    The codes are scored as generation scores them (`score_candidates`): a start token is put in front and
-    `fix_speech_decoder_output` applied (a stop token and what follows become the fixing codes); the text gets the
-    stop token appended as the reference's generate does. Sequences of different lengths are scored in separate
-    groups (the speech tower mean-pools over every position, so padding would change the score).
-    """
-    from clvp_jax.text import ClvpTokenizer
-
-    dec = model.config.decoder_config
-    require_scoring(params)
-    texts = [text] if isinstance(text, str) else list(text)
-    enc = ClvpTokenizer.from_pretrained(normalizer=TEXT_NORMALIZER)(texts, padding=True, return_tensors="np")
-    text_limit, speech_limit = score_limits(model)
-    longest = int(np.asarray(enc["attention_mask"]).sum(axis=1).max())
-    if longest > text_limit:
-        raise ValueError(
-            f"the text is {longest} tokens, more than the {text_limit} the CLVP text tower takes; score it in "
-            "shorter pieces (split_text / the chunks of `clvp-jax generate`)"
-        )
-    rows = []
-    for seq in speech_ids:
-        seq = np.asarray(seq, np.int64).reshape(-1)
-        if seq.size == 0:
-            raise ValueError("an empty speech-code sequence cannot be scored")
-        if seq.size > speech_limit:
-            raise ValueError(
-                f"a speech sequence of {seq.size} codes is longer than the {speech_limit} the CLVP speech tower takes; "
-                "score its first codes, or the candidates of each text chunk (`clvp-jax generate`), instead"
-            )
-        if seq.min() < 0 or seq.max() >= dec.vocab_size:
-            raise ValueError(f"speech codes must be in [0, {dec.vocab_size}), got {seq.min()}..{seq.max()}")
-        rows.append(np.concatenate([[dec.bos_token_id], seq]))  # [1 + S]: the start token first, as generated
-    logits = np.zeros((len(texts), len(rows)), np.float32)
-    for length in sorted({len(r) for r in rows}):
-        group = [j for j, r in enumerate(rows) if len(r) == length]
-        _, scores = model.apply(
-            {"params": params},
-            jnp.asarray(enc["input_ids"]),
-            jnp.asarray(enc["attention_mask"]),
-            jnp.asarray(np.stack([rows[j] for j in group])),
-            method=ClvpModelForConditionalGeneration.score_candidates,
-        )
-        logits[:, group] = np.asarray(scores.logits_per_text)
-    if not np.isfinite(logits).all():
-        raise FloatingPointError(
-            "CLVP scores are not finite (NaN or inf): the weights are damaged; check the checkpoint "
-            "(clvp-jax convert --dry-run)"
-        )
-    return logits
-
-
-def describe_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """What a checkpoint holds: format, config summary, parameter count and dtype, provenance."""
-    from clvp_jax.checkpoint import load_params
-
-    loaded = load_params(path)
-    leaves = jax.tree_util.tree_leaves(loaded.params)
-    dtypes = sorted({str(np.asarray(x).dtype) for x in leaves})
-    cfg = loaded.config
-    dec, text, speech = cfg.decoder_config, cfg.text_config, cfg.speech_config
-    return {
-        "path": str(path),
-        "format": loaded.format,
-        "parts": list(loaded.parts),
-        "parameters": int(sum(np.size(x) for x in leaves)),
-        "dtypes": dtypes,
-        "decoder": f"{dec.num_hidden_layers} layers x {dec.hidden_size}, {dec.num_attention_heads} heads, vocab {dec.vocab_size}",
-        "text_encoder": f"{text.num_hidden_layers} layers x {text.hidden_size}, vocab {text.vocab_size}",
-        "speech_encoder": f"{speech.num_hidden_layers} layers x {speech.hidden_size}, vocab {speech.vocab_size}",
-        "sources": [str(s) for s in loaded.sources],
-        "manifest": loaded.manifest,
-    }

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from clvp_jax.generation.options import SamplingOverrides
-from clvp_jax.speech import Progress, SpeechResult, Voice, synthesize, voice_conditioning
+from clvp_jax.speech import Progress, SpeechResult, Voice, speak, voice_conditioning
+from clvp_jax.speech_settings import Vocoder, speech_settings
 from clvp_jax.waveform.bundle import (
     DIFFUSION_DTYPES,
     WaveformModels,
@@ -117,7 +118,7 @@ class TextToSpeech:
         top_k: int | None = None,
         repetition_penalty: float | None = None,
         length_penalty: float | None = None,
-        vocoder: str = "univnet",
+        vocoder: Vocoder = "univnet",
     ) -> SpeechResult:
         """Speak `text` with a Tortoise preset ("ultra_fast", "fast", "standard", "high_quality").
 
@@ -152,16 +153,9 @@ class TextToSpeech:
             repetition_penalty=repetition_penalty,
             length_penalty=length_penalty,
         )
-        wm = self.waveform_models(with_cvvp=cvvp_amount > 0, with_hifigan=vocoder == "hifigan")
-        source = voice if voice is not None else voice_samples
         if max_new_tokens is None and self.random_weights:
             max_new_tokens = PACKAGED_MAX_CODES
-        return synthesize(
-            text=text,
-            model=self.model,
-            params=self.params,
-            waveform_models=wm,
-            voice=source,
+        settings = speech_settings(
             preset=preset,
             k=k,
             sampler=sampler,
@@ -171,7 +165,16 @@ class TextToSpeech:
             seed=seed,
             max_new_tokens=max_new_tokens,
             dtype=self.dtype,
-            progress=progress,
             sampling=sampling,
             vocoder=vocoder,
+        )
+        wm = self.waveform_models(with_cvvp=settings.cvvp_amount > 0, with_hifigan=settings.vocoder == "hifigan")
+        return speak(
+            text=text,
+            model=self.model,
+            params=self.params,
+            waveform_models=wm,
+            voice=voice if voice is not None else voice_samples,
+            settings=settings,
+            progress=progress,
         )

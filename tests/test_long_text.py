@@ -37,9 +37,10 @@ def latents(default_model):
     return pipeline.compute_latents(model=model, params=params)
 
 
-def _plan(default_model, latents, text=THREE, **kw):
+def _plan(default_model, latents, text=THREE):
     model, params = default_model
-    return pipeline.plan_ranking(text=text, model=model, params=params, latents=latents, **(SMALL | kw))
+    settings = pipeline.RankSettings(**SMALL)
+    return pipeline.plan_ranking(text=text, model=model, params=params, latents=latents, settings=settings)
 
 
 # ---- splitting and --regenerate -----------------------------------------------------------------------------
@@ -238,7 +239,8 @@ def test_speech_chunks_are_written_resumed_and_joined(tmp_path, monkeypatch):
     wm = default_waveform_models(model.config.decoder_config.hidden_size)
     text = "Hello world, this is the first sentence. | And here is another one."
     fast = dict(preset="ultra_fast", candidates=3, diffusion_steps=4, max_new_tokens=10, seed=3)
-    plan = speech.plan_speech(text=text, model=model, params=params, waveform_models=wm, **fast)
+    settings = speech.speech_settings(**fast)
+    plan = speech.plan_speech(text=text, model=model, params=params, waveform_models=wm, settings=settings)
     whole = speech.synthesize(text=text, model=model, params=params, waveform_models=wm, **fast)
     out = tmp_path / "speech.wav"
     kw = dict(model=model, params=params, waveform_models=wm, out=out, weights="w", group_size=1, comment="RANDOM")

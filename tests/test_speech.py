@@ -20,15 +20,10 @@ import numpy as np
 import pytest
 
 from clvp_jax.pipeline import ChunkResult
-from clvp_jax.speech import (
-    SpeechResult,
-    mix_scores,
-    output_frames,
-    render_chunk,
-    render_waveform,
-    synthesize,
-    voice_conditioning,
-)
+from clvp_jax.speech import SpeechResult, render_chunk, synthesize, voice_conditioning
+from clvp_jax.speech_sample import output_frames, render_waveform
+from clvp_jax.speech_scores import mix_scores
+from clvp_jax.speech_settings import speech_settings
 from clvp_jax.waveform.ar_latents import ar_latents, fixed_codes, trim_length
 from clvp_jax.waveform.bundle import (
     MissingAudioModelsError,
@@ -214,7 +209,7 @@ def test_same_seed_same_waveform_other_seed_other_waveform(tiny, spoken):
 def test_a_chunks_waveform_does_not_depend_on_the_other_chunks_or_k(tiny, spoken):
     model, params, wm = tiny
     voice = voice_conditioning(model=model, params=params, waveform_models=wm)
-    sampler = speech_preset("ultra_fast", diffusion_steps=4).sampler
+    settings = speech_settings(k=1, seed=3, **FAST)  # only the best: rank 0 of k = 2 must not change
     chunk = spoken.chunks[1]
     alone = render_chunk(
         ChunkResult(chunk.text, chunk.ranked),
@@ -223,9 +218,7 @@ def test_a_chunks_waveform_does_not_depend_on_the_other_chunks_or_k(tiny, spoken
         params=params,
         waveform_models=wm,
         voice=voice,
-        sampler=sampler,
-        k=1,  # only the best: rank 0 of k = 2 must not change
-        seed=3,
+        settings=settings,
         length=44,
     )
     np.testing.assert_array_equal(alone.waveform, chunk.waveform)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from clvp_jax.speech import output_frames
+from clvp_jax.speech_sample import output_frames
 from clvp_jax.waveform.bundle import MissingAudioModelsError, load_waveform_models
 
 DATA = Path(__file__).resolve().parent / "data"
