@@ -28,8 +28,8 @@ t uniform on the 4000-step linear schedule, x_t = sqrt(abar_t) x0 + sqrt(1 - aba
 eps) + L_vb, where L_vb is the variational bound term of the learned variance with the mean frozen
 (stop_gradient on eps_hat): KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t)) in bits per dimension for t > 0, the
 discretised Gaussian decoder NLL at t = 0; not rescaled (the rescaling is loss_type rescaled_mse's). AdamW (lr
-`--lr`, 100 warm-up steps, cosine decay to 10%, weight decay 0, gradient clipping at 1), an EMA of the weights
-(decay 0.999) is what is saved.
+`--lr`, 100 warm-up steps, cosine decay to 10%, weight decay 0, gradient clipping at 1); what is saved is an
+EMA of the weights (decay min(0.999, (1 + n) / (10 + n)) at step n).
 
 Output (`--out`, written atomically): a msgpack of {"params": EMA variables, "eval": {"latents" [R, M, 32],
 "cond_mels" [R, 100, 401], "x0" [R, 100, N]}, "meta": JSON text (config, settings, losses)}: what
@@ -223,11 +223,13 @@ def main() -> None:
     loss_fn = make_loss(model, diffusion_tables(), cond_mels)
 
     @jax.jit
-    def step(params, ema, opt_state, batch, key):
+    def step(params, ema, opt_state, batch, key, n):
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, key)
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        ema = jax.tree_util.tree_map(lambda e, p: EMA_DECAY * e + (1 - EMA_DECAY) * p, ema, params)
+        # EMA with the usual warm-up: a plain 0.999 would keep 0.999^n of the random init (20% at n = 1600)
+        decay = jnp.minimum(EMA_DECAY, (1.0 + n) / (10.0 + n))
+        ema = jax.tree_util.tree_map(lambda e, p: decay * e + (1 - decay) * p, ema, params)
         return params, ema, opt_state, metrics | {"loss": loss}
 
     rng = np.random.default_rng(a.seed)
@@ -247,7 +249,7 @@ def main() -> None:
     done = 0
     for i in range(a.steps):
         key, sub = jax.random.split(key)
-        params, ema, opt_state, metrics = step(params, ema, opt_state, batch(), sub)
+        params, ema, opt_state, metrics = step(params, ema, opt_state, batch(), sub, jnp.float32(i))
         window.append({k: float(v) for k, v in metrics.items()})
         done = i + 1
         if done % 100 == 0 or done == a.steps:
