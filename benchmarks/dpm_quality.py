@@ -76,6 +76,8 @@ def main() -> None:
         with open(a.params, "rb") as f:
             payload = flax.serialization.msgpack_restore(f.read())
         variables, held = payload["params"], payload["eval"]
+        meta = json.loads(payload["meta"])
+        model = DiffusionTts(DiffusionConfig(**meta["config"]))
         rows = min(a.rows, held["latents"].shape[0])
         frames = 4 * held["latents"].shape[1]  # one "AR latent" per 4 frames (train_tiny_diffusion.py)
         voice = model.apply(variables, jnp.asarray(held["cond_mels"][:rows]), method=DiffusionTts.get_conditioning)
@@ -83,9 +85,8 @@ def main() -> None:
             functools.partial(model.apply, method=DiffusionTts.timestep_independent), static_argnums=(3,)
         )(variables, jnp.asarray(held["latents"][:rows]), voice, frames)  # [R, C, L]: one held-out window per row
         real = np.asarray(held["x0"][:rows])
-        meta = json.loads(payload["meta"])
         title = (
-            f"TRAINED tiny DiffusionTts ({a.params}: {meta['steps_done']} steps of train_tiny_diffusion.py, final "
+            f"TRAINED tiny DiffusionTts (W = {model.config.model_channels}; {a.params}: {meta['steps_done']} steps of train_tiny_diffusion.py, final "
             f"mse {meta['history'][-1]['mse']:.3f}), {rows} held-out windows"
         )
     else:
