@@ -298,6 +298,14 @@ def test_logsnr_timesteps_are_distinct_and_uniform_in_lambda():
     )
     with pytest.raises(ValueError, match="steps must be an integer"):
         logsnr_timesteps(1)
+    # every kind runs on the logsnr grid: the model is fed its timesteps, the DDPM tables are finite
+    for kind in ("ddpm", "ddim", "dpm++2m"):
+        tables = _step_tables(SamplerConfig(kind=kind, steps=27, spacing="logsnr"))
+        np.testing.assert_array_equal(tables["t_model"], logsnr_timesteps(27)[::-1])
+        assert all(np.isfinite(v).all() for v in tables.values()), kind
+    model_fn, *_ = _gaussian_case()
+    x = sample(model_fn, (1, 100, 16), config=SamplerConfig(steps=10, spacing="logsnr"), key=jax.random.key(0))
+    assert np.isfinite(np.asarray(x)).all() and np.abs(np.asarray(x)).max() <= 1.5
 
 
 def test_dpm_solver_converges_at_second_order_and_faster_than_ddim():

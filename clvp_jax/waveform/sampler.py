@@ -219,7 +219,10 @@ def _schedule_at(timesteps: tuple[int, ...], trained_steps: int) -> SpacedSchedu
     # The original's respacing rule for any kept set: beta'_j = 1 - abar[map_j] / abar[map_{j-1}].
     kept = np.cumprod(1.0 - linear_betas(trained_steps))[list(timesteps)]
     tables = _tables(1 - kept / np.append(1.0, kept[:-1]))
-    return SpacedSchedule(timestep_map=np.array(timesteps, np.int64), **tables)
+    timestep_map = np.array(timesteps, np.int64)
+    for value in (timestep_map, *tables.values()):
+        value.flags.writeable = False  # cached and shared, as spaced_schedule's
+    return SpacedSchedule(timestep_map=timestep_map, **tables)
 
 
 def _step_tables(config: SamplerConfig) -> dict[str, np.ndarray]:
