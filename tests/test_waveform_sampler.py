@@ -10,6 +10,7 @@ without guidance, DDIM and the end-to-end mel, and DPM++ converging to a 400-ste
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -23,7 +24,7 @@ from clvp_jax.audio.univnet_mel import denormalize_tacotron_mel, normalize_tacot
 from clvp_jax.checkpoint.tortoise_diffusion import params_from_original
 from clvp_jax.waveform.diffusion import DiffusionTts
 from clvp_jax.waveform.diffusion_config import DiffusionConfig
-from clvp_jax.waveform.sampler import SamplerConfig, SamplerNoise, _step_tables, sample
+from clvp_jax.waveform.sampler import SamplerConfig, SamplerNoise, _step_tables, logsnr_timesteps, sample
 from clvp_jax.waveform.schedule import linear_betas, space_timesteps, spaced_schedule
 
 SCHED_KS = (4, 5, 7, 10, 20, 30, 31, 80, 81, 100, 200, 400)
@@ -211,22 +212,25 @@ def _ddim_oracle(x_T, mu_c, mu_u, steps, k, cond_free, eta=0.0, noises=None):
     return x
 
 
-def _dpm_oracle(x_T, mu_c, mu_u, steps, k):
-    """Float64 guided DPM-Solver++(2M) from the paper's update in lambda, first order at t = K-1 and t = 1."""
-    sched = spaced_schedule(steps)
+def _dpm_oracle(x_T, mu_c, mu_u, steps, k, timesteps=None, ramp="spaced"):
+    """Float64 guided DPM-Solver++(2M) from the paper's update in lambda, first order at t = K-1 and t = 1, on
+    the original's spacing or the given trained `timesteps`; guidance ramped on t / K ("spaced") or map[t] /
+    4000 ("timestep")."""
+    tmap = spaced_schedule(steps).timestep_map if timesteps is None else np.asarray(timesteps)
+    abar_kept = BASE_ABAR[tmap]  # respacing keeps abar at the kept steps, so abar_t = BASE_ABAR[map[t]]
     x, x0_prev, h_prev = x_T.astype(np.float64), None, None
     for t in range(steps - 1, -1, -1):
-        a_model = BASE_ABAR[sched.timestep_map[t]]
+        a_model = BASE_ABAR[tmap[t]]
         eps_c, eps_u = (
             np.sqrt(1 - a_model) * (x - np.sqrt(a_model) * mu) / (a_model * S**2 + 1 - a_model) for mu in (mu_c, mu_u)
         )
-        kt = k * (1 - t / steps)
+        kt = k * (1 - (t / steps if ramp == "spaced" else tmap[t] / 4000))
         eps = (1 + kt) * eps_c - kt * eps_u
-        a = sched.alphas_cumprod[t]
+        a = abar_kept[t]
         x0 = np.clip((x - np.sqrt(1 - a) * eps) / np.sqrt(a), -1, 1)
         if t == 0:
             return x0
-        a_next = sched.alphas_cumprod[t - 1]
+        a_next = abar_kept[t - 1]
         lam, lam_next = (0.5 * np.log(v / (1 - v)) for v in (a, a_next))
         h = lam_next - lam
         d = x0
@@ -263,6 +267,45 @@ def test_guided_dpm_solver_matches_float64_oracle():
     config = SamplerConfig(kind="dpm++2m", steps=10, cond_free=True, cond_free_k=2.0)
     x = sample(model_fn, x_T.shape, config=config, noise=SamplerNoise(init=x_T))
     np.testing.assert_allclose(x, _dpm_oracle(x_T, mu_c, mu_u, 10, 2.0), rtol=0, atol=2e-5)  # as DDIM's
+
+
+@pytest.mark.parametrize("spacing, ramp", [("logsnr", "spaced"), ("tortoise", "timestep"), ("logsnr", "timestep")])
+def test_dpm_solver_spacing_and_ramp_options_match_float64_oracle(spacing, ramp):
+    model_fn, mu_c, mu_u, x_T = _gaussian_case()
+    config = SamplerConfig(kind="dpm++2m", steps=10, cond_free_k=2.0, spacing=spacing, cond_free_ramp=ramp)
+    x = sample(model_fn, x_T.shape, config=config, noise=SamplerNoise(init=x_T))
+    timesteps = logsnr_timesteps(10) if spacing == "logsnr" else None
+    want = _dpm_oracle(x_T, mu_c, mu_u, 10, 2.0, timesteps, ramp)
+    np.testing.assert_allclose(x, want, rtol=0, atol=2e-5)  # as DDIM's
+    # the options change the result: an option that did nothing would pass the line above with the default oracle
+    assert np.abs(want - _dpm_oracle(x_T, mu_c, mu_u, 10, 2.0)).max() > 1e-3
+
+
+def test_logsnr_timesteps_are_distinct_and_uniform_in_lambda():
+    lam = 0.5 * np.log(BASE_ABAR / (1 - BASE_ABAR))
+    for steps in (2, 10, 27, 80, 400):
+        kept = logsnr_timesteps(steps)
+        assert kept.shape == (steps,) and kept[0] == 0 and kept[-1] == 3999, (steps, kept)
+        assert np.all(np.diff(kept) > 0), kept
+    gaps = np.diff(lam[logsnr_timesteps(27)])
+    # away from t = 0 (where integer timesteps are coarser than the grid) the lambda steps are equal to the
+    # rounding of t: lambda moves by <= 0.02 per trained step there, against a 0.40 grid step
+    np.testing.assert_allclose(gaps[4:], gaps[4:].mean(), rtol=0.1)
+    # the ramp "timestep" is the original's on the full grid (map[t] = t)
+    full = SamplerConfig(kind="ddim", steps=4000)
+    np.testing.assert_allclose(
+        _step_tables(dataclasses.replace(full, cond_free_ramp="timestep"))["cfk"], _step_tables(full)["cfk"], atol=0
+    )
+    with pytest.raises(ValueError, match="steps must be an integer"):
+        logsnr_timesteps(1)
+    # every kind runs on the logsnr grid: the model is fed its timesteps, the DDPM tables are finite
+    for kind in ("ddpm", "ddim", "dpm++2m"):
+        tables = _step_tables(SamplerConfig(kind=kind, steps=27, spacing="logsnr"))
+        np.testing.assert_array_equal(tables["t_model"], logsnr_timesteps(27)[::-1])
+        assert all(np.isfinite(v).all() for v in tables.values()), kind
+    model_fn, *_ = _gaussian_case()
+    x = sample(model_fn, (1, 100, 16), config=SamplerConfig(steps=10, spacing="logsnr"), key=jax.random.key(0))
+    assert np.isfinite(np.asarray(x)).all() and np.abs(np.asarray(x)).max() <= 1.5
 
 
 def test_dpm_solver_converges_at_second_order_and_faster_than_ddim():
@@ -336,6 +379,10 @@ def test_bad_input_is_named():
         SamplerConfig(steps=1)
     with pytest.raises(ValueError, match="temperature must be a positive"):
         SamplerConfig(temperature=0.0)
+    with pytest.raises(ValueError, match="spacing must be one of"):
+        SamplerConfig(spacing="karras")
+    with pytest.raises(ValueError, match="cond_free_ramp must be one of"):
+        SamplerConfig(cond_free_ramp="cosine")
     with pytest.raises(ValueError, match="ddim_eta only applies"):
         SamplerConfig(kind="ddpm", ddim_eta=0.5)
     with pytest.raises(TypeError):
