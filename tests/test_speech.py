@@ -294,6 +294,11 @@ def test_presets_carry_both_stages():
         False,
         "dpm++2m",
     )
+    # DPM++ for speech runs on the log-SNR grid with the timestep ramp; the original's samplers keep its grid.
+    assert (ultra.sampler.spacing, ultra.sampler.cond_free_ramp) == ("logsnr", "timestep")
+    assert (fast.sampler.spacing, fast.sampler.cond_free_ramp) == ("tortoise", "spaced")
+    ddim = speech_preset("fast", sampler="ddim").sampler
+    assert (ddim.spacing, ddim.cond_free_ramp) == ("tortoise", "spaced")
     assert speech_preset("standard").sampler.steps == 200 and speech_preset("high_quality").sampler.steps == 400
     with pytest.raises(ValueError, match="unknown preset 'slow'"):
         speech_preset("slow")
