@@ -93,16 +93,17 @@ def main() -> None:
         i, m = _prepare_text(model, vopts, ids, None)
         vparams = params if dtype == "float32" else weights[dtype]
 
-        def program(p, i, m, f, lat, key, limit, offset, compute=compute, vopts=vopts):
+        def program(p, i, m, f, lat, key, limit, offset, texts, compute=compute, vopts=vopts):
             return compute.apply(
-                {"params": p}, i, m, f, lat, key, limit, offset, opts=vopts, mesh=mesh, method=generation_program
+                {"params": p}, i, m, f, lat, key, limit, offset, texts, opts=vopts, mesh=mesh, method=generation_program
             )
 
         xla = dict(MEMORY_SCHEDULER_OPTIONS) if tuning.use_memory_scheduler(rows) else {}
         xla.update(variant.get("xla", {}))
 
         def args(k, i=i, m=m, vparams=vparams):
-            return (vparams, i, m, feats, None, jax.random.key(0), np.int32(k), np.int32(0))
+            texts = np.arange(i.shape[0], dtype=np.int32)  # each text's index for its random keys
+            return (vparams, i, m, feats, None, jax.random.key(0), np.int32(k), np.int32(0), texts)
 
         t = time.perf_counter()
         programs[name] = (jax.jit(program, compiler_options=xla or None).lower(*abstract(args(1))).compile(), args)
