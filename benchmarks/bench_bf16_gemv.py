@@ -1,6 +1,7 @@
 """Every bf16 form of a decode step's few-row product that XLA CPU can be given, against our fp32 form, on one CPU.
 
 Usage: .venv/bin/python benchmarks/bench_bf16_gemv.py [--rows 1 2 16] [--layers 4] [--rounds 7] [--forms NAME ...]
+         [--dependent]
 
 The work is a chain of `--layers` GPT-2 layers' worth of products at the real width (weights [out, in]: 3072 x 1024,
 1024 x 1024, 4096 x 1024, 1024 x 4096) and the lm_head (8194 x 1024), ~110 MB of bf16 weights for 4 layers, so that
@@ -8,6 +9,9 @@ no weight stays in cache and each call reads them all, as a decode step does. Fo
 chain, wall and process CPU time (both threads), best of 5 calls per round, best of `--rounds` rounds with every
 case in each round (a loaded machine slows them alike), and the weight bytes read per wall second. The bf16 read
 floor is half fp32's: a bf16 form that ran at the machine's read bandwidth would take half fp32's time.
+By default the products are independent (all read the same input, so XLA may run two at once, one per core);
+`--dependent` feeds each product's output into the next one's input, as in a decode step, where every product
+must use both cores by itself.
 
 Forms (`Linear`'s are the first two):
   fp32_weight_first  fp32 W [out, in] x x^T, fenced by an optimization barrier, transposed back (`Linear` in fp32)
@@ -113,6 +117,7 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--forms", nargs="+", help="a subset of the forms (default: all)")
+    ap.add_argument("--dependent", action="store_true", help="each product's input depends on the previous output")
     a = ap.parse_args()
 
     import jax
@@ -132,7 +137,13 @@ def main() -> None:
 
     def chain(product, options):
         def run(ws, x):  # every product reads its own weight; the sum keeps XLA from dropping any
-            return sum(product(x if w.shape[1] == WIDTH else jnp.tile(x, (1, 4)), w).sum() for w in ws)
+            total = 0.0
+            for w in ws:
+                y = product(x if w.shape[1] == WIDTH else jnp.tile(x, (1, 4)), w)  # [rows, out]
+                total = total + y.sum()
+                if a.dependent:  # the next product waits for this one, as in a decode step
+                    x = x + 1e-3 * y[:, :WIDTH]
+            return total
 
         return jax.jit(run, compiler_options=options)
 
@@ -164,7 +175,8 @@ def main() -> None:
     print(describe_machine())
     mb = sum(int(np.prod(s)) for s in shapes) * 2 / 1e6
     print(
-        f"{a.layers} layers + lm_head ({mb:.0f} MB of bf16 weights), best of 5 calls x {a.rounds} alternated rounds, "
+        f"{a.layers} layers + lm_head ({mb:.0f} MB of bf16 weights), {'dependent' if a.dependent else 'independent'} "
+        f"products, best of 5 calls x {a.rounds} alternated rounds, "
         f"{time.strftime('%Y-%m-%d %H:%M')}, load {os.getloadavg()[0]:.1f}"
     )
     print("| rows | form | wall ms | CPU ms | weights read, GB/s of wall |\n|---|---|---|---|---|")
