@@ -12,6 +12,9 @@ Usage: .venv/bin/python benchmarks/bench_step_forms.py [--case sample16|greedy1]
 variant is compiled from shapes, then the variants' calls of 1 and N tokens alternate for `--rounds` rounds and
 the step is (best N-token call - best 1-token call) / (N - 1), as in bench_generate.py.
 
+`--profile DIR` then traces one N-token call of each variant (`jax.profiler`, Perfetto JSON in DIR/<variant>)
+and prints the thunks that ran once per step (or a multiple), ms per step: which fusion or dot the step spends on.
+
 Why alternate and why CPU time: on a shared machine the wall time of separate runs moves by 2x between minutes;
 alternating puts every variant in the same phase. The CPU time (this process's user + system time, both threads)
 is the work a variant does, which other processes' load barely changes; the wall time adds how well the work is
@@ -43,6 +46,7 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true", help="ClvpConfig.tiny() instead of the real size (smoke test)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--variants", type=json.loads, default=DEFAULT_VARIANTS)
+    ap.add_argument("--profile", metavar="DIR", help="also trace one N-token call per variant into DIR/<variant>")
     a = ap.parse_args()
     if a.tokens < 2:
         sys.exit("--tokens must be >= 2 (the step is the difference between N tokens and 1)")
@@ -93,16 +97,17 @@ def main() -> None:
         i, m = _prepare_text(model, vopts, ids, None)
         vparams = params if dtype == "float32" else weights[dtype]
 
-        def program(p, i, m, f, lat, key, limit, offset, compute=compute, vopts=vopts):
+        def program(p, i, m, f, lat, key, limit, offset, texts, compute=compute, vopts=vopts):
             return compute.apply(
-                {"params": p}, i, m, f, lat, key, limit, offset, opts=vopts, mesh=mesh, method=generation_program
+                {"params": p}, i, m, f, lat, key, limit, offset, texts, opts=vopts, mesh=mesh, method=generation_program
             )
 
         xla = dict(MEMORY_SCHEDULER_OPTIONS) if tuning.use_memory_scheduler(rows) else {}
         xla.update(variant.get("xla", {}))
 
         def args(k, i=i, m=m, vparams=vparams):
-            return (vparams, i, m, feats, None, jax.random.key(0), np.int32(k), np.int32(0))
+            texts = np.arange(i.shape[0], dtype=np.int32)  # each text's index for its random keys
+            return (vparams, i, m, feats, None, jax.random.key(0), np.int32(k), np.int32(0), texts)
 
         t = time.perf_counter()
         programs[name] = (jax.jit(program, compiler_options=xla or None).lower(*abstract(args(1))).compile(), args)
@@ -124,6 +129,38 @@ def main() -> None:
     for name, (w1, wn, c1, cn) in best.items():
         step = (wn - w1) / (n - 1)
         print(f"| {name} | {1e3 * step:.1f} | {1e3 * (cn - c1) / (n - 1):.1f} | {rows / step:.1f} |")
+    if a.profile:
+        for name, (exe, args) in programs.items():
+            print(f"{name}: the thunks that ran N - 1 = {n - 1} times or a multiple (the decode step's, mostly)")
+            for total, count, thunk in profile_call(os.path.join(a.profile, name), exe, args(n), n - 1)[:20]:
+                print(f"  {1e3 * total / (n - 1):8.3f} ms per step  x{count // (n - 1):<3d} {thunk}")
+
+
+def profile_call(folder: str, exe, args: tuple, steps: int) -> list[tuple[float, int, str]]:
+    """Trace one call of `exe` (`jax.profiler`, a Perfetto trace in `folder`) and return (seconds, count, name)
+    of each XLA thunk that ran a multiple of `steps` times, largest first. Wall time of a traced run: read the
+    shares, not the totals (tracing slows small thunks), and beware names that also run that often outside the
+    loop (a tower of `steps` layers)."""
+    import collections
+    import glob
+    import gzip
+
+    import jax
+
+    jax.profiler.start_trace(folder, create_perfetto_trace=True)
+    jax.block_until_ready(exe(*args))
+    jax.profiler.stop_trace()
+    with gzip.open(sorted(glob.glob(os.path.join(folder, "**", "*.trace.json.gz"), recursive=True))[-1]) as f:
+        events = json.load(f)
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    total, count = collections.Counter(), collections.Counter()
+    skip = ("ThunkExecutor", "$", "SlinkyThreadPool", "end:", "while", "cond", "call")
+    for e in events:
+        if e.get("ph") == "X" and not e["name"].startswith(skip):
+            total[e["name"]] += e.get("dur", 0) * 1e-6
+            count[e["name"]] += 1
+    rows = [(total[k], count[k], k) for k in total if count[k] % steps == 0]
+    return sorted(rows, reverse=True)
 
 
 if __name__ == "__main__":
