@@ -88,8 +88,8 @@ class GroupNormNWC(nn.Module):
     Each statistic is reduced over T first, per channel ([B, T, W] -> [B, W], the rows summed along the
     contiguous channels), then over the group's channels of the small [B, W]; normalising is then one pass with
     per-channel [B, 1, W] vectors. (Reducing [B, T, G, W/G] over axes 1 and 3 at once, then broadcasting the
-    [B, G] statistics back through that 4-d view, made XLA:CPU's norm, SiLU and scale-shift passes ~5% of the
-    bf16 diffusion step slower: benchmarks/README.md, "Waveform stage".)
+    [B, G] statistics back through that 4-d view, made the real-size bf16 diffusion step on XLA:CPU 4-9%
+    slower; fp32 within noise: benchmarks/README.md, "Waveform stage".)
 
     Attributes: groups, eps.
     """
