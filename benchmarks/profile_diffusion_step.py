@@ -34,7 +34,8 @@ VARIANTS = {
 }
 
 
-def _step_fn(dtype: str, tuning_changes: dict):
+def _step_fn(dtype: str, tuning_changes: dict, with_compiled: bool = False):
+    """The variant's step as a no-argument callable (blocking); with `with_compiled`, also its compiled program."""
     import jax
     import jax.numpy as jnp
 
@@ -53,7 +54,8 @@ def _step_fn(dtype: str, tuning_changes: dict):
     aligned = jax.random.normal(jax.random.key(1), (1, WIDTH, L), jnp.float32)
     x = jax.random.normal(jax.random.key(2), (1, 100, L), jnp.float32)
     step = jax.jit(lambda v, x, a: guided_eps(lambda r, tm, cf: model.apply(v, r, tm, a, cf), x, tabs, sampler))
-    return lambda: jax.block_until_ready(step(variables, x, aligned))
+    run = lambda: jax.block_until_ready(step(variables, x, aligned))  # noqa: E731
+    return (run, step.lower(variables, x, aligned).compile()) if with_compiled else run
 
 
 def _dots_fn(dtype: str):

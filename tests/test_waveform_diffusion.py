@@ -227,8 +227,11 @@ def test_batched_guidance_equals_separate_calls():
         jnp.concatenate([aligned, aligned]),
         jnp.array([False, False, True, True]),
     )
-    # Same maths on a larger batch: XLA may block the convolutions differently, so a few ulps, not bits.
-    np.testing.assert_allclose(both, jnp.concatenate([cond, uncond]), rtol=1e-6, atol=1e-6)
+    # Same maths on a larger batch: XLA may block the convolutions and the GroupNorms' per-channel sums over time
+    # differently, so ulps, not bits: measured max 4.3e-6 on outputs up to 3.7 (~10 ulps) since GroupNormNWC
+    # sums each channel over time first (its former [B, T, G, W/G] reduction happened to agree to the bit).
+    batch_atol = 6e-6
+    np.testing.assert_allclose(both, jnp.concatenate([cond, uncond]), rtol=1e-6, atol=batch_atol)
     # The sampler's own guided call (what the benchmark times) on row 0 (one timestep for all rows): the same
     # 2-row call (row 0 and its conditioning-free twin), then (1 + k) eps - k eps_u with k = 2.
     tabs = {"t_model": t[0], "cfk": jnp.float32(2.0), "one_plus_cfk": jnp.float32(3.0)}
@@ -239,7 +242,7 @@ def test_batched_guidance_equals_separate_calls():
     # Any per-row mix (the aligned rows of cond-free rows are ignored).
     rows = np.array([0, 0, 1, 1])
     mixed = forward_masked(variables(), x[rows], t[rows], aligned[rows], jnp.array([False, True, True, False]))
-    np.testing.assert_allclose(mixed, jnp.stack([cond[0], uncond[0], uncond[1], cond[1]]), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(mixed, jnp.stack([cond[0], uncond[0], uncond[1], cond[1]]), rtol=1e-6, atol=batch_atol)
     assert np.abs(np.asarray(cond - uncond)).max() > 0.1  # the two passes differ: the mask matters
 
 

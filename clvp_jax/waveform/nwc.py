@@ -82,7 +82,14 @@ class ConvNWC(nn.Module):
 
 class GroupNormNWC(nn.Module):
     """torch's `nn.GroupNorm` on channels-last [B, T, W]: statistics over T and each group's channels in float32
-    (the biased variance E[(x - mean)^2], as torch); `scale`, `bias` [W]. Returns float32 (callers cast).
+    (the biased variance E[(x - mean)^2], two passes, as torch); `scale`, `bias` [W]. Returns float32 (callers
+    cast).
+
+    Each statistic is reduced over T first, per channel ([B, T, W] -> [B, W], the rows summed along the
+    contiguous channels), then over the group's channels of the small [B, W]; normalising is then one pass with
+    per-channel [B, 1, W] vectors. (Reducing [B, T, G, W/G] over axes 1 and 3 at once, then broadcasting the
+    [B, G] statistics back through that 4-d view, made the real-size bf16 diffusion step on XLA:CPU 4-9%
+    slower; fp32 within noise: benchmarks/README.md, "Waveform stage".)
 
     Attributes: groups, eps.
     """
@@ -97,8 +104,13 @@ class GroupNormNWC(nn.Module):
             raise ValueError(f"GroupNorm: {channels} channels do not split into {self.groups} groups")
         scale = param(self, "scale", nn.initializers.ones, (channels,)).astype(jnp.float32)
         bias = param(self, "bias", nn.initializers.zeros, (channels,)).astype(jnp.float32)
-        g = x.astype(jnp.float32).reshape(batch, frames, self.groups, channels // self.groups)
-        mean = g.mean(axis=(1, 3), keepdims=True)
-        var = jnp.square(g - mean).mean(axis=(1, 3), keepdims=True)
-        y = ((g - mean) * jax.lax.rsqrt(var + self.eps)).reshape(x.shape)
-        return y * scale + bias
+        xf = x.astype(jnp.float32)
+        mean = self._group_mean(xf.mean(axis=1))  # [B, 1, W]: each channel's group mean
+        var = self._group_mean(jnp.square(xf - mean).mean(axis=1))
+        return (xf - mean) * (jax.lax.rsqrt(var + self.eps) * scale) + bias
+
+    def _group_mean(self, per_channel: jax.Array) -> jax.Array:
+        """[B, W] per-channel means -> [B, 1, W]: the mean of each channel's group, repeated over the group."""
+        batch, channels = per_channel.shape
+        g = per_channel.reshape(batch, self.groups, channels // self.groups)
+        return jnp.broadcast_to(g.mean(axis=-1, keepdims=True), g.shape).reshape(batch, 1, channels)
