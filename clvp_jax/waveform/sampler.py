@@ -62,7 +62,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import Partial
 
-from clvp_jax.waveform.schedule import TRAINED_STEPS, SpacedSchedule, _tables, linear_betas, spaced_schedule
+from clvp_jax.waveform.schedule import TRAINED_STEPS, SpacedSchedule, diffusion_tables, linear_betas, spaced_schedule
 
 SamplerKind = Literal["ddpm", "ddim", "dpm++2m"]
 SAMPLER_KINDS: tuple[str, ...] = get_args(SamplerKind)
@@ -218,7 +218,7 @@ def _schedule(config: SamplerConfig) -> SpacedSchedule:
 def _schedule_at(timesteps: tuple[int, ...], trained_steps: int) -> SpacedSchedule:
     # The original's respacing rule for any kept set: beta'_j = 1 - abar[map_j] / abar[map_{j-1}].
     kept = np.cumprod(1.0 - linear_betas(trained_steps))[list(timesteps)]
-    tables = _tables(1 - kept / np.append(1.0, kept[:-1]))
+    tables = diffusion_tables(1 - kept / np.append(1.0, kept[:-1]))
     timestep_map = np.array(timesteps, np.int64)
     for value in (timestep_map, *tables.values()):
         value.flags.writeable = False  # cached and shared, as spaced_schedule's

@@ -94,7 +94,7 @@ class SpacedSchedule:
         return int(self.betas.shape[0])
 
 
-def _tables(betas: np.ndarray) -> dict[str, np.ndarray]:
+def diffusion_tables(betas: np.ndarray) -> dict[str, np.ndarray]:
     """GaussianDiffusion's derived tables from a beta sequence (>= 2 entries), with the original's float64
     expressions."""
     alphas = 1.0 - betas
@@ -133,7 +133,7 @@ def spaced_schedule(steps: int, trained_steps: int = TRAINED_STEPS) -> SpacedSch
     kept = base_abar[timestep_map]
     # the original walks the base schedule and divides by the last kept abar: the same float64 divisions
     betas = 1 - kept / np.append(1.0, kept[:-1])
-    tables = {name: np.asarray(value) for name, value in _tables(betas).items()}
+    tables = {name: np.asarray(value) for name, value in diffusion_tables(betas).items()}
     for value in tables.values():
         value.flags.writeable = False
     timestep_map.flags.writeable = False
