@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python benchmarks/bench_tts.py [--size real|tiny] [--codes 64] [--runs 1] [--pad codes|500]
            [--original-cache restored|as-is] [--check-cache]
-       (--size tiny: a smoke check of the whole path, about 2 minutes; its times mean nothing)
+       (--size tiny: a smoke check of the whole path, about 1 minute, 2 with --check-cache; its times mean nothing)
 
 What runs, like for like: the original's `TextToSpeech.tts_with_preset(text, preset="ultra_fast",
 conditioning_latents=...)` (tortoise-tts 3.0.0: 16 AR candidates in one batch of 16, CLVP ranking, the best
