@@ -1,25 +1,50 @@
 """End-to-end speed of Tortoise's `ultra_fast` preset: text + voice latents -> 24 kHz wav, original vs clvp-jax.
 
-Usage: .venv/bin/python benchmarks/bench_tts.py [--size real|tiny] [--codes 64] [--runs 1]
-       (--size tiny: a smoke check of the whole path, < 1 minute; its times mean nothing)
+Usage: .venv/bin/python benchmarks/bench_tts.py [--size real|tiny] [--codes 64] [--runs 1] [--pad codes|500]
+           [--original-cache restored|as-is] [--check-cache]
+       (--size tiny: a smoke check of the whole path, about 1 minute, 2 with --check-cache; its times mean nothing)
 
-What runs: the original's `TextToSpeech.tts_with_preset(text, preset="ultra_fast", conditioning_latents=...)`
-(tortoise-tts 3.0.0: 16 AR candidates in one batch of 16, CLVP ranking, the best candidate's AR latents, 30
-DDPM steps without guidance, UnivNet) against clvp-jax's `TextToSpeech.tts_with_preset(text, voice=Voice(...),
-preset="ultra_fast")`, the same work: every candidate runs to `--codes` AR codes (random weights almost never
-emit the stop token; the codes of the chosen candidate and its mel frames are printed for both sides).
+What runs, like for like: the original's `TextToSpeech.tts_with_preset(text, preset="ultra_fast",
+conditioning_latents=...)` (tortoise-tts 3.0.0: 16 AR candidates in one batch of 16, CLVP ranking, the best
+candidate's AR latents, 30 DDPM steps without guidance, UnivNet) against clvp-jax's `tts_with_preset` path (the
+same calls that `speech.speak` makes), on the same work:
+- every candidate of both sides has exactly `--codes` codes: the stop token is forbidden before them (the
+  original: `min_new_tokens=codes`, which api.tts passes through its **hf_generate_kwargs to transformers'
+  `generate`; clvp-jax: the plan's `GenerationOptions.min_new_tokens = max_new_tokens = codes`);
+- `--pad codes` (default): nothing is padded. The original runs with max_mel_tokens = codes (its codes are then
+  not padded before CLVP and the latents pass, and with no stop token nothing is trimmed); ours with
+  pad_to_max_mel_tokens None and the plan's latent length = codes. Both render `codes` latent frames,
+  L = codes * 4 * 24000 // 22050 mel frames (64 -> 278). `--pad 500`: api.tts's defaults instead (max_mel_tokens
+  500 and `max_new_tokens=codes`; ours as tts_with_preset plans it): both pad the codes with the stop token to 500
+  before CLVP and the latents pass, fix them (calm codes) and keep the 8 calm codes after the forced ones
+  (64 -> 72 latent -> 313 mel frames).
+Each side prints what it computed (codes per candidate and how many stopped early, the codes CLVP scored, the
+latents' shape, latent -> mel frames, samples), from wrappers around the functions it calls (`tts_stages.py`).
+
+Per stage: those wrappers also time each stage of each call (wall, in its process; clvp-jax's until the result
+is ready): the original's AR candidates (`inference_speech`), CLVP (`clvp.forward`), the AR latents pass
+(`autoregressive.forward`), diffusion (api.py's `do_spectrogram_diffusion`) and vocoder (`vocoder.inference`);
+clvp-jax's AR candidates + CLVP ranking (`pipeline.rank_group`: one compiled program), the latents pass
+(`ar_latents`), diffusion (`render_waveform` minus its vocoder) and vocoder (`vocode`). "other" is the rest.
+
+The original's KV cache: its `post_init_gpt2_config(kv_cache=True)` (as Tortoise's do_tts.py / read.py default)
+is not used under transformers 5 (which passes the cache as `cache=`, a name its GPT2InferenceModel does not read,
+so every step re-runs the whole sequence); `tts_reference.restore_kv_cache` gives it back as transformers 4.31
+(its pinned version) did (`--original-cache restored`, the default; `as-is` measures it without). The report
+counts GPT2InferenceModel.forward calls and their input widths (with the cache: the prefix once, then one token
+per step); `--check-cache` first draws one batch of candidates both ways from one seed and compares them.
 
 Models: the original classes built with api.py's constructor arguments (`--size real`; `--size tiny`: 2-layer,
 64-wide AR and CLVP, the tiny diffusion and vocoder widths of bench_waveform.py; every size is waveform_common.py's)
 under torch's seeded default init, with `waveform_reference.seeded_state` drawing the matrices the original
-zero-initialises, written as a Tortoise models folder (autoregressive.pth, clvp2.pth, diffusion_decoder.pth,
-vocoder.pth in its weight-norm `model_g` form, original_config.json). The reference process builds `TextToSpeech`
-without its `__init__` (which would download the real weights from the Hub and hard-codes the real sizes): the same
-attributes `__init__` sets, the models loaded from that folder as `__init__` loads them
-(`post_init_gpt2_config(kv_cache=True)`: the KV cache on, as Tortoise's do_tts.py / read.py default; redaction off:
-it needs a wav2vec2 download; batch 16). clvp-jax reads the same folder (`clvp_jax.TextToSpeech(folder)`, converted
-on the fly, load time printed).
-Voice latents: the same random AR latent [1, D] and diffusion latent [1, 2C] on both sides.
+zero-initialises, written as a Tortoise models folder (`tts_reference.prepare`: autoregressive.pth, clvp2.pth,
+diffusion_decoder.pth, vocoder.pth in its weight-norm `model_g` form, original_config.json). The reference process
+builds `TextToSpeech` without its `__init__` (which would download the real weights and hard-codes the real
+sizes): the same attributes `__init__` sets, the models loaded from that folder as `__init__` loads them (KV cache
+on; redaction off: it needs a wav2vec2 download; batch 16); the stand-ins and shims tortoise-tts 3.0.0 needs under
+this venv are `tts_reference.tortoise_shim`'s. clvp-jax reads the same folder (`clvp_jax.TextToSpeech(folder)`,
+converted on the fly, load time printed). Voice latents: the same random AR latent [1, D] and diffusion latent
+[1, 2C] on both sides.
 
 Each side runs in its own process (torch and XLA threads would fight; each side gets its own peak memory,
 VmHWM). The first call of each side is a warm-up (clvp-jax: it traces and compiles every program of the path,
@@ -31,194 +56,63 @@ GFLOP/s) comes from bench_waveform.py's `machine()`; torchaudio is shimmed as th
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
-import types
+from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import waveform_common as common  # noqa: E402
 from bench_waveform import machine  # noqa: E402  (this folder's shared helpers)
-from waveform_common import AR_KWARGS, CLVP_KWARGS, DIFFUSION_KWARGS, VOCODER_KWARGS, peak_gib  # noqa: E402
-from waveform_reference import seeded_state, shim  # noqa: E402
+from tts_reference import check_cache, original_tts, prepare, restore_kv_cache  # noqa: E402
+from tts_stages import STAGES, StageClock, exclusive, instrument_jax, instrument_original  # noqa: E402
+from waveform_common import peak_gib  # noqa: E402
 
 TEXT = "The quick brown fox jumps over the lazy dog, and then it runs away."
 PRESET = "ultra_fast"
 SEED = 0
 CANDIDATES = 16  # ultra_fast's AR candidates: the original samples them as one batch of 16
+TORTOISE_PAD = 500  # api.tts's default max_mel_tokens: codes are padded to it before CLVP and the latents pass
 
 
-def _stand_in(name: str, why: str, names: tuple[str, ...] = ()) -> None:
-    """Puts a module `name` into sys.modules, unless the real one imports: `names` (what the original imports from
-    it) are functions that raise, every other attribute raises on access."""
-    try:
-        __import__(name)
-    except ImportError:
-        module = types.ModuleType(name)
-
-        def missing(attr: str):
-            raise AttributeError(f"{name}.{attr}: a stand-in of this benchmark ({why}); install {name} to use it")
-
-        def unusable(*args, **kwargs):
-            raise RuntimeError(f"{name}: a stand-in of this benchmark ({why}); install {name} to use it")
-
-        module.__getattr__ = missing
-        for attr in names:
-            setattr(module, attr, unusable)
-        sys.modules[name] = module
+def _timed(call: Callable[[], object], runs: int, clock: StageClock, reset: Callable[[], None]) -> dict:
+    """One warm-up call, then `runs` calls: wall times and per-stage times of the first and of the best call."""
+    out = {}
+    for i in range(1 + runs):
+        clock.reset()
+        reset()
+        t0 = time.perf_counter()
+        result = call()
+        seconds = time.perf_counter() - t0
+        if i == 0:
+            out |= dict(first_s=seconds, first_stages=clock.snapshot(), result=result)
+        elif "best_s" not in out or seconds < out["best_s"]:
+            out |= dict(best_s=seconds, stages=clock.snapshot(), result=result)
+    return out
 
 
-def _shim() -> None:
-    """What tortoise-tts 3.0.0 needs to import and run with this venv's transformers 5:
-    - bench_waveform's torchaudio stand-in, installed after transformers has looked for torchaudio (it calls
-      find_spec on it, which a module without a spec breaks): transformers then knows torchaudio is absent;
-    - `transformers.utils.model_parallel_utils` (removed in transformers 5; the original imports two helpers
-      that only its unused `parallelize` calls): a stand-in whose helpers fail loudly if called;
-    - `transformers.LogitsWarper` (merged into `LogitsProcessor` in transformers 5; the original subclasses it
-      for typical sampling, which tts leaves off): an alias of `LogitsProcessor`;
-    - `einops` (the bench extra's, when it is not installed): waveform_reference's stand-in, torch's own
-      `functorch.einops.rearrange`; `repeat` is used only by parts these models leave off (memory tokens, a ViT).
-    - `rotary_embedding_torch` (imported by tortoise.models.transformer, whose Transformer CLVP uses only with
-      use_xformers=False; api.py builds it with True) and `progressbar` (api.py's download progress): stand-ins
-      whose names fail loudly if used.
-    `_patch_generation` adds what its GPT-2 inference model needs once imported."""
-    import transformers.utils
-    import transformers.utils.import_utils  # noqa: F401
-
-    shim()  # torchaudio (and einops, if missing) stand-ins
-    name = "transformers.utils.model_parallel_utils"
-    if name not in sys.modules:
-        module = types.ModuleType(name)
-
-        def unavailable(*args, **kwargs):
-            raise RuntimeError(f"{name} is a stand-in of this benchmark: model parallelism is not available")
-
-        module.get_device_map = module.assert_device_map = unavailable
-        sys.modules[name] = module
-        transformers.utils.model_parallel_utils = module
-    # (importing GPT-2 first: that import replaces the lazy `transformers` module in sys.modules)
-    from transformers import GPT2PreTrainedModel, LogitsProcessor  # noqa: F401
-
-    top = sys.modules["transformers"]
-    if "LogitsWarper" not in vars(top):
-        try:
-            from transformers import LogitsWarper  # noqa: F401
-        except ImportError:
-            top.LogitsWarper = LogitsProcessor
-    _stand_in(
-        "rotary_embedding_torch",
-        "CLVP runs with use_xformers=True, as api.py builds it",
-        ("RotaryEmbedding", "broadcat"),
-    )
-    _stand_in("progressbar", "only api.py's model download uses it")
-
-
-def _patch_generation() -> None:
-    """transformers >= 4.50 no longer gives every PreTrainedModel `generate`: the original's GPT2InferenceModel
-    (written for 4.x, where it had it) gets `GenerationMixin` back as a base, nothing else changed."""
-    from tortoise.models.autoregressive import GPT2InferenceModel
-    from transformers import GenerationMixin
-
-    if not issubclass(GPT2InferenceModel, GenerationMixin):
-        GPT2InferenceModel.__bases__ = (*GPT2InferenceModel.__bases__, GenerationMixin)
-
-
-def _diffusion_kwargs(size: str) -> dict:
-    # the diffusion decoder reads AR latents of the AR model's width
-    return DIFFUSION_KWARGS[size] | {"in_latent_channels": AR_KWARGS[size]["model_dim"]}
-
-
-def prepare(size: str, folder: str) -> dict:
-    """Writes the Tortoise models folder (random weights, original formats) and the voice latents."""
-    import numpy as np
-    import torch
-
-    _shim()
-    from tortoise.models.autoregressive import UnifiedVoice
-    from tortoise.models.clvp import CLVP
-    from tortoise.models.diffusion_decoder import DiffusionTts
-    from tortoise.models.vocoder import UnivNetGenerator
-
-    models = os.path.join(folder, "models")
-    os.makedirs(models)
-    builds = {
-        "autoregressive.pth": (lambda: UnifiedVoice(**AR_KWARGS[size]), 0),
-        "clvp2.pth": (lambda: CLVP(**CLVP_KWARGS[size]), 1),
-        "diffusion_decoder.pth": (lambda: DiffusionTts(**_diffusion_kwargs(size)), 2),
-        "vocoder.pth": (lambda: UnivNetGenerator(**VOCODER_KWARGS[size]), 3),
-    }
-    for name, (build, seed) in builds.items():
-        state = {k: torch.from_numpy(v) for k, v in seeded_state(build, seed).items()}
-        torch.save({"model_g": state} if name == "vocoder.pth" else state, os.path.join(models, name))
-        del state
-    config = {
-        "autoregressive": AR_KWARGS[size],
-        "clvp": CLVP_KWARGS[size],
-        "diffusion": _diffusion_kwargs(size),
-        "vocoder": VOCODER_KWARGS[size],
-    }
-    with open(os.path.join(models, "original_config.json"), "w") as f:
-        json.dump(config, f, indent=1)
-    rng = np.random.default_rng(0)
-    np.savez(
-        os.path.join(folder, "voice.npz"),
-        auto=(0.1 * rng.standard_normal((1, AR_KWARGS[size]["model_dim"]))).astype(np.float32),
-        diffusion=(0.1 * rng.standard_normal((1, 2 * DIFFUSION_KWARGS[size]["model_channels"]))).astype(np.float32),
-    )
-    return {}
-
-
-def _original_tts(size: str, models: str):
-    """tortoise.api.TextToSpeech with the attributes its __init__ sets, models loaded from `models` as it loads
-    them (its __init__ itself downloads the real weights and hard-codes the real sizes)."""
-    import torch
-
-    _shim()
-    from tortoise.api import TextToSpeech
-    from tortoise.models.autoregressive import UnifiedVoice
-    from tortoise.models.clvp import CLVP
-    from tortoise.models.diffusion_decoder import DiffusionTts
-    from tortoise.models.vocoder import UnivNetGenerator
-    from tortoise.utils.tokenizer import VoiceBpeTokenizer
-
-    _patch_generation()
-
-    load = lambda name: torch.load(os.path.join(models, name), weights_only=True)  # noqa: E731
-    tts = TextToSpeech.__new__(TextToSpeech)
-    tts.models_dir = models
-    tts.autoregressive_batch_size = CANDIDATES
-    tts.enable_redaction = False
-    tts.device = torch.device("cpu")
-    tts.tokenizer = VoiceBpeTokenizer()
-    tts.half = False
-    tts.autoregressive = UnifiedVoice(**AR_KWARGS[size]).cpu().eval()
-    tts.autoregressive.load_state_dict(load("autoregressive.pth"), strict=False)
-    tts.autoregressive.post_init_gpt2_config(use_deepspeed=False, kv_cache=True, half=False)
-    tts.diffusion = DiffusionTts(**_diffusion_kwargs(size)).cpu().eval()
-    tts.diffusion.load_state_dict(load("diffusion_decoder.pth"))
-    tts.clvp = CLVP(**CLVP_KWARGS[size]).cpu().eval()
-    tts.clvp.load_state_dict(load("clvp2.pth"))
-    tts.cvvp = None
-    tts.vocoder = UnivNetGenerator(**VOCODER_KWARGS[size]).cpu()
-    tts.vocoder.load_state_dict(load("vocoder.pth")["model_g"])
-    tts.vocoder.eval(inference=True)
-    tts.rlg_auto = tts.rlg_diffusion = None
-    return tts
-
-
-def run_reference(size: str, codes: int, runs: int, folder: str) -> dict:
+def run_reference(size: str, codes: int, runs: int, folder: str, pad: str, cache: str, check: bool) -> dict:
+    """The original's `tts_with_preset`, every candidate forced to `codes` codes (HF `generate`'s min_new_tokens,
+    passed through api.tts's **hf_generate_kwargs; with `pad` "500" also max_new_tokens, as max_mel_tokens is
+    then api.tts's 500, to which the codes are padded)."""
     import numpy as np
     import torch
 
     t0 = time.perf_counter()
-    tts = _original_tts(size, os.path.join(folder, "models"))
+    tts = original_tts(size, os.path.join(folder, "models"), batch=CANDIDATES)
     load_s = time.perf_counter() - t0
     with np.load(os.path.join(folder, "voice.npz")) as v:
         latents = (torch.from_numpy(v["auto"]), torch.from_numpy(v["diffusion"]))
+    clock = StageClock()
+    log = instrument_original(tts, clock)
+    checked = check_cache(tts, latents[0], TEXT, codes=codes, seed=SEED, log=log) if check else None
+    if cache == "restored" and not check:  # (check_cache leaves it restored)
+        restore_kv_cache()
+    forced = dict(min_new_tokens=codes) | (dict(max_new_tokens=codes) if pad == "500" else {})
 
     def call():
         return tts.tts_with_preset(
@@ -226,28 +120,54 @@ def run_reference(size: str, codes: int, runs: int, folder: str) -> dict:
             preset=PRESET,
             conditioning_latents=latents,
             use_deterministic_seed=SEED,
-            max_mel_tokens=codes,
+            max_mel_tokens=codes if pad == "codes" else TORTOISE_PAD,
             verbose=False,
+            **forced,
         )
 
-    t0 = time.perf_counter()
-    wav = call()
-    first_s = time.perf_counter() - t0
-    best_s = common.best(call, runs)
-    wav = wav.numpy().reshape(-1)
+    timed = _timed(call, runs, clock, log.reset)
+    wav = timed.pop("result").numpy().reshape(-1)
     np.save(os.path.join(folder, "wav_reference.npy"), wav)
-    return dict(
+    return timed | dict(
         load_s=load_s,
-        first_s=first_s,
-        best_s=best_s,
         samples=int(wav.size),
+        forward=log.summary(),
+        cache=cache,
+        cache_check=checked,
         torch=torch.__version__,
         torch_threads=torch.get_num_threads(),
         peak_gib=peak_gib(),
     )
 
 
-def run_jax(size: str, codes: int, runs: int, folder: str) -> dict:
+def _speak_forced(tts, voice, codes: int, pad: str):
+    """clvp-jax's `TextToSpeech.tts_with_preset(TEXT, voice=voice, preset=PRESET, seed=SEED, max_new_tokens=codes)`
+    step by step (`speech.speak`: plan_speech, speak_chunks, SpeechResult), the plan's generation options with
+    min_new_tokens = codes (no stop token before `codes` codes). With `pad` "codes" nothing is padded, as the
+    original with max_mel_tokens = codes: CLVP scores the codes as drawn (pad_to_max_mel_tokens None) and the
+    latents pass reads `codes` codes (plan length = codes: no calm tail to keep). With "500" the plan is left as
+    tts_with_preset makes it (CLVP on codes padded to 500, latents of 500 padded codes, the 8 calm codes after the
+    forced ones kept)."""
+    from clvp_jax.generation.options import SamplingOverrides
+    from clvp_jax.speech import SpeechResult, plan_speech, speak_chunks, speech_settings
+
+    settings = speech_settings(
+        preset=PRESET, seed=SEED, max_new_tokens=codes, dtype=tts.dtype, sampling=SamplingOverrides()
+    )
+    wm = tts.waveform_models()
+    plan = plan_speech(
+        text=TEXT, model=tts.model, params=tts.params, waveform_models=wm, voice=voice, settings=settings
+    )
+    options = plan.ranking.options.replace(min_new_tokens=codes)
+    if pad == "codes":
+        options = options.replace(pad_to_max_mel_tokens=None)
+        plan = dataclasses.replace(plan, length=codes)
+    plan = dataclasses.replace(plan, ranking=dataclasses.replace(plan.ranking, options=options))
+    chunks = speak_chunks(plan, model=tts.model, params=tts.params, waveform_models=wm)
+    return SpeechResult([chunk for _, chunk in chunks], plan.settings, wm.random_weights)
+
+
+def run_jax(size: str, codes: int, runs: int, folder: str, pad: str) -> dict:
     import jax
     import numpy as np
 
@@ -260,21 +180,17 @@ def run_jax(size: str, codes: int, runs: int, folder: str) -> dict:
     load_s = time.perf_counter() - t0
     with np.load(os.path.join(folder, "voice.npz")) as v:
         voice = Voice(v["auto"].reshape(-1), v["diffusion"].reshape(-1))
-
-    def call():
-        return tts.tts_with_preset(TEXT, voice=voice, preset=PRESET, seed=SEED, max_new_tokens=codes)
-
-    t0 = time.perf_counter()
-    result = call()  # traces and compiles every program of the path
-    first_s = time.perf_counter() - t0
-    best_s = common.best(call, runs)
+    clock = StageClock()
+    instrument_jax(clock)
+    timed = _timed(lambda: _speak_forced(tts, voice, codes, pad), runs, clock, lambda: None)
+    result = timed.pop("result")  # the first call traced and compiled every program of the path
     wav = np.asarray(result.waveform).reshape(-1)
     np.save(os.path.join(folder, "wav_jax.npy"), wav)
     best = result.chunks[0].outputs[0]
-    return dict(
+    timed["stages"] = exclusive(timed["stages"])
+    timed["first_stages"] = exclusive(timed["first_stages"])
+    return timed | dict(
         load_s=load_s,
-        first_s=first_s,
-        best_s=best_s,
         samples=int(wav.size),
         codes=len(best.candidate.codes),
         frames=best.frames,
@@ -284,12 +200,14 @@ def run_jax(size: str, codes: int, runs: int, folder: str) -> dict:
     )
 
 
-def _side(which: str, size: str, codes: int, runs: int, folder: str) -> dict:
+def _side(which: str, a: argparse.Namespace, folder: str) -> dict:
     env = dict(os.environ)
     env.pop("JAX_COMPILATION_CACHE_DIR", None)  # compile times are real compilations, never disk-cache hits
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), root]))
-    args = ["--size", size, "--codes", str(codes), "--runs", str(runs), "--side", which, "--folder", folder]
+    args = ["--size", a.size, "--codes", str(a.codes), "--runs", str(a.runs), "--pad", a.pad]
+    args += ["--original-cache", a.original_cache, *(["--check-cache"] if a.check_cache else [])]
+    args += ["--side", which, "--folder", folder]
     proc = subprocess.run(
         [sys.executable, os.path.abspath(__file__), *args], env=env, capture_output=True, text=True, cwd=root
     )
@@ -298,15 +216,86 @@ def _side(which: str, size: str, codes: int, runs: int, folder: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def report(size: str, codes: int, runs: int, mach: dict, ref: dict, ours: dict) -> None:
+def _stage_rows(ref: dict, ours: dict) -> list[str]:
+    """The per-stage table: seconds (calls) of each side's first and best call; clvp-jax's AR candidates and CLVP
+    ranking are one compiled program, so the original's two are compared with their sum."""
+    joint = "AR candidates + CLVP ranking"
+
+    def cell(stages: dict, stage: str) -> str:
+        s = stages.get(stage)
+        return "-" if s is None else f"{s['s']:.2f} s ({s['calls']})"
+
+    rows = []
+    for stage in (*STAGES, "other (untimed)", "total"):
+        r_first, r_best = ref["first_stages"], ref["stages"]
+        o_first, o_best = ours["first_stages"], ours["stages"]
+        if stage == "AR candidates":
+            o_cells = [cell(o_first, joint) + " (+ CLVP)", cell(o_best, joint) + " (+ CLVP)"]
+            r_s = sum(r_best.get(k, {"s": 0.0})["s"] for k in ("AR candidates", "CLVP ranking"))
+            ratio = f"{r_s / o_best[joint]['s']:.1f}x (AR + CLVP)" if joint in o_best else "-"
+        elif stage == "CLVP ranking":
+            o_cells, ratio = ["(in AR)", "(in AR)"], ""
+        elif stage in ("other (untimed)", "total"):
+            r_cells, o_cells, vals = [], [], []
+            for stages, total, cells in (
+                (r_first, ref["first_s"], r_cells),
+                (r_best, ref["best_s"], r_cells),
+                (o_first, ours["first_s"], o_cells),
+                (o_best, ours["best_s"], o_cells),
+            ):
+                v = total if stage == "total" else total - sum(s["s"] for s in stages.values())
+                cells.append(f"{v:.2f} s")
+                vals.append(v)
+            ratio = f"{vals[1] / vals[3]:.1f}x" if stage == "total" else ""
+            rows.append(f"| {stage} | {' | '.join(r_cells)} | {' | '.join(o_cells)} | {ratio} |")
+            continue
+        else:
+            o_cells = [cell(o_first, stage), cell(o_best, stage)]
+            ratio = f"{r_best[stage]['s'] / o_best[stage]['s']:.1f}x" if stage in r_best and stage in o_best else "-"
+        rows.append(f"| {stage} | {cell(r_first, stage)} | {cell(r_best, stage)} | {' | '.join(o_cells)} | {ratio} |")
+    return rows
+
+
+def _work(ref: dict, ours: dict) -> list[str]:
+    """What each side computed (the notes of its best call): codes per candidate, latent and mel frames, samples."""
+    r, o = ref["stages"], ours["stages"]
+    ar, ranked = r["AR candidates"]["note"], o["AR candidates + CLVP ranking"]["note"]
+    fwd = ref["forward"]
+    lines = [
+        f"original: candidates {ar['shape']} (codes per candidate {ar['codes_min']}..{ar['codes_max']}, "
+        f"{ar['stopped']} stopped early), CLVP on {r['CLVP ranking']['note']['speech_codes']} codes, latents "
+        f"{r['AR latents pass']['note']['latents']}, diffusion {r['diffusion']['note']['latent_frames']} latent "
+        f"-> {r['diffusion']['note']['mel_frames']} mel frames, vocoder {r['vocoder']['note']['samples']} samples",
+        f"clvp-jax: {ranked['candidates']} candidates (codes per candidate {ranked['codes_min']}..{ranked['codes_max']},"
+        f" {ranked['stopped']} stopped early), latents {o['AR latents pass']['note']['latents']}, diffusion "
+        f"{o['diffusion']['note']['latent_frames']} latent -> {o['diffusion']['note']['mel_frames']} mel frames, "
+        f"vocoder {o['vocoder']['note']['samples']} samples",
+        f"original's KV cache ({ref['cache']}): GPT2InferenceModel.forward {fwd['calls']} calls per call, the first "
+        f"{fwd['first_width']} tokens wide, the later {fwd['later_widths'][0]}..{fwd['later_widths'][1]}; "
+        f"{fwd['calls_with_cache']} got a filled cache",
+    ]
+    check = ref.get("cache_check")
+    if check:
+        runs = [
+            f"{name}: {c['s']:.2f} s, codes {c['shape']}, {c['forward']['calls']} forward calls of width "
+            f"{c['forward']['first_width']} then {c['forward']['later_widths'][0]}..{c['forward']['later_widths'][1]}"
+            f" ({c['forward']['calls_with_cache']} with a filled cache), codes equal to restored's: "
+            f"{c['agree']:.1%} (first codes {c['first_agree']:.0%})"
+            for name, c in check.items()
+        ]
+        lines.append("cache check (one batch of AR candidates, one seed):\n  " + "\n  ".join(runs))
+    return lines
+
+
+def report(a: argparse.Namespace, mach: dict, ref: dict, ours: dict) -> None:
     load = ", ".join(f"{x:.2f}" for x in mach["load"])
     print(
-        f"size={size} preset={PRESET} ({CANDIDATES} candidates x {codes} codes, 30 DDPM steps) runs={runs} | "
-        f"{time.strftime('%Y-%m-%d %H:%M %Z')} | {mach['cpu']}, {mach['cores']} cores, matrix features: "
-        f"{' '.join(mach['matrix_flags']) or 'none'} | load average {load} (at the end: "
-        f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}) | fp32 2048^2 matmul: JAX {mach['jax_gflops']:.0f}, "
-        f"numpy {mach['numpy_gflops']:.0f} GFLOP/s | torch {ref['torch']} threads {ref['torch_threads']}, "
-        f"jax {ours['jax']} ({ours['backend']})"
+        f"size={a.size} preset={PRESET} ({CANDIDATES} candidates x {a.codes} codes forced, 30 DDPM steps, pad={a.pad},"
+        f" original cache {a.original_cache}) runs={a.runs} | {time.strftime('%Y-%m-%d %H:%M %Z')} | {mach['cpu']}, "
+        f"{mach['cores']} cores, matrix features: {' '.join(mach['matrix_flags']) or 'none'} | load average {load} "
+        f"(at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}) | fp32 2048^2 matmul: JAX "
+        f"{mach['jax_gflops']:.0f}, numpy {mach['numpy_gflops']:.0f} GFLOP/s | torch {ref['torch']} threads "
+        f"{ref['torch_threads']}, jax {ours['jax']} ({ours['backend']})"
     )
     ratio = ref["best_s"] / ours["best_s"]
     print("| side | load | first call | steady (best) | compile | peak VmHWM | output |")
@@ -318,42 +307,67 @@ def report(size: str, codes: int, runs: int, mach: dict, ref: dict, ours: dict) 
     print(
         f"| clvp-jax tts_with_preset | {ours['load_s']:.1f} s | {ours['first_s']:.2f} s | {ours['best_s']:.2f} s | "
         f"{ours['first_s'] - ours['best_s']:.1f} s | {ours['peak_gib']:.3f} GiB | {ours['samples']} samples "
-        f"(best: {ours['codes']} codes, {ours['frames']} kept) |"
+        f"(best: {ours['codes']} codes, {ours['frames']} latent frames kept) |"
     )
     print(
         f"ratio (original / clvp-jax, steady): **{ratio:.2f}x** (target >= 2x); peak memory clvp-jax / original: "
         f"{ours['peak_gib'] / ref['peak_gib']:.2f} (target <= 1)"
     )
+    print("\nPer stage, seconds (calls) of the first call and of the best steady call:\n")
+    print("| stage | original first | original steady | clvp-jax first | clvp-jax steady | ratio (steady) |")
+    print("|---|---|---|---|---|---|")
+    print("\n".join(_stage_rows(ref, ours)))
+    print("\n" + "\n".join(_work(ref, ours)))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", choices=("real", "tiny"), default="real")
-    ap.add_argument(
-        "--codes", type=int, help="AR codes per candidate (max_mel_tokens / max_new_tokens; default: real 64, tiny 16)"
-    )
+    ap.add_argument("--codes", type=int, help="AR codes of every candidate, forced (default: real 64, tiny 16)")
     ap.add_argument("--runs", type=int, default=1, help="timed calls per side (best of), after one warm-up call")
+    ap.add_argument(
+        "--pad",
+        choices=("codes", "500"),
+        default="codes",
+        help="codes: nothing padded, codes latent frames rendered (64 -> L = 278); 500: api.tts's default padding "
+        "to 500 codes before CLVP and the latents pass, codes + 8 calm frames rendered (64 -> 72 -> L = 313)",
+    )
+    ap.add_argument(
+        "--original-cache",
+        choices=("restored", "as-is"),
+        default="restored",
+        help="the original's KV cache: restored as under its transformers 4.31 (default), or as transformers 5 "
+        "leaves it (unused: every step re-runs the whole sequence)",
+    )
+    ap.add_argument(
+        "--check-cache",
+        action="store_true",
+        help="first draw the original's AR candidates once as-is and once restored (same seed): costs, forward "
+        "widths, same codes?",
+    )
     ap.add_argument("--side", choices=["both", "prepare", "reference", "jax"], default="both", help=argparse.SUPPRESS)
     ap.add_argument("--folder", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.codes is None:
         a.codes = 64 if a.size == "real" else 16
-    if a.runs < 1 or not 2 <= a.codes <= 500:
-        ap.error(f"--runs must be >= 1 and --codes in [2, 500], got {a.runs} and {a.codes}")
+    if a.runs < 1 or not 2 <= a.codes <= TORTOISE_PAD - 9:
+        ap.error(f"--runs must be >= 1 and --codes in [2, {TORTOISE_PAD - 9}], got {a.runs} and {a.codes}")
+    if a.check_cache and a.original_cache == "as-is":
+        ap.error("--check-cache leaves the original's cache restored: use it with --original-cache restored")
     if a.side != "both":
         run = dict(
             prepare=lambda: prepare(a.size, a.folder),
-            reference=lambda: run_reference(a.size, a.codes, a.runs, a.folder),
-            jax=lambda: run_jax(a.size, a.codes, a.runs, a.folder),
+            reference=lambda: run_reference(a.size, a.codes, a.runs, a.folder, a.pad, a.original_cache, a.check_cache),
+            jax=lambda: run_jax(a.size, a.codes, a.runs, a.folder, a.pad),
         )
         print(json.dumps(run[a.side]()))
         return
     mach = machine()
     with tempfile.TemporaryDirectory(prefix="bench_tts_") as folder:
-        _side("prepare", a.size, a.codes, a.runs, folder)
-        ref = _side("reference", a.size, a.codes, a.runs, folder)
-        ours = _side("jax", a.size, a.codes, a.runs, folder)
-    report(a.size, a.codes, a.runs, mach, ref, ours)
+        _side("prepare", a, folder)
+        ref = _side("reference", a, folder)
+        ours = _side("jax", a, folder)
+    report(a, mach, ref, ours)
 
 
 if __name__ == "__main__":
