@@ -141,12 +141,6 @@ def trace_case(folder: str, case: str, tokens: int, dtype: str) -> dict:
     model = ClvpModelForConditionalGeneration(ClvpConfig.from_pretrained(folder), masked_pooling=False, dtype=compute)
     shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, dtype), param_shapes(model.config))
     compiled = warmup(model, shapes, batch_size=1, text_length=TEXT_LEN, num_frames=FRAMES, options=opts)
-    analysis = compiled.memory_analysis()
-    program = {
-        k: getattr(analysis, f"{k}_size_in_bytes") / GIB
-        for k in ("temp", "generated_code", "argument", "output", "alias")
-        if hasattr(analysis, f"{k}_size_in_bytes")
-    }
     trace.mark("compile (warmup from shapes)", _live_bytes())
 
     # from_pretrained's two halves as two phases: `load_params` (the host tree), then `_to_device`.
@@ -167,8 +161,14 @@ def trace_case(folder: str, case: str, tokens: int, dtype: str) -> dict:
     for k in (1, 2):
         out = jax.block_until_ready(run(*args))
         del out
-        trace.mark(f"call {k} ({n} tokens)", _live_bytes())
+        trace.mark(f"call {k}", _live_bytes())
 
+    analysis = compiled.memory_analysis()  # after the calls: it allocates, and bench_generate never asks for it
+    program = {
+        k: getattr(analysis, f"{k}_size_in_bytes") / GIB
+        for k in ("temp", "generated_code", "argument", "output", "alias")
+        if hasattr(analysis, f"{k}_size_in_bytes")
+    }
     del run, compiled
     compiling._AHEAD.clear()
     gc.collect()
@@ -178,7 +178,8 @@ def trace_case(folder: str, case: str, tokens: int, dtype: str) -> dict:
     gc.collect()
     model.tuning.release_freed_memory()
     trace.mark("diagnostic: params dropped", _live_bytes())
-    return {"case": case, "dtype": dtype, "weights": weights, "program": program, "phases": trace.phases}
+    out = {"case": case, "dtype": dtype, "tokens": n, "weights": weights, "program": program}
+    return {**out, "phases": trace.phases}
 
 
 def _child(folder: str, case: str, tokens: int, dtype: str, cache: str) -> dict:
@@ -199,7 +200,7 @@ def _child(folder: str, case: str, tokens: int, dtype: str, cache: str) -> dict:
 
 def report(results: list[dict]) -> None:
     """Markdown tables: RSS after each phase / the phase's own peak; then each process's peak and the shares."""
-    heads = [f"{r['dtype']} {r['case']}" for r in results]
+    heads = [f"{r['dtype']} {r['case']} ({r['tokens']} tokens)" for r in results]
     print("\nRSS after the phase / the phase's peak (VmHWM), GiB; [RssAnon + RssFile; heap in use + kept free]")
     print(f"| phase | {' | '.join(heads)} |")
     print(f"|---|{'---|' * len(heads)}")
