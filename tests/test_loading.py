@@ -146,6 +146,46 @@ def test_tampered_manifest_is_refused(tmp_path):
         load_checkpoint(tmp_path / "ck")
 
 
+def test_safetensors_read_casts_while_reading(tmp_path, monkeypatch):
+    """`SafetensorsReader.read(key, dtype)` equals astype bit for bit, through a small buffer: no full-size copy in
+    the stored dtype is ever allocated (loading float32 files as bf16 leaves no freed float32 holes behind)."""
+    import tracemalloc
+
+    import ml_dtypes
+    from safetensors.numpy import save_file
+
+    from clvp_jax.checkpoint import readers
+
+    rng = np.random.default_rng(0)
+    tensors = {
+        "big": rng.standard_normal((257, 1031)).astype(np.float32) * 1e3,  # not a multiple of the buffer
+        "scalar": np.asarray(2.5, np.float32),
+        "empty": np.zeros((0, 3), np.float32),
+        "half": rng.standard_normal((5, 7)).astype(np.float16),
+    }
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    monkeypatch.setattr(readers, "CAST_CHUNK_BYTES", 4096)
+    reader = readers.SafetensorsReader([tmp_path / "model.safetensors"])
+    for key, stored in tensors.items():
+        for dtype in (None, np.float32, ml_dtypes.bfloat16, np.float16):
+            got = reader.read(key, dtype)
+            want = stored if dtype is None else stored.astype(dtype)
+            assert got.dtype == want.dtype and got.shape == want.shape, (key, dtype)
+            np.testing.assert_array_equal(got.reshape(-1).view(np.uint8), want.reshape(-1).view(np.uint8), err_msg=key)
+    tracemalloc.start()
+    try:
+        reader.read("big", ml_dtypes.bfloat16)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    bf16_bytes = tensors["big"].size * 2
+    assert peak < bf16_bytes + 4096 + (64 << 10), (peak, bf16_bytes)  # astype of a full read: 3x bf16_bytes
+    # The HF load path uses it: a float32 folder loaded as bf16 is the float32 load, rounded once.
+    _save_hf(tmp_path / "src", "no_rotary", "safetensors")
+    f32, b16 = load_params(tmp_path / "src").params, load_params(tmp_path / "src", dtype="bfloat16").params
+    _assert_trees_equal(b16, jax.tree.map(lambda x: x.astype(ml_dtypes.bfloat16), f32))
+
+
 # ---- bad inputs ------------------------------------------------------------------------------------------------
 
 

@@ -35,11 +35,24 @@ def tensor_specs(state: Mapping[str, Any]) -> dict[str, TensorSpec]:
     return {k: TensorSpec(tuple(np.shape(v)), np.asarray(v).dtype) for k, v in state.items()}
 
 
+CAST_CHUNK_BYTES = 4 << 20  # `SafetensorsReader.read`'s buffer for casting while reading
+
+
+def read_tensor(state: Mapping[str, Any], key: str, dtype: Any = None) -> np.ndarray:
+    """`state[key]` as numpy, cast to `dtype` (None: as stored), by the reader's own `read` where it has one
+    (`SafetensorsReader.read` casts while reading, with no full-size copy in the stored dtype)."""
+    if hasattr(state, "read"):
+        return state.read(key, dtype)
+    value = np.asarray(state[key])
+    return value.astype(dtype) if dtype is not None and value.dtype != dtype else value
+
+
 class SafetensorsReader(Mapping):
     """A lazy, read-only view of one or several (sharded) safetensors files as numpy arrays.
 
     `specs()` comes from the file headers. A header whose offsets run past the end of the file (a truncated
-    download) raises `CheckpointError` at construction. Tensors are read with plain file reads into fresh arrays.
+    download) raises `CheckpointError` at construction. Tensors are read with plain file reads into fresh arrays;
+    `read(key, dtype)` casts while reading.
     """
 
     # Not safetensors.safe_open: reading 512 MiB peaked 1024 MiB above baseline with it kept open, 524 reopened per
@@ -84,6 +97,28 @@ class SafetensorsReader(Mapping):
         path, (shape, dtype), offset = self._where[key]
         count = int(np.prod(shape, dtype=np.int64))
         return np.fromfile(path, dtype=dtype, count=count, offset=offset).reshape(shape)
+
+    def read(self, key: str, dtype: Any = None) -> np.ndarray:
+        """Tensor `key` cast to `dtype` as it is read (None, or its stored dtype: the same as `self[key]`).
+
+        The cast goes through one small buffer (`CAST_CHUNK_BYTES` of the stored dtype), reused, never through a
+        full-size copy in the stored dtype: loading float32 files as bf16 allocates the bf16 tensors only, so
+        the heap is left without the freed float32 tensors' holes (which glibc keeps resident until trimmed).
+        """
+        path, (shape, stored), offset = self._where[key]
+        if dtype is None or np.dtype(dtype) == stored:
+            return self[key]
+        out = np.empty(shape, dtype)
+        flat = out.reshape(-1)
+        buf = np.empty(max(1, min(flat.size, CAST_CHUNK_BYTES // stored.itemsize)), stored)
+        with open(path, "rb") as f:
+            f.seek(offset)
+            for start in range(0, flat.size, buf.size):
+                part = buf[: min(buf.size, flat.size - start)]
+                if f.readinto(part.view(np.uint8)) != part.nbytes:  # the header check makes this a race
+                    raise CheckpointError(f"{path} was truncated while tensor {key!r} was read; re-download it")
+                flat[start : start + part.size] = part  # the cast (numpy's, as astype's)
+        return out
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._where)

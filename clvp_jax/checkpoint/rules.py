@@ -31,7 +31,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from clvp_jax.checkpoint.dtypes import is_float
 from clvp_jax.checkpoint.errors import WeightsMismatchError
 from clvp_jax.checkpoint.layouts import SAME, TRAILING_UNIT, TRANSPOSED, Layout
-from clvp_jax.checkpoint.readers import tensor_specs
+from clvp_jax.checkpoint.readers import read_tensor, tensor_specs
 from clvp_jax.config import ClvpConfig, ClvpEncoderConfig
 from clvp_jax.layers import rotary_inv_freq, rotary_r0
 from clvp_jax.model import param_shapes
@@ -221,6 +221,5 @@ def state_dict_to_params(
     todo = check_state_dict(state_dict, config, dtype=dtype, parts=parts, stored_dtype=stored_dtype)
     flat = {}
     for path, key, layout in todo:
-        value = layout.to_flax(np.asarray(state_dict[key]))
-        flat[path] = value.astype(dtype) if dtype is not None and value.dtype != dtype else value
+        flat[path] = layout.to_flax(read_tensor(state_dict, key, dtype))
     return unflatten_dict(flat)
